@@ -1,0 +1,51 @@
+//! Typed errors of the format layer. Every variant says what was wrong and where, so a bad
+//! file yields one readable line, never a panic.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a GGUF file (magic {found:?}, expected \"GGUF\")")]
+    BadMagic { found: [u8; 4] },
+    #[error("unsupported GGUF version {0} (ternlm reads versions 2 and 3)")]
+    UnsupportedVersion(u32),
+    #[error("GGUF file is truncated: needed {needed} bytes at offset {offset} while reading {what}, file has {len}")]
+    Truncated {
+        what: String,
+        offset: u64,
+        needed: u64,
+        len: u64,
+    },
+    #[error("GGUF {what} is implausible: {value} (limit {limit})")]
+    Implausible { what: String, value: u64, limit: u64 },
+    #[error("GGUF string in {what} is not valid UTF-8")]
+    BadUtf8 { what: String },
+    #[error("GGUF metadata key {key:?} has unknown value type {type_id}")]
+    BadValueType { key: String, type_id: u32 },
+    #[error("duplicate {what} {name:?}")]
+    Duplicate { what: &'static str, name: String },
+    #[error("tensor {name:?} has unknown tensor type id {type_id}")]
+    UnknownTensorType { name: String, type_id: u32 },
+    #[error("tensor {name:?}: {reason}")]
+    BadTensor { name: String, reason: String },
+    #[error("tensor {0:?} not found in the model file")]
+    MissingTensor(String),
+    #[error("metadata key {0:?} is missing")]
+    MissingKey(String),
+    #[error("metadata key {key:?} has the wrong type: expected {expected}, found {found}")]
+    WrongKeyType {
+        key: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("bad GGUF alignment {0} (must be a power of two between 1 and 65536)")]
+    BadAlignment(u64),
+}
+
+pub type Result<T> = std::result::Result<T, FormatError>;

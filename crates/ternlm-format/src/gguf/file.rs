@@ -1,0 +1,76 @@
+//! A GGUF file on disk: the mmap plus its parsed header, handing out each tensor's bytes as a
+//! borrowed slice (no copies).
+
+use std::fs::File;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use super::metadata::{Metadata, MetadataValue};
+use super::reader::{GgufView, TensorInfo};
+use crate::error::{FormatError, Result};
+
+pub struct GgufFile {
+    path: PathBuf,
+    mmap: Mmap,
+    view: GgufView,
+}
+
+impl GgufFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| FormatError::Io { path: path.clone(), source };
+        let file = File::open(&path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if meta.is_dir() {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory, not a GGUF file")));
+        }
+        // SAFETY: the file is opened read-only and the map is never written through. Another
+        // process truncating the file underneath us is the one hazard mmap cannot rule out;
+        // every engine that maps model files accepts it.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let view = GgufView::parse(&mmap)?;
+        Ok(Self { path, mmap, view })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn view(&self) -> &GgufView {
+        &self.view
+    }
+
+    pub fn len(&self) -> u64 {
+        self.mmap.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mmap.is_empty()
+    }
+
+    /// The raw bytes of a tensor. Offsets were checked against the file length at parse time.
+    pub fn data(&self, info: &TensorInfo) -> &[u8] {
+        &self.mmap[info.offset as usize..(info.offset + info.size) as usize]
+    }
+
+    /// The tensor named `name` and its bytes, or an error that names it.
+    pub fn tensor(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
+        let info = self.view.require_tensor(name)?;
+        Ok((info, self.data(info)))
+    }
+}
+
+impl Metadata for GgufFile {
+    fn get(&self, key: &str) -> Option<&MetadataValue> {
+        self.view.get(key)
+    }
+}
+
+impl Deref for GgufFile {
+    type Target = GgufView;
+    fn deref(&self) -> &GgufView {
+        &self.view
+    }
+}

@@ -1,0 +1,14 @@
+//! File formats for ternlm: the GGUF v3 reader (over mmap or any byte slice), the ggml tensor
+//! type table, and dequantization of every block layout ternlm accepts.
+//!
+//! Nothing here computes beyond (de)quantization: kernels live in `ternlm-kernels` and models
+//! in `ternlm`.
+
+pub mod dequant;
+pub mod error;
+pub mod gguf;
+pub mod types;
+
+pub use error::FormatError;
+pub use gguf::{GgufFile, GgufView, Metadata, MetadataValue, TensorInfo};
+pub use types::TensorType;
