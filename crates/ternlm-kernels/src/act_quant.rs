@@ -1,0 +1,189 @@
+//! Int8 quantization of f32 activation rows, in the four forms the weight kernels consume:
+//! - per token (BitNet's BitLinear: one scale per row, `s = 127 / max|x|`, ties to even);
+//! - ggml's Q8_0 (per 32, f16 scale) and Q8_1 (Q8_0 plus the block sum times the scale);
+//! - ggml's Q8_K (per 256, f32 scale, sums of every 16 values).
+//!
+//! Matching ggml's activation formats for ggml weight types keeps ternlm's logits within
+//! rounding of llama.cpp's; BitNet's per-token form is the one its models were trained with.
+
+use half::f16;
+
+/// Which activation format a weight kernel wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActFormat {
+    PerToken,
+    Q8_0,
+    Q8_1,
+    Q8K,
+}
+
+impl ActFormat {
+    pub fn block_len(self, k: usize) -> usize {
+        match self {
+            Self::PerToken => k,
+            Self::Q8_0 | Self::Q8_1 => 32,
+            Self::Q8K => 256,
+        }
+    }
+}
+
+/// Quantized activations for `n` rows of length `k`.
+#[derive(Clone, Debug, Default)]
+pub struct QuantActs {
+    pub k: usize,
+    pub n: usize,
+    pub block_len: usize,
+    /// `n * k` values, row-major.
+    pub q: Vec<i8>,
+    /// One scale per block: `x ≈ q * d`.
+    pub d: Vec<f32>,
+    /// Q8_1 only: per block, `d * Σq` rounded through f16.
+    pub s: Vec<f32>,
+    /// Q8_K only: per 16 values, `Σq`.
+    pub bsums: Vec<i32>,
+    /// Per token only: the multiplier `s = 127 / max|x|` itself (BitLinear divides by it).
+    pub inv: Vec<f32>,
+}
+
+impl QuantActs {
+    /// Quantizes `x` (`n` rows of `k`) into `self`, reusing its buffers.
+    pub fn quantize(&mut self, format: ActFormat, x: &[f32], k: usize) {
+        assert!(k > 0 && x.len() % k == 0, "activation length {} is not a multiple of {k}", x.len());
+        let bl = format.block_len(k);
+        assert!(k % bl == 0, "row length {k} is not a multiple of block {bl}");
+        let n = x.len() / k;
+        self.k = k;
+        self.n = n;
+        self.block_len = bl;
+        self.q.resize(x.len(), 0);
+        let n_blocks = x.len() / bl;
+        self.d.resize(n_blocks, 0.0);
+        self.s.clear();
+        self.bsums.clear();
+        self.inv.clear();
+        match format {
+            ActFormat::PerToken => {
+                self.inv.resize(n, 0.0);
+                for (r, (xr, qr)) in x.chunks_exact(k).zip(self.q.chunks_exact_mut(k)).enumerate() {
+                    let s = quantize_per_token(xr, qr);
+                    self.inv[r] = s;
+                    self.d[r] = 1.0 / s;
+                }
+            }
+            ActFormat::Q8_0 | ActFormat::Q8_1 => {
+                if format == ActFormat::Q8_1 {
+                    self.s.resize(n_blocks, 0.0);
+                }
+                for (b, (xb, qb)) in x.chunks_exact(32).zip(self.q.chunks_exact_mut(32)).enumerate() {
+                    let (d, sum) = quantize_q8_0_block(xb, qb);
+                    self.d[b] = f16::from_f32(d).to_f32();
+                    if format == ActFormat::Q8_1 {
+                        self.s[b] = f16::from_f32(d * sum as f32).to_f32();
+                    }
+                }
+            }
+            ActFormat::Q8K => {
+                self.bsums.resize(x.len() / 16, 0);
+                for (b, (xb, qb)) in x.chunks_exact(256).zip(self.q.chunks_exact_mut(256)).enumerate() {
+                    self.d[b] = quantize_q8k_block(xb, qb);
+                    for (j, c) in qb.chunks_exact(16).enumerate() {
+                        self.bsums[b * 16 + j] = c.iter().map(|&v| i32::from(v)).sum();
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn row(&self, t: usize) -> &[i8] {
+        &self.q[t * self.k..(t + 1) * self.k]
+    }
+
+    /// The scales of row `t`'s blocks.
+    pub fn row_d(&self, t: usize) -> &[f32] {
+        let per = self.k / self.block_len;
+        &self.d[t * per..(t + 1) * per]
+    }
+}
+
+/// BitLinear's per-token quantization; returns the multiplier `s`.
+pub fn quantize_per_token(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    let s = 127.0 / amax.max(1e-5);
+    for (o, &v) in q.iter_mut().zip(x) {
+        *o = (v * s).round_ties_even().clamp(-128.0, 127.0) as i8;
+    }
+    s
+}
+
+/// One Q8_0 block: returns the unrounded scale and the sum of the quantized values.
+fn quantize_q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0i32;
+    for (o, &v) in q.iter_mut().zip(x) {
+        *o = (v * id).round_ties_even() as i8;
+        sum += i32::from(*o);
+    }
+    (d, sum)
+}
+
+/// One Q8_K block (ggml's reference): the scale is set by the signed value of largest
+/// magnitude so that it maps to -127 exactly.
+fn quantize_q8k_block(x: &[f32], q: &mut [i8]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    for (o, &v) in q.iter_mut().zip(x) {
+        *o = (iscale * v).round_ties_even().min(127.0) as i8;
+    }
+    1.0 / iscale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_token_matches_bitlinear() {
+        let x = [0.5f32, -1.0, 0.25, 0.0039370];
+        let mut q = [0i8; 4];
+        let s = quantize_per_token(&x, &mut q);
+        assert_eq!(s, 127.0);
+        assert_eq!(q, [64, -127, 32, 0]); // 63.5 -> 64 (even), 31.75 -> 32, 0.49999 -> 0
+    }
+
+    #[test]
+    fn q8k_maps_signed_max_to_minus_127() {
+        let mut x = [0f32; 256];
+        x[3] = 2.0;
+        x[9] = -1.0;
+        let mut a = QuantActs::default();
+        a.quantize(ActFormat::Q8K, &x, 256);
+        assert_eq!(a.q[3], -127);
+        assert_eq!(a.q[9], 64); // 63.5 ties to even
+        assert!((a.d[0] * -127.0 - 2.0).abs() < 1e-6);
+        assert_eq!(a.bsums[0], -127 + 64);
+    }
+
+    #[test]
+    fn q8_1_sum_is_scale_times_sum() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) / 7.0).collect();
+        let mut a = QuantActs::default();
+        a.quantize(ActFormat::Q8_1, &x, 64);
+        for b in 0..2 {
+            let sum: i32 = a.q[b * 32..b * 32 + 32].iter().map(|&v| i32::from(v)).sum();
+            let d = x[b * 32..b * 32 + 32].iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            assert_eq!(a.s[b], f16::from_f32(d * sum as f32).to_f32());
+        }
+    }
+}

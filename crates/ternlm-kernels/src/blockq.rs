@@ -1,0 +1,392 @@
+//! Weights in ggml's block-quantized and float layouts, used in place (straight from the
+//! mmap), and their products with activations quantized the way llama.cpp pairs them:
+//! Q4_0 and Q8_0 with Q8_0, Q4_1 with Q8_1, Q4_K and Q6_K with Q8_K; F16 and BF16 weights
+//! meet activations rounded to the same type; F32 is plain.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use half::{bf16, f16};
+
+use crate::act_quant::{ActFormat, QuantActs};
+use crate::pool::{ThreadPool, split_range};
+use crate::sync_out::SyncOut;
+use crate::ternary::ShapeError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    F32,
+    F16,
+    BF16,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+    Q4K,
+    Q6K,
+}
+
+impl BlockKind {
+    pub fn block_len(self) -> usize {
+        match self {
+            Self::F32 | Self::F16 | Self::BF16 => 1,
+            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => 32,
+            Self::Q4K | Self::Q6K => 256,
+        }
+    }
+
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q8_0 => 34,
+            Self::Q4K => 144,
+            Self::Q6K => 210,
+        }
+    }
+
+    /// The activation format this weight type's dot product consumes (`None`: float).
+    pub fn act_format(self) -> Option<ActFormat> {
+        match self {
+            Self::F32 | Self::F16 | Self::BF16 => None,
+            Self::Q4_0 | Self::Q8_0 => Some(ActFormat::Q8_0),
+            Self::Q4_1 => Some(ActFormat::Q8_1),
+            Self::Q4K | Self::Q6K => Some(ActFormat::Q8K),
+        }
+    }
+}
+
+/// Shared ownership of weight bytes that live elsewhere (an mmap, or a buffer of our own).
+#[derive(Clone)]
+pub struct WeightBytes {
+    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    range: Range<usize>,
+}
+
+impl WeightBytes {
+    pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, range: Range<usize>) -> Result<Self, ShapeError> {
+        let len = (*owner).as_ref().len();
+        if range.start > range.end || range.end > len {
+            return Err(ShapeError(format!("byte range {range:?} exceeds the {len}-byte buffer")));
+        }
+        Ok(Self { owner, range })
+    }
+
+    pub fn from_vec(v: Vec<u8>) -> Self {
+        let len = v.len();
+        Self { owner: Arc::new(v), range: 0..len }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &(*self.owner).as_ref()[self.range.clone()]
+    }
+}
+
+impl std::fmt::Debug for WeightBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WeightBytes({} bytes)", self.range.len())
+    }
+}
+
+/// A `rows x cols` matrix in a ggml block layout, row-major.
+#[derive(Clone, Debug)]
+pub struct BlockMatrix {
+    kind: BlockKind,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: WeightBytes,
+}
+
+impl BlockMatrix {
+    pub fn new(kind: BlockKind, rows: usize, cols: usize, data: WeightBytes) -> Result<Self, ShapeError> {
+        if cols == 0 || cols % kind.block_len() != 0 {
+            return Err(ShapeError(format!("{cols} columns are not a multiple of the {kind:?} block {}", kind.block_len())));
+        }
+        let row_bytes = cols / kind.block_len() * kind.block_bytes();
+        let need = rows.checked_mul(row_bytes).ok_or_else(|| ShapeError("matrix size overflows".into()))?;
+        if data.bytes().len() < need {
+            return Err(ShapeError(format!("{kind:?} matrix {rows}x{cols} needs {need} bytes, has {}", data.bytes().len())));
+        }
+        Ok(Self { kind, rows, cols, row_bytes, data })
+    }
+
+    pub fn kind(&self) -> BlockKind {
+        self.kind
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.rows * self.row_bytes
+    }
+
+    pub fn row_data(&self, r: usize) -> &[u8] {
+        &self.data.bytes()[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Prepares activations `x` (`n` rows of `cols`) for [`Self::gemm`].
+    pub fn prepare(&self, x: &[f32], acts: &mut PreparedActs) {
+        match self.kind.act_format() {
+            Some(f) => {
+                acts.quant.quantize(f, x, self.cols);
+                acts.float.clear();
+            }
+            None => {
+                acts.float.clear();
+                acts.float.extend(x.iter().map(|&v| match self.kind {
+                    BlockKind::F16 => f16::from_f32(v).to_f32(),
+                    BlockKind::BF16 => bf16::from_f32(v).to_f32(),
+                    _ => v,
+                }));
+                acts.quant.n = x.len() / self.cols;
+                acts.quant.k = self.cols;
+            }
+        }
+    }
+
+    /// `out[t * rows + r] = W[r] · x[t]` for activations made by [`Self::prepare`].
+    pub fn gemm(&self, pool: &ThreadPool, acts: &PreparedActs, out: &mut [f32]) {
+        let n = acts.quant.n;
+        assert_eq!(acts.quant.k, self.cols, "activation width does not match the weights");
+        assert_eq!(out.len(), n * self.rows);
+        let out = SyncOut::new(out);
+        let parts = pool.n_threads() * 4;
+        pool.for_each(parts, &|p| {
+            for r in split_range(self.rows, parts, 8, p) {
+                let w = self.row_data(r);
+                for t in 0..n {
+                    out.set(t * self.rows + r, self.dot(w, acts, t));
+                }
+            }
+        });
+    }
+
+    fn dot(&self, w: &[u8], acts: &PreparedActs, t: usize) -> f32 {
+        let k = self.cols;
+        match self.kind {
+            BlockKind::F32 => dot_f32(w, &acts.float[t * k..(t + 1) * k]),
+            BlockKind::F16 => dot_f16(w, &acts.float[t * k..(t + 1) * k]),
+            BlockKind::BF16 => dot_bf16(w, &acts.float[t * k..(t + 1) * k]),
+            BlockKind::Q4_0 => dot_q4_0(w, &acts.quant, t),
+            BlockKind::Q4_1 => dot_q4_1(w, &acts.quant, t),
+            BlockKind::Q8_0 => dot_q8_0(w, &acts.quant, t),
+            BlockKind::Q4K => dot_q4k(w, &acts.quant, t),
+            BlockKind::Q6K => dot_q6k(w, &acts.quant, t),
+        }
+    }
+}
+
+/// Activations prepared for a [`BlockMatrix`]: quantized, or rounded floats.
+#[derive(Clone, Debug, Default)]
+pub struct PreparedActs {
+    pub quant: QuantActs,
+    pub float: Vec<f32>,
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = 0f64;
+    for (c, &v) in w.chunks_exact(4).zip(x) {
+        acc += f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * v);
+    }
+    acc as f32
+}
+
+fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = 0f64;
+    for (c, &v) in w.chunks_exact(2).zip(x) {
+        acc += f64::from(f16::from_le_bytes([c[0], c[1]]).to_f32() * v);
+    }
+    acc as f32
+}
+
+fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = 0f64;
+    for (c, &v) in w.chunks_exact(2).zip(x) {
+        acc += f64::from(bf16::from_le_bytes([c[0], c[1]]).to_f32() * v);
+    }
+    acc as f32
+}
+
+fn dot_q4_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
+    let (q8, d8) = (a.row(t), a.row_d(t));
+    let mut sum = 0f32;
+    for (b, blk) in w.chunks_exact(18).enumerate() {
+        let x = &q8[b * 32..b * 32 + 32];
+        let mut isum = 0i32;
+        for j in 0..16 {
+            let q = blk[2 + j];
+            isum += (i32::from(q & 0xF) - 8) * i32::from(x[j]) + (i32::from(q >> 4) - 8) * i32::from(x[j + 16]);
+        }
+        sum += isum as f32 * (f16_at(blk, 0) * d8[b]);
+    }
+    sum
+}
+
+fn dot_q4_1(w: &[u8], a: &QuantActs, t: usize) -> f32 {
+    let (q8, d8) = (a.row(t), a.row_d(t));
+    let per = a.k / 32;
+    let s8 = &a.s[t * per..(t + 1) * per];
+    let mut sum = 0f32;
+    for (b, blk) in w.chunks_exact(20).enumerate() {
+        let x = &q8[b * 32..b * 32 + 32];
+        let mut isum = 0i32;
+        for j in 0..16 {
+            let q = blk[4 + j];
+            isum += i32::from(q & 0xF) * i32::from(x[j]) + i32::from(q >> 4) * i32::from(x[j + 16]);
+        }
+        sum += (f16_at(blk, 0) * d8[b]) * isum as f32 + f16_at(blk, 2) * s8[b];
+    }
+    sum
+}
+
+fn dot_q8_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
+    let (q8, d8) = (a.row(t), a.row_d(t));
+    let mut sum = 0f32;
+    for (b, blk) in w.chunks_exact(34).enumerate() {
+        let x = &q8[b * 32..b * 32 + 32];
+        let isum: i32 = blk[2..34].iter().zip(x).map(|(&q, &v)| i32::from(q as i8) * i32::from(v)).sum();
+        sum += isum as f32 * (f16_at(blk, 0) * d8[b]);
+    }
+    sum
+}
+
+fn dot_q4k(w: &[u8], a: &QuantActs, t: usize) -> f32 {
+    let (q8, d8) = (a.row(t), a.row_d(t));
+    let per = a.k / 256;
+    let bsums = &a.bsums[t * per * 16..(t + 1) * per * 16];
+    let mut sum = 0f32;
+    for (b, blk) in w.chunks_exact(144).enumerate() {
+        let x = &q8[b * 256..b * 256 + 256];
+        let scales = &blk[4..16];
+        let qs = &blk[16..144];
+        let mut acc = 0i32;
+        let mut mins = 0i32;
+        for j in 0..8 {
+            let (sc, m) = q4k_scale_min(j, scales);
+            let q = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
+            let xs = &x[j * 32..j * 32 + 32];
+            let isum: i32 = if j % 2 == 0 {
+                q.iter().zip(xs).map(|(&q, &v)| i32::from(q & 0xF) * i32::from(v)).sum()
+            } else {
+                q.iter().zip(xs).map(|(&q, &v)| i32::from(q >> 4) * i32::from(v)).sum()
+            };
+            acc += i32::from(sc) * isum;
+            mins += i32::from(m) * (bsums[b * 16 + 2 * j] + bsums[b * 16 + 2 * j + 1]);
+        }
+        let d = f16_at(blk, 0) * d8[b];
+        let dmin = f16_at(blk, 2) * d8[b];
+        sum += d * acc as f32 - dmin * mins as f32;
+    }
+    sum
+}
+
+fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+    }
+}
+
+fn dot_q6k(w: &[u8], a: &QuantActs, t: usize) -> f32 {
+    let (q8, d8) = (a.row(t), a.row_d(t));
+    let mut sum = 0f32;
+    for (b, blk) in w.chunks_exact(210).enumerate() {
+        let x = &q8[b * 256..b * 256 + 256];
+        let (ql, qh, sc) = (&blk[0..128], &blk[128..192], &blk[192..208]);
+        let mut acc = 0i32;
+        for half in 0..2 {
+            let (ql, qh) = (&ql[half * 64..], &qh[half * 32..]);
+            let xs = &x[half * 128..];
+            let mut sub = [0i32; 8];
+            for l in 0..32 {
+                let is = l / 16;
+                let q1 = i32::from((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32;
+                let q2 = i32::from((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                sub[is] += q1 * i32::from(xs[l]);
+                sub[is + 2] += q2 * i32::from(xs[l + 32]);
+                sub[is + 4] += q3 * i32::from(xs[l + 64]);
+                sub[is + 6] += q4 * i32::from(xs[l + 96]);
+            }
+            for (j, s) in sub.iter().enumerate() {
+                acc += i32::from(sc[half * 8 + j] as i8) * s;
+            }
+        }
+        sum += f16_at(blk, 208) * d8[b] * acc as f32;
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dequantizes by brute force: dot with unit activations is impossible through int8, so
+    /// compare against f32 math on the dequantized block with the same quantized activations.
+    fn check(kind: BlockKind, block: Vec<u8>, deq: &[f32]) {
+        let cols = kind.block_len();
+        let m = BlockMatrix::new(kind, 1, cols, WeightBytes::from_vec(block)).unwrap();
+        let x: Vec<f32> = (0..cols).map(|i| ((i * 37 % 17) as f32 - 8.0) / 3.0).collect();
+        let mut acts = PreparedActs::default();
+        m.prepare(&x, &mut acts);
+        let mut out = [0f32];
+        m.gemm(&ThreadPool::new(1), &acts, &mut out);
+        let xq: Vec<f32> = (0..cols).map(|i| f32::from(acts.quant.q[i]) * acts.quant.d[i / acts.quant.block_len]).collect();
+        let want: f32 = deq.iter().zip(&xq).map(|(a, b)| a * b).sum();
+        assert!((out[0] - want).abs() < 1e-2 * want.abs().max(1.0), "{kind:?}: {} vs {want}", out[0]);
+    }
+
+    #[test]
+    fn q4_1_against_dequantized_math() {
+        let mut b = vec![0u8; 20];
+        b[..2].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        b[2..4].copy_from_slice(&f16::from_f32(-2.0).to_le_bytes());
+        for j in 0..16 {
+            b[4 + j] = (j as u8) | ((15 - j as u8) << 4);
+        }
+        let deq: Vec<f32> = (0..32).map(|i| if i < 16 { i as f32 * 0.5 - 2.0 } else { (31 - i) as f32 * 0.5 - 2.0 }).collect();
+        check(BlockKind::Q4_1, b, &deq);
+    }
+
+    #[test]
+    fn q6k_against_dequantized_math() {
+        let mut b = vec![0u8; 210];
+        for (i, v) in b.iter_mut().enumerate().take(208) {
+            *v = (i * 97 % 251) as u8;
+        }
+        b[208..210].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+        // Reference dequantization written from the layout, independent of the kernel.
+        let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+        let mut deq = vec![0f32; 256];
+        for n in 0..2 {
+            for l in 0..32 {
+                let is = l / 16;
+                let g = |v: u8| f32::from(v as i8 - 32);
+                let q1 = g((ql[n * 64 + l] & 0xF) | ((qh[n * 32 + l] & 3) << 4));
+                let q2 = g((ql[n * 64 + l + 32] & 0xF) | (((qh[n * 32 + l] >> 2) & 3) << 4));
+                let q3 = g((ql[n * 64 + l] >> 4) | (((qh[n * 32 + l] >> 4) & 3) << 4));
+                let q4 = g((ql[n * 64 + l + 32] >> 4) | (((qh[n * 32 + l] >> 6) & 3) << 4));
+                let s = |i: usize| 0.01f32 * f32::from(sc[n * 8 + i] as i8);
+                deq[n * 128 + l] = s(is) * q1;
+                deq[n * 128 + l + 32] = s(is + 2) * q2;
+                deq[n * 128 + l + 64] = s(is + 4) * q3;
+                deq[n * 128 + l + 96] = s(is + 6) * q4;
+            }
+        }
+        check(BlockKind::Q6K, b, &deq);
+    }
+}

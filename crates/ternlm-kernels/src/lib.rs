@@ -1,0 +1,23 @@
+//! ternlm's compute kernels. Nothing here knows about files, models or tokens: callers hand in
+//! packed weights and f32 activations and get f32 results back.
+//!
+//! - [`pool`]: the persistent thread pool every parallel kernel runs on;
+//! - [`act_quant`]: int8 quantization of activations (per token, and ggml's Q8_0/Q8_1/Q8_K);
+//! - [`ternary`]: ternary weights in the kernel's own packed layout and ternary x int8 products;
+//! - [`blockq`]: ggml block-quantized and float weights (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, F16,
+//!   BF16, F32) and their products with quantized activations;
+//! - [`ops`]: RMSNorm, RoPE, softmax, SiLU, squared ReLU;
+//! - [`attention`]: causal attention of a batch of queries over a KV cache.
+//!
+//! Each kernel is scalar today and shaped so SIMD versions can take its place behind the same
+//! functions (a batch of token rows per call, weights packed once at load).
+
+pub mod act_quant;
+pub mod attention;
+pub mod blockq;
+pub mod ops;
+pub mod pool;
+pub mod ternary;
+mod sync_out;
+
+pub use pool::ThreadPool;
