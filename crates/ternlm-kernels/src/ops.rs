@@ -33,14 +33,15 @@ pub enum RopeStyle {
     Neox,
 }
 
-/// Cos/sin of one position for the first `n_dims` dimensions, computed as ggml does
-/// (`theta *= base^(-2/n)` step by step, in f32).
-pub fn rope_cache(pos: usize, n_dims: usize, base: f32, cache: &mut Vec<(f32, f32)>) {
-    cache.clear();
+/// Appends cos/sin of one position for the first `n_dims` dimensions, computed as ggml does
+/// (`theta *= base^(-2/n)` step by step, in f32). `freq_factors` (LLaMA 3.1) divide each
+/// pair's angle.
+pub fn rope_cache(pos: usize, n_dims: usize, base: f32, freq_factors: Option<&[f32]>, cache: &mut Vec<(f32, f32)>) {
     let theta_scale = base.powf(-2.0 / n_dims as f32);
     let mut theta = pos as f32;
-    for _ in 0..n_dims / 2 {
-        cache.push((theta.cos(), theta.sin()));
+    for i in 0..n_dims / 2 {
+        let t = freq_factors.map_or(theta, |f| theta / f[i]);
+        cache.push((t.cos(), t.sin()));
         theta *= theta_scale;
     }
 }
@@ -101,12 +102,13 @@ mod tests {
     #[test]
     fn rope_at_position_zero_is_identity_and_preserves_norm() {
         let mut cache = Vec::new();
-        rope_cache(0, 8, 10000.0, &mut cache);
+        rope_cache(0, 8, 10000.0, None, &mut cache);
         let mut x: Vec<f32> = (0..16).map(|i| i as f32).collect();
         let orig = x.clone();
         rope(&mut x, 8, RopeStyle::Neox, &cache);
         assert_eq!(x, orig);
-        rope_cache(7, 8, 10000.0, &mut cache);
+        cache.clear();
+        rope_cache(7, 8, 10000.0, None, &mut cache);
         for style in [RopeStyle::Neox, RopeStyle::Interleaved] {
             let mut y = orig.clone();
             rope(&mut y, 8, style, &cache);

@@ -106,6 +106,38 @@ impl ThreadPool {
     }
 }
 
+impl ThreadPool {
+    /// Runs `f(i, chunk)` over the `chunk_len`-element chunks of `data` (the last may be
+    /// shorter), in parallel, each chunk handed to exactly one task.
+    pub fn for_each_chunk_mut<T: Send>(&self, data: &mut [T], chunk_len: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+        let chunk_len = chunk_len.max(1);
+        let len = data.len();
+        let n = len.div_ceil(chunk_len);
+        let base = SendPtr(data.as_mut_ptr());
+        self.for_each(n, &|i| {
+            let start = i * chunk_len;
+            let end = (start + chunk_len).min(len);
+            let p = base;
+            // SAFETY: chunk `i` is [start, end) of `data`, disjoint from every other task's
+            // chunk, in bounds, and `data` stays mutably borrowed until `for_each` returns.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(p.0.add(start), end - start) };
+            f(i, chunk);
+        });
+    }
+}
+
+struct SendPtr<T>(*mut T);
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
+// SAFETY: only used to hand disjoint chunks of a `&mut [T]` with `T: Send` to pool tasks.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+// SAFETY: as above; each task derives a distinct chunk from the shared base pointer.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
 fn run_tasks(shared: &Shared, f: &(dyn Fn(usize) + Sync + '_), n_tasks: usize) {
     loop {
         let i = shared.next.fetch_add(1, Ordering::Relaxed);
@@ -198,6 +230,20 @@ mod tests {
             count.fetch_add(1, Ordering::Relaxed);
         });
         assert_eq!(count.load(Ordering::Relaxed), 8);
+    }
+
+    #[test]
+    fn chunks_are_disjoint_and_complete() {
+        let pool = ThreadPool::new(3);
+        let mut v = vec![0usize; 103];
+        pool.for_each_chunk_mut(&mut v, 10, &|i, c| {
+            for x in c.iter_mut() {
+                *x += i + 1;
+            }
+        });
+        for (j, x) in v.iter().enumerate() {
+            assert_eq!(*x, j / 10 + 1);
+        }
     }
 
     #[test]

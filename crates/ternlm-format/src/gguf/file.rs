@@ -62,6 +62,12 @@ impl GgufFile {
     }
 }
 
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GgufFile({}, {} bytes, {} tensors)", self.path.display(), self.mmap.len(), self.view.tensors.len())
+    }
+}
+
 impl Metadata for GgufFile {
     fn get(&self, key: &str) -> Option<&MetadataValue> {
         self.view.get(key)
@@ -72,5 +78,12 @@ impl Deref for GgufFile {
     type Target = GgufView;
     fn deref(&self) -> &GgufView {
         &self.view
+    }
+}
+
+/// The whole mapped file, so kernels can borrow tensor bytes in place.
+impl AsRef<[u8]> for GgufFile {
+    fn as_ref(&self) -> &[u8] {
+        &self.mmap
     }
 }

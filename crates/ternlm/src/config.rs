@@ -1,0 +1,90 @@
+//! Hyperparameters read from GGUF metadata (`{arch}.*` keys) and checked for sanity before
+//! anything is allocated from them.
+
+use ternlm_format::Metadata;
+
+use crate::arch::ArchSpec;
+use crate::error::{ModelError, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub arch: ArchSpec,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub rope_dims: usize,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+    pub n_ctx_train: usize,
+}
+
+fn bad(key: &str, reason: impl Into<String>) -> ModelError {
+    ModelError::BadHyperparameter { key: key.to_string(), reason: reason.into() }
+}
+
+fn usize_key(md: &impl Metadata, key: &str, limit: u64) -> Result<Option<usize>> {
+    match md.u64_of(key)? {
+        None => Ok(None),
+        Some(0) => Err(bad(key, "is zero")),
+        Some(v) if v > limit => Err(bad(key, format!("{v} is implausibly large (limit {limit})"))),
+        Some(v) => Ok(Some(v as usize)),
+    }
+}
+
+impl Config {
+    /// Reads the hyperparameters of the architecture named in `general.architecture`.
+    /// `n_vocab_hint` is the tokenizer's size, used when the file has no `vocab_size`.
+    pub fn from_metadata(md: &impl Metadata, n_vocab_hint: Option<usize>) -> Result<Self> {
+        let arch_name = md
+            .str_of("general.architecture")?
+            .ok_or_else(|| ModelError::Format(ternlm_format::FormatError::MissingKey("general.architecture".into())))?;
+        let arch = ArchSpec::for_name(arch_name)?;
+        let k = |s: &str| format!("{arch_name}.{s}");
+        let req = |key: String, limit: u64| -> Result<usize> {
+            usize_key(md, &key, limit)?.ok_or_else(|| bad(&key, "is missing"))
+        };
+        let n_embd = req(k("embedding_length"), 1 << 16)?;
+        let n_layer = req(k("block_count"), 1024)?;
+        let n_ff = req(k("feed_forward_length"), 1 << 20)?;
+        let n_head = req(k("attention.head_count"), 1024)?;
+        let n_head_kv = usize_key(md, &k("attention.head_count_kv"), 1024)?.unwrap_or(n_head);
+        if n_head % n_head_kv != 0 {
+            return Err(bad(&k("attention.head_count_kv"), format!("{n_head_kv} does not divide {n_head} heads")));
+        }
+        let head_dim = match usize_key(md, &k("attention.key_length"), 1 << 12)? {
+            Some(d) => d,
+            None if n_embd % n_head == 0 => n_embd / n_head,
+            None => return Err(bad(&k("attention.head_count"), format!("{n_head} heads do not divide width {n_embd}"))),
+        };
+        let rope_dims = usize_key(md, &k("rope.dimension_count"), 1 << 12)?.unwrap_or(head_dim);
+        if rope_dims > head_dim || rope_dims % 2 != 0 {
+            return Err(bad(&k("rope.dimension_count"), format!("{rope_dims} must be even and at most the head size {head_dim}")));
+        }
+        let rope_base = md.f64_of(&k("rope.freq_base"))?.unwrap_or(10000.0) as f32;
+        if !(rope_base.is_finite() && rope_base > 0.0) {
+            return Err(bad(&k("rope.freq_base"), format!("{rope_base} is not a positive number")));
+        }
+        let rms_eps = md.f64_of(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32;
+        if !(rms_eps.is_finite() && rms_eps > 0.0 && rms_eps < 1.0) {
+            return Err(bad(&k("attention.layer_norm_rms_epsilon"), format!("{rms_eps} is out of range")));
+        }
+        let n_ctx_train = usize_key(md, &k("context_length"), 1 << 24)?.unwrap_or(4096);
+        let n_vocab = match usize_key(md, &k("vocab_size"), 1 << 24)? {
+            Some(v) => v,
+            None => n_vocab_hint.ok_or_else(|| bad(&k("vocab_size"), "is missing and the file has no tokenizer"))?,
+        };
+        Ok(Self { arch, n_vocab, n_embd, n_layer, n_ff, n_head, n_head_kv, head_dim, rope_dims, rope_base, rms_eps, n_ctx_train })
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+}

@@ -1,0 +1,36 @@
+//! ternlm's library: load a GGUF model (llama, bitnet, bitnet-25 / bitnet-b1.58), tokenize,
+//! render chat templates, run the batched forward pass and generate text. The CLI and the
+//! server are thin layers over [`Model`] and [`Session`].
+//!
+//! ```no_run
+//! use ternlm::{LoadOptions, Model, GenerateParams, SamplerConfig};
+//! let model = Model::load("model.gguf", &LoadOptions::default())?;
+//! let prompt = model.tokenizer.encode("The capital of Germany is", true, false)?;
+//! let mut session = model.session(model.default_ctx());
+//! let params = GenerateParams { max_tokens: 16, sampler: SamplerConfig::greedy() };
+//! let out = session.generate(&prompt, &params, &mut |text, _| { print!("{text}"); true })?;
+//! # Ok::<(), ternlm::ModelError>(())
+//! ```
+
+pub mod arch;
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod kv_cache;
+pub mod linear;
+pub mod model;
+pub mod sampler;
+pub mod session;
+pub mod tokenizer;
+pub mod weights;
+
+pub use chat::{ChatTemplate, Message};
+pub use config::Config;
+pub use error::{ModelError, Result};
+pub use forward::Logits;
+pub use model::{LoadOptions, Model, default_threads};
+pub use sampler::{Sampler, SamplerConfig};
+pub use session::{GenerateParams, Generation, Session, StopReason};
+pub use tokenizer::{StreamDecoder, Tokenizer};
+pub use ternlm_format as format;

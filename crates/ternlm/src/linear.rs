@@ -1,0 +1,185 @@
+//! A linear layer in whatever form its weights take: ternary (repacked at load into the
+//! kernel's layout, BitLinear arithmetic) or a ggml block/float type (used in place from the
+//! mmap). Activations are prepared once per input and may be shared by layers that consume
+//! the same format (Q, K and V; gate and up).
+
+use std::sync::{Arc, Mutex};
+
+use ternlm_format::dequant::unpack_ternary_row;
+use ternlm_format::{GgufFile, TensorInfo, TensorType};
+use ternlm_kernels::ThreadPool;
+use ternlm_kernels::act_quant::{ActFormat, QuantActs};
+use ternlm_kernels::blockq::{BlockKind, BlockMatrix, PreparedActs, WeightBytes};
+use ternlm_kernels::ternary::TernaryMatrix;
+
+use crate::error::{ModelError, Result, bad_tensor};
+
+#[derive(Clone, Debug)]
+pub enum Linear {
+    Ternary(TernaryMatrix),
+    Block(BlockMatrix),
+}
+
+/// The activation form a linear layer consumes; equal keys can share one [`Prepared`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    Quant(ActFormat),
+    Float(BlockKind),
+}
+
+/// Activations prepared for one or more linear layers of the same [`InputKind`].
+#[derive(Debug, Default)]
+pub struct Prepared {
+    kind: Option<InputKind>,
+    acts: PreparedActs,
+}
+
+pub fn block_kind(ty: TensorType) -> Option<BlockKind> {
+    Some(match ty {
+        TensorType::F32 => BlockKind::F32,
+        TensorType::F16 => BlockKind::F16,
+        TensorType::BF16 => BlockKind::BF16,
+        TensorType::Q4_0 => BlockKind::Q4_0,
+        TensorType::Q4_1 => BlockKind::Q4_1,
+        TensorType::Q8_0 => BlockKind::Q8_0,
+        TensorType::Q4K => BlockKind::Q4K,
+        TensorType::Q6K => BlockKind::Q6K,
+        TensorType::TQ1_0 | TensorType::TQ2_0 | TensorType::I2S => return None,
+    })
+}
+
+impl Linear {
+    /// Loads tensor `name`, which must be `cols` wide (inputs) and `rows` tall (outputs).
+    pub fn load(file: &Arc<GgufFile>, pool: &ThreadPool, name: &str, cols: usize, rows: usize) -> Result<Self> {
+        let info = file.view().require_tensor(name)?;
+        if info.dims != [cols as u64, rows as u64] {
+            return Err(bad_tensor(name, format!("has shape {}, expected [{cols}, {rows}]", info.shape_string())));
+        }
+        Self::from_tensor(file, pool, info)
+    }
+
+    /// Loads a 2-D tensor as it is shaped in the file.
+    pub fn from_tensor(file: &Arc<GgufFile>, pool: &ThreadPool, info: &TensorInfo) -> Result<Self> {
+        if info.dims.len() != 2 {
+            return Err(bad_tensor(&info.name, format!("has shape {}, expected a matrix", info.shape_string())));
+        }
+        let (cols, rows) = (info.dims[0] as usize, info.dims[1] as usize);
+        if info.ty.is_ternary() {
+            return load_ternary(file, pool, info, rows, cols).map(Self::Ternary);
+        }
+        let kind = block_kind(info.ty).ok_or_else(|| bad_tensor(&info.name, format!("type {} is not a linear type", info.ty)))?;
+        let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = file.clone();
+        let range = info.offset as usize..(info.offset + info.size) as usize;
+        let data = WeightBytes::new(owner, range).map_err(|e| bad_tensor(&info.name, e.0))?;
+        BlockMatrix::new(kind, rows, cols, data).map(Self::Block).map_err(|e| bad_tensor(&info.name, e.0))
+    }
+
+    pub fn rows(&self) -> usize {
+        match self {
+            Self::Ternary(m) => m.rows(),
+            Self::Block(m) => m.rows(),
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        match self {
+            Self::Ternary(m) => m.cols(),
+            Self::Block(m) => m.cols(),
+        }
+    }
+
+    /// Bytes of weights read per full product.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Ternary(m) => m.bytes(),
+            Self::Block(m) => m.bytes(),
+        }
+    }
+
+    pub fn input_kind(&self) -> InputKind {
+        match self {
+            Self::Ternary(_) => InputKind::Quant(TernaryMatrix::ACT_FORMAT),
+            Self::Block(m) => match m.kind().act_format() {
+                Some(f) => InputKind::Quant(f),
+                None => InputKind::Float(m.kind()),
+            },
+        }
+    }
+
+    /// Prepares `x` for this layer unless `prep` already holds it in the right form.
+    /// Call [`Prepared::invalidate`] when `x` changes.
+    pub fn prepare(&self, x: &[f32], prep: &mut Prepared) {
+        let kind = self.input_kind();
+        if prep.kind == Some(kind) {
+            return;
+        }
+        match self {
+            Self::Ternary(_) => prep.acts.quant.quantize(TernaryMatrix::ACT_FORMAT, x, self.cols()),
+            Self::Block(m) => m.prepare(x, &mut prep.acts),
+        }
+        prep.kind = Some(kind);
+    }
+
+    /// `out = x · Wᵀ` for the activations in `prep` (`n x cols` in, `n x rows` out).
+    pub fn apply(&self, pool: &ThreadPool, prep: &Prepared, out: &mut [f32]) {
+        debug_assert_eq!(prep.kind, Some(self.input_kind()));
+        match self {
+            Self::Ternary(m) => m.gemm(pool, &prep.acts.quant, out),
+            Self::Block(m) => m.gemm(pool, &prep.acts, out),
+        }
+    }
+
+    /// Prepare and apply in one call, for inputs that feed a single layer.
+    pub fn forward(&self, pool: &ThreadPool, x: &[f32], prep: &mut Prepared, out: &mut [f32]) {
+        prep.invalidate();
+        self.prepare(x, prep);
+        self.apply(pool, prep, out);
+    }
+}
+
+impl Prepared {
+    pub fn invalidate(&mut self) {
+        self.kind = None;
+    }
+
+    /// The quantized activations, for inspection in tests.
+    pub fn quant(&self) -> &QuantActs {
+        &self.acts.quant
+    }
+}
+
+/// Unpacks every row of a ternary tensor and repacks it into the kernel layout, in parallel.
+fn load_ternary(file: &GgufFile, pool: &ThreadPool, info: &TensorInfo, rows: usize, cols: usize) -> Result<TernaryMatrix> {
+    let data = file.data(info);
+    let n = info.n_elements() as usize;
+    let row_bytes = TernaryMatrix::packed_row_bytes(cols);
+    let block_len = if info.ty == TensorType::I2S { cols } else { 256 };
+    let blocks_per_row = cols / block_len;
+    let rows_per_task = 64usize;
+    let mut packed = vec![0u8; rows * row_bytes];
+    let mut scales = vec![0f32; rows * blocks_per_row];
+    let first_error: Mutex<Option<ModelError>> = Mutex::new(None);
+    let scale_chunks: Vec<Mutex<&mut [f32]>> = scales.chunks_mut(rows_per_task * blocks_per_row).map(Mutex::new).collect();
+    pool.for_each_chunk_mut(&mut packed, rows_per_task * row_bytes, &|task, out| {
+        let mut trits = vec![0i8; cols];
+        let mut my_scales = scale_chunks[task].lock().unwrap_or_else(|e| e.into_inner());
+        for (i, row_out) in out.chunks_exact_mut(row_bytes).enumerate() {
+            let row = task * rows_per_task + i;
+            match unpack_ternary_row(info.ty, data, cols, n, row, &info.name, &mut trits) {
+                Ok(s) => {
+                    TernaryMatrix::pack_row(&trits, row_out);
+                    my_scales[i * blocks_per_row..(i + 1) * blocks_per_row].copy_from_slice(&s.scales);
+                }
+                Err(e) => {
+                    first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e.into());
+                    return;
+                }
+            }
+        }
+    });
+    drop(scale_chunks);
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    TernaryMatrix::from_parts(rows, cols, packed, block_len, scales).map_err(|e| bad_tensor(&info.name, e.0))
+}

@@ -1,0 +1,124 @@
+//! A loaded model: the mapped GGUF file, hyperparameters, weights in kernel layout, the
+//! tokenizer, the chat template and the thread pool its kernels run on.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ternlm_format::GgufFile;
+use ternlm_kernels::ThreadPool;
+
+use crate::chat::{ChatTemplate, Message};
+use crate::config::Config;
+use crate::error::{ModelError, Result};
+use crate::session::Session;
+use crate::tokenizer::{self, Tokenizer};
+use crate::weights::Weights;
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Threads for the kernels (the calling thread counts as one).
+    pub threads: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { threads: default_threads() }
+    }
+}
+
+/// The number of threads to use when the user does not say: the logical CPUs available.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+pub struct Model {
+    path: PathBuf,
+    file: Arc<GgufFile>,
+    pub config: Config,
+    pub weights: Weights,
+    pub tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    template_source: Option<String>,
+    pool: ThreadPool,
+    load_time: Duration,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("path", &self.path).field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        let start = Instant::now();
+        let path = path.as_ref().to_path_buf();
+        let file = Arc::new(GgufFile::open(&path)?);
+        let tokenizer = Tokenizer::from_metadata(file.as_ref())?;
+        let config = Config::from_metadata(file.as_ref(), Some(tokenizer.n_vocab()))?;
+        if tokenizer.n_vocab() != config.n_vocab {
+            return Err(ModelError::Tokenizer(format!(
+                "the tokenizer has {} tokens but the model's vocabulary is {}",
+                tokenizer.n_vocab(),
+                config.n_vocab
+            )));
+        }
+        let pool = ThreadPool::new(opts.threads.max(1));
+        let weights = Weights::load(&file, &config, &pool)?;
+        let template_source = tokenizer::chat_template(file.as_ref())?;
+        let template = match &template_source {
+            Some(src) => {
+                let text = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or("").to_string();
+                Some(ChatTemplate::new(src, &text(tokenizer.bos), &text(tokenizer.eos))?)
+            }
+            None => None,
+        };
+        Ok(Self { path, file, config, weights, tokenizer, template, template_source, pool, load_time: start.elapsed() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    pub fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    pub fn chat_template_source(&self) -> Option<&str> {
+        self.template_source.as_deref()
+    }
+
+    /// Renders a conversation with the model's template, or `None` when it has none.
+    pub fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Option<String>> {
+        self.template.as_ref().map(|t| t.render(messages, add_generation_prompt)).transpose()
+    }
+
+    /// A session with room for `n_ctx` positions (clamped to at least 1).
+    pub fn session(&self, n_ctx: usize) -> Session<'_> {
+        Session::new(self, n_ctx.max(1))
+    }
+
+    /// The context size to use when the user does not say: the training context, capped at
+    /// 4096 like llama.cpp's default.
+    pub fn default_ctx(&self) -> usize {
+        self.config.n_ctx_train.min(4096)
+    }
+
+    /// Approximate parameter count (elements of all tensors).
+    pub fn n_params(&self) -> u64 {
+        self.file.tensors.iter().map(|t| t.n_elements()).sum()
+    }
+}
