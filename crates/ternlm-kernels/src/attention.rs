@@ -1,7 +1,15 @@
-//! Causal attention of a batch of query tokens over a KV cache, with grouped-query heads:
-//! query head `h` reads KV head `h / (n_heads / n_kv_heads)`.
+//! Causal attention of a batch of query tokens over an F16 KV cache, with grouped-query
+//! heads: query head `h` reads KV head `h / (n_heads / n_kv_heads)`.
+//!
+//! The arithmetic follows llama.cpp's CPU flash attention, the reference engine our fixtures
+//! come from: queries are rounded to F16 like the cache, each score is an f32 sum of F16
+//! products, and values are accumulated in F16 under an online softmax (running maximum,
+//! rescaling the accumulator when it grows). Matching it keeps greedy outputs token for token
+//! identical on real models whose top logits lie close together; an F16 cache also halves
+//! the cache's memory.
 
-use crate::ops::softmax;
+use half::f16;
+
 use crate::pool::ThreadPool;
 use crate::sync_out::SyncOut;
 
@@ -18,7 +26,7 @@ pub struct AttnShape {
 
 /// `q`: `n_tokens x n_heads x head_dim`; `k`, `v`: cache rows `(pos, kv_head, head_dim)`
 /// holding at least `pos0 + n_tokens` positions; `out`: like `q`.
-pub fn attention(pool: &ThreadPool, shape: AttnShape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+pub fn attention(pool: &ThreadPool, shape: AttnShape, q: &[f32], k: &[f16], v: &[f16], out: &mut [f32]) {
     let AttnShape { n_heads, n_kv_heads, head_dim: hd, pos0, n_tokens } = shape;
     assert!(n_kv_heads > 0 && n_heads % n_kv_heads == 0);
     let kv_stride = n_kv_heads * hd;
@@ -32,25 +40,31 @@ pub fn attention(pool: &ThreadPool, shape: AttnShape, q: &[f32], k: &[f32], v: &
     pool.for_each(n_tokens * n_heads, &|task| {
         let (i, h) = (task / n_heads, task % n_heads);
         let kvh = h / group;
-        let qh = &q[(i * n_heads + h) * hd..][..hd];
-        let len = pos0 + i + 1;
-        let mut scores: Vec<f32> = (0..len)
-            .map(|p| {
-                let kr = &k[p * kv_stride + kvh * hd..][..hd];
-                qh.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * scale
-            })
-            .collect();
-        softmax(&mut scores);
-        let mut acc = vec![0f32; hd];
-        for (p, &w) in scores.iter().enumerate() {
-            let vr = &v[p * kv_stride + kvh * hd..][..hd];
-            for (a, &x) in acc.iter_mut().zip(vr) {
-                *a += w * x;
-            }
-        }
         let base = (i * n_heads + h) * hd;
+        let qh: Vec<f32> = q[base..base + hd].iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+        let mut acc = vec![f16::ZERO; hd];
+        let mut max = f32::NEG_INFINITY;
+        let mut sum = 0f32;
+        for p in 0..=pos0 + i {
+            let off = p * kv_stride + kvh * hd;
+            let s = qh.iter().zip(&k[off..off + hd]).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
+            let (ms, vs) = if s > max {
+                let ms = (max - s).exp();
+                max = s;
+                for a in acc.iter_mut() {
+                    *a = f16::from_f32(a.to_f32() * ms);
+                }
+                (ms, 1.0)
+            } else {
+                (1.0, (s - max).exp())
+            };
+            for (a, x) in acc.iter_mut().zip(&v[off..off + hd]) {
+                *a = f16::from_f32(a.to_f32() + x.to_f32() * vs);
+            }
+            sum = sum * ms + vs;
+        }
         for (d, a) in acc.into_iter().enumerate() {
-            out.set(base + d, a);
+            out.set(base + d, a.to_f32() / sum);
         }
     });
 }
@@ -59,14 +73,16 @@ pub fn attention(pool: &ThreadPool, shape: AttnShape, q: &[f32], k: &[f32], v: &
 mod tests {
     use super::*;
 
+    fn h(v: &[f32]) -> Vec<f16> {
+        v.iter().map(|&x| f16::from_f32(x)).collect()
+    }
+
     #[test]
     fn single_position_returns_its_value() {
         let shape = AttnShape { n_heads: 2, n_kv_heads: 1, head_dim: 2, pos0: 0, n_tokens: 1 };
         let q = [1.0, 0.0, 0.0, 1.0];
-        let k = [0.3, 0.7];
-        let v = [5.0, -1.0];
         let mut out = [0f32; 4];
-        attention(&ThreadPool::new(1), shape, &q, &k, &v, &mut out);
+        attention(&ThreadPool::new(1), shape, &q, &h(&[0.3, 0.7]), &h(&[5.0, -1.0]), &mut out);
         assert_eq!(out, [5.0, -1.0, 5.0, -1.0]);
     }
 
@@ -74,11 +90,27 @@ mod tests {
     fn causal_mask_hides_the_future() {
         // Two tokens at once; token 0 must not see position 1's value.
         let shape = AttnShape { n_heads: 1, n_kv_heads: 1, head_dim: 1, pos0: 0, n_tokens: 2 };
-        let q = [1.0, 1.0];
-        let k = [0.0, 0.0];
-        let v = [2.0, 4.0];
         let mut out = [0f32; 2];
-        attention(&ThreadPool::new(2), shape, &q, &k, &v, &mut out);
+        attention(&ThreadPool::new(2), shape, &[1.0, 1.0], &h(&[0.0, 0.0]), &h(&[2.0, 4.0]), &mut out);
         assert_eq!(out, [2.0, 3.0]);
+    }
+
+    #[test]
+    fn online_softmax_matches_the_two_pass_form() {
+        let (hd, n) = (8, 37);
+        let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.7).sin()).collect();
+        let k: Vec<f32> = (0..n * hd).map(|i| (i as f32 * 0.31).cos()).collect();
+        let v: Vec<f32> = (0..n * hd).map(|i| (i as f32 * 0.13).sin() * 3.0).collect();
+        let shape = AttnShape { n_heads: 1, n_kv_heads: 1, head_dim: hd, pos0: n - 1, n_tokens: 1 };
+        let mut out = vec![0f32; hd];
+        attention(&ThreadPool::new(1), shape, &q, &h(&k), &h(&v), &mut out);
+        let s: Vec<f32> = (0..n).map(|p| (0..hd).map(|d| q[d] * k[p * hd + d]).sum::<f32>() / (hd as f32).sqrt()).collect();
+        let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let w: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
+        let z: f32 = w.iter().sum();
+        for d in 0..hd {
+            let want: f32 = (0..n).map(|p| w[p] * v[p * hd + d]).sum::<f32>() / z;
+            assert!((out[d] - want).abs() < 2e-2, "dim {d}: {} vs {want}", out[d]);
+        }
     }
 }

@@ -1,14 +1,17 @@
 //! The KV cache: per layer, keys and values of every position so far, rows of
-//! `n_head_kv * head_dim` floats. It grows as positions are written (so a short run does not
-//! pay for the whole context) and is truncated to reuse a shared prompt prefix.
+//! `n_head_kv * head_dim` F16 values (as llama.cpp keeps them). It grows as positions are
+//! written (so a short run does not pay for the whole context) and is truncated to reuse a
+//! shared prompt prefix.
+
+use half::f16;
 
 #[derive(Debug, Clone)]
 pub struct KvCache {
     n_ctx: usize,
     row: usize,
     len: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Vec<f16>>,
+    v: Vec<Vec<f16>>,
 }
 
 impl KvCache {
@@ -40,7 +43,7 @@ impl KvCache {
         let need = end * self.row;
         for buf in self.k.iter_mut().chain(self.v.iter_mut()) {
             if buf.len() < need {
-                buf.resize(need, 0.0);
+                buf.resize(need, f16::ZERO);
             }
         }
     }
@@ -48,11 +51,15 @@ impl KvCache {
     /// Writes keys and values of `n` consecutive positions starting at `pos` for `layer`.
     pub(crate) fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let start = pos * self.row;
-        self.k[layer][start..start + k.len()].copy_from_slice(k);
-        self.v[layer][start..start + v.len()].copy_from_slice(v);
+        for (d, &s) in self.k[layer][start..start + k.len()].iter_mut().zip(k) {
+            *d = f16::from_f32(s);
+        }
+        for (d, &s) in self.v[layer][start..start + v.len()].iter_mut().zip(v) {
+            *d = f16::from_f32(s);
+        }
     }
 
-    pub(crate) fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
+    pub(crate) fn layer(&self, layer: usize) -> (&[f16], &[f16]) {
         (&self.k[layer], &self.v[layer])
     }
 
@@ -62,6 +69,6 @@ impl KvCache {
 
     /// Bytes the cache holds now.
     pub fn bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(|b| b.len() * 4).sum()
+        self.k.iter().chain(&self.v).map(|b| b.len() * 2).sum()
     }
 }

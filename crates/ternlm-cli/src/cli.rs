@@ -1,0 +1,134 @@
+//! Command-line definitions. Flag spellings are a contract with scripts: add aliases, never
+//! rename.
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "ternlm", version, about = "Fast local inference for ternary (1.58-bit) and quantized language models")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate text from a prompt and stream it to stdout.
+    Run(RunArgs),
+    /// Talk with a model interactively (/reset clears the conversation, /exit or Ctrl-D quits,
+    /// Ctrl-C stops the current reply).
+    Chat(ChatArgs),
+    /// Print the token ids of a text.
+    Tokenize(TokenizeArgs),
+    /// Describe a model file: architecture, hyperparameters, tensors, tokenizer, template.
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: a GGUF path or a catalog name (default: smollm2-135m, fetched on first use).
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<String>,
+    /// Threads for computation (default: the number of physical cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Context size in tokens (default: the model's training context, at most 4096).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Maximum tokens to generate (-1: until the model stops or the context is full).
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 512, allow_negative_numbers = true)]
+    pub max_tokens: i64,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0: off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability adds up to p (1.0: off).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than min-p times the most likely one (0: off).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalize repeats of the last 64 tokens (1.0: off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed (default: a new one each run).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// The prompt (read from stdin when absent and stdin is not a terminal).
+    #[arg(short = 'p', long = "prompt")]
+    pub prompt: Option<String>,
+    /// Use the prompt as it is, without the model's chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// A system message placed before the prompt (chat template only).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Print one JSON object (prompt_tokens, tokens, text, timings) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print timings to stderr.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// A system message that starts the conversation.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Print timings to stderr after each reply.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    /// Model: a GGUF path or a catalog name.
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<String>,
+    /// The text to tokenize.
+    #[arg(long)]
+    pub text: String,
+    /// Print JSON: ids and the piece of each.
+    #[arg(long)]
+    pub json: bool,
+    /// Never add BOS, even if the model's metadata asks for it.
+    #[arg(long = "no-bos", conflicts_with = "bos")]
+    pub no_bos: bool,
+    /// Always add BOS, even if the model's metadata does not ask for it.
+    #[arg(long)]
+    pub bos: bool,
+    /// Treat special-token text such as <|im_start|> as plain text.
+    #[arg(long = "no-parse-special")]
+    pub no_parse_special: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Model: a GGUF path or a catalog name.
+    #[arg(value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Model, as a flag (same as the positional argument).
+    #[arg(short = 'm', long = "model", conflicts_with = "model")]
+    pub model_flag: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,94 @@
+//! `ternlm info`: what a model file holds, read from its header and tokenizer only (weights
+//! are not loaded, so this is fast even for large files).
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use ternlm::format::{GgufFile, Metadata};
+use ternlm::{Config, Tokenizer};
+
+use crate::cli::InfoArgs;
+use crate::load::model_path;
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 { format!("{:.2} GB", b / 1e9) } else { format!("{:.1} MB", b / 1e6) }
+}
+
+pub fn info(args: InfoArgs) -> Result<ExitCode> {
+    let arg = args.model.as_deref().or(args.model_flag.as_deref());
+    let path = model_path(arg)?;
+    let file = GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?;
+    let tok = Tokenizer::from_metadata(&file)?;
+    let cfg = Config::from_metadata(&file, Some(tok.n_vocab()))?;
+    let mut types: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    for t in &file.tensors {
+        let e = types.entry(t.ty.name()).or_default();
+        e.0 += 1;
+        e.1 += t.size;
+    }
+    let params: u64 = file.tensors.iter().map(|t| t.n_elements()).sum();
+    let template = file.str_of("tokenizer.chat_template")?.map(str::to_string);
+    let name = file.str_of("general.name")?.unwrap_or("").to_string();
+    let tok_text = |id: Option<u32>| id.map(|i| format!("{i} {:?}", tok.token_text(i).unwrap_or(""))).unwrap_or_else(|| "none".into());
+
+    if args.json {
+        let obj = json!({
+            "path": path.display().to_string(),
+            "name": name,
+            "gguf_version": file.version,
+            "file_bytes": file.len(),
+            "architecture": cfg.arch.name,
+            "hyperparameters": {
+                "n_vocab": cfg.n_vocab, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_ff": cfg.n_ff,
+                "n_head": cfg.n_head, "n_head_kv": cfg.n_head_kv, "head_dim": cfg.head_dim,
+                "rope_dims": cfg.rope_dims, "rope_freq_base": cfg.rope_base, "rms_eps": cfg.rms_eps,
+                "context_length": cfg.n_ctx_train,
+            },
+            "params": params,
+            "tensors": file.tensors.len(),
+            "tensor_types": types.iter().map(|(k, (n, b))| (k.to_string(), json!({"count": n, "bytes": b}))).collect::<serde_json::Map<_, _>>(),
+            "tokenizer": {
+                "model": tok.model_name(), "pre": tok.pre_name(), "n_tokens": tok.n_vocab(),
+                "bos": tok.bos, "eos": tok.eos, "add_bos": tok.add_bos, "add_eos": tok.add_eos,
+            },
+            "chat_template": template,
+        });
+        println!("{obj}");
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    println!("file:          {} ({}, GGUF v{})", path.display(), human(file.len()), file.version);
+    if !name.is_empty() {
+        println!("name:          {name}");
+    }
+    println!("architecture:  {}", cfg.arch.name);
+    println!("parameters:    {:.1} M", params as f64 / 1e6);
+    println!("layers:        {}", cfg.n_layer);
+    println!("width:         {} (ffn {})", cfg.n_embd, cfg.n_ff);
+    println!("heads:         {} query, {} kv, head size {}", cfg.n_head, cfg.n_head_kv, cfg.head_dim);
+    println!("rope:          {:?}, {} dims, base {}", cfg.arch.rope, cfg.rope_dims, cfg.rope_base);
+    println!("rms eps:       {:e}", cfg.rms_eps);
+    println!("context:       {} (trained)", cfg.n_ctx_train);
+    println!("vocabulary:    {}", cfg.n_vocab);
+    println!("tensors:       {}", file.tensors.len());
+    for (ty, (n, bytes)) in &types {
+        println!("  {ty:<8} {n:>5} tensors  {}", human(*bytes));
+    }
+    println!(
+        "tokenizer:     {} (pre {}), {} tokens, bos {}, eos {}, add_bos {}",
+        tok.model_name(),
+        tok.pre_name().unwrap_or("none"),
+        tok.n_vocab(),
+        tok_text(tok.bos),
+        tok_text(tok.eos),
+        tok.add_bos
+    );
+    match template {
+        Some(t) => println!("chat template: {} chars\n{t}", t.len()),
+        None => println!("chat template: none"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,55 @@
+//! One module per subcommand, plus the sampling options they share.
+
+mod chat;
+mod info;
+mod run;
+mod tokenize;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use ternlm::SamplerConfig;
+
+use crate::cli::{Cli, Command, SamplingArgs};
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::chat(a),
+        Command::Tokenize(a) => tokenize::tokenize(a),
+        Command::Info(a) => info::info(a),
+    }
+}
+
+/// The sampler the flags describe; a missing seed is drawn from the clock.
+pub(crate) fn sampler_config(s: &SamplingArgs) -> Result<SamplerConfig> {
+    if !(s.temperature.is_finite() && s.temperature >= 0.0) {
+        anyhow::bail!("--temperature must be a number >= 0");
+    }
+    if !(0.0..=1.0).contains(&s.top_p) {
+        anyhow::bail!("--top-p must be between 0 and 1");
+    }
+    if !(0.0..=1.0).contains(&s.min_p) {
+        anyhow::bail!("--min-p must be between 0 and 1");
+    }
+    if !(s.repeat_penalty.is_finite() && s.repeat_penalty > 0.0) {
+        anyhow::bail!("--repeat-penalty must be a number > 0");
+    }
+    let seed = s.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    });
+    Ok(SamplerConfig {
+        temperature: s.temperature,
+        top_k: s.top_k,
+        top_p: s.top_p,
+        min_p: s.min_p,
+        repeat_penalty: s.repeat_penalty,
+        repeat_last_n: 64,
+        seed,
+    })
+}
+
+/// `--max-tokens` as a count; negative means "until the model stops or the context is full".
+pub(crate) fn max_tokens(s: &SamplingArgs) -> usize {
+    usize::try_from(s.max_tokens).unwrap_or(usize::MAX)
+}

