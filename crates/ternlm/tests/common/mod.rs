@@ -3,8 +3,23 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use serde_json::Value;
+use ternlm::{LoadOptions, Model};
+
+/// SmolLM2-135M-Instruct Q4_1: `TERNLM_SMOLLM2` if set, else the default model from the
+/// cache, fetched (and verified) on first use just as `ternlm run` would.
+pub fn smollm2() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = match std::env::var_os("TERNLM_SMOLLM2") {
+            Some(p) => PathBuf::from(p),
+            None => ternlm_hub::resolve_model(None, false).expect("the default model is cached or can be fetched"),
+        };
+        Model::load(&path, &LoadOptions { threads: 2 }).expect("SmolLM2 loads")
+    })
+}
 
 pub fn fixtures() -> PathBuf {
     std::env::var_os("TERNLM_FIXTURES")
