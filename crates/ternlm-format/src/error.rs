@@ -24,6 +24,8 @@ pub enum FormatError {
     },
     #[error("GGUF {what} is implausible: {value} (limit {limit})")]
     Implausible { what: String, value: u64, limit: u64 },
+    #[error("GGUF {what} is {value}, more than the {remaining} bytes left could hold: the file is truncated or corrupt")]
+    CountBeyondFile { what: String, value: u64, remaining: u64 },
     #[error("GGUF string in {what} is not valid UTF-8")]
     BadUtf8 { what: String },
     #[error("GGUF metadata key {key:?} has unknown value type {type_id}")]

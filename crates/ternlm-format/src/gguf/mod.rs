@@ -5,6 +5,7 @@
 mod file;
 mod metadata;
 mod reader;
+pub mod writer;
 
 pub use file::GgufFile;
 pub use metadata::{Metadata, MetadataValue};

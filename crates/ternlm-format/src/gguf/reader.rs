@@ -265,9 +265,8 @@ impl<'a> Cursor<'a> {
 
     /// Rejects a count whose minimal encoding could not fit in what is left of the file.
     fn check_count(&self, count: u64, min_item_bytes: u64, what: &str) -> Result<()> {
-        let limit = self.remaining() / min_item_bytes.max(1);
-        if count > limit {
-            return Err(FormatError::Implausible { what: what.to_string(), value: count, limit });
+        if count > self.remaining() / min_item_bytes.max(1) {
+            return Err(FormatError::CountBeyondFile { what: what.to_string(), value: count, remaining: self.remaining() });
         }
         Ok(())
     }

@@ -1,0 +1,226 @@
+//! End-to-end tests of the `ternlm` binary: the README's main command against llama.cpp's
+//! recorded text, each subcommand's output contract, and bad input of every kind ending as
+//! one clear line on stderr with a non-zero exit (never a panic).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ternlm_format::gguf::writer::{TensorData, write};
+use ternlm_format::{GgufFile, MetadataValue};
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("TERNLM_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+}
+
+fn tiny() -> PathBuf {
+    fixtures().join("tiny-bitnet-b158/tiny-bitnet-b158-i2_s.gguf")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn ternlm(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ternlm"));
+    cmd.args(args).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("ternlm runs");
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// The failure must be exactly one line naming the problem, with no panic or backtrace.
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected failure, stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got: {err}");
+    assert!(err.starts_with("ternlm: error: "), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace") && !err.contains("internal error"), "{err}");
+    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "stderr should mention {needle:?}: {err}");
+}
+
+/// Rewrites the tiny fixture with `edit` applied to its metadata and tensor list.
+fn variant(name: &str, edit: impl FnOnce(&mut Vec<(String, MetadataValue)>, &mut Vec<TensorData<'_>>)) -> PathBuf {
+    let src = GgufFile::open(tiny()).unwrap();
+    let mut md = src.metadata.clone();
+    let mut tensors: Vec<TensorData<'_>> = src
+        .tensors
+        .iter()
+        .map(|t| TensorData { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty, data: src.data(t) })
+        .collect();
+    edit(&mut md, &mut tensors);
+    let out = scratch(name);
+    write(&out, &md, &tensors).unwrap();
+    out
+}
+
+fn greedy_case0() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join("smollm2/greedy.jsonl")).unwrap();
+    serde_json::from_str(text.lines().next().unwrap()).unwrap()
+}
+
+#[test]
+fn readme_command_prints_exactly_what_llama_cpp_prints() {
+    let case = greedy_case0();
+    assert_eq!(case["prompt"], "The capital of Germany is");
+    let o = ternlm(&["run", "-p", "The capital of Germany is", "-n", "32", "--temperature", "0", "--raw"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout(&o), case["text"].as_str().unwrap());
+}
+
+#[test]
+fn run_json_reports_tokens_text_and_timings() {
+    let t = tiny();
+    let o = ternlm(&["run", "-m", t.to_str().unwrap(), "-p", "The capital of France is", "-n", "4", "--temperature", "0", "--raw", "--json"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["prompt_tokens"].as_array().unwrap()[0], 1, "BOS first");
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 4);
+    assert!(v["text"].is_string());
+    assert!(v["timings"]["prompt_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["timings"]["generation_tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn run_reads_the_prompt_from_stdin_and_seeds_repeat() {
+    let t = tiny();
+    let args = ["run", "-m", t.to_str().unwrap(), "-n", "6", "--temperature", "1.0", "--seed", "7", "--raw"];
+    let a = ternlm(&args, Some("Once upon a time"));
+    let b = ternlm(&args, Some("Once upon a time"));
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(!stdout(&a).is_empty());
+    assert_eq!(stdout(&a), stdout(&b));
+    let verbose = ternlm(&["run", "-m", t.to_str().unwrap(), "-p", "x", "-n", "2", "--verbose", "--raw"], None);
+    assert!(String::from_utf8_lossy(&verbose.stderr).contains("tokens/s"));
+}
+
+#[test]
+fn tokenize_prints_ids_with_and_without_bos() {
+    let t = tiny();
+    let o = ternlm(&["tokenize", "-m", t.to_str().unwrap(), "--text", "Hello world"], None);
+    assert_eq!(stdout(&o).trim(), "1 19556 905", "the tiny model's metadata adds BOS");
+    let o = ternlm(&["tokenize", "-m", t.to_str().unwrap(), "--text", "Hello world", "--no-bos", "--json"], None);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["ids"], serde_json::json!([19556, 905]));
+    assert_eq!(v["pieces"], serde_json::json!(["Hello", " world"]));
+}
+
+#[test]
+fn info_describes_the_model() {
+    let t = tiny();
+    let o = ternlm(&["info", t.to_str().unwrap()], None);
+    let s = stdout(&o);
+    assert!(o.status.success());
+    for want in ["bitnet-25", "I2_S", "F16", "gpt2", "heads:         4 query, 2 kv"] {
+        assert!(s.contains(want), "info lacks {want:?}:\n{s}");
+    }
+    let o = ternlm(&["info", "--json", t.to_str().unwrap()], None);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["tensor_types"]["I2_S"]["count"], 28);
+    assert_eq!(v["hyperparameters"]["n_layer"], 4);
+}
+
+#[test]
+fn chat_keeps_going_through_reset_and_exits() {
+    let t = tiny();
+    // The tiny model has no template: chat must say so cleanly.
+    let o = ternlm(&["chat", "-m", t.to_str().unwrap()], Some("hi\n"));
+    assert_clean_failure(&o, "chat template");
+    let o = ternlm(&["chat", "-n", "6", "--temperature", "0"], Some("What is 2+2?\n/reset\nName a color.\n/exit\n"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout(&o).lines().filter(|l| !l.is_empty()).count(), 2, "two replies: {}", stdout(&o));
+}
+
+#[test]
+fn unreadable_path_fails_cleanly() {
+    assert_clean_failure(&ternlm(&["run", "-m", "/nonexistent/model.gguf", "-p", "x"], None), "/nonexistent/model.gguf");
+    assert_clean_failure(&ternlm(&["info", env!("CARGO_MANIFEST_DIR")], None), "directory");
+    assert_clean_failure(&ternlm(&["run", "-m", "no-such-catalog-model", "-p", "x"], None), "no-such-catalog-model");
+}
+
+#[test]
+fn truncated_file_fails_cleanly() {
+    let bytes = std::fs::read(tiny()).unwrap();
+    for cut in [10, 1000, bytes.len() / 2, bytes.len() - 1] {
+        let p = scratch("truncated.gguf");
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        assert_clean_failure(&ternlm(&["run", "-m", p.to_str().unwrap(), "-p", "x"], None), "trunc");
+    }
+}
+
+#[test]
+fn wrong_magic_fails_cleanly() {
+    let mut bytes = std::fs::read(tiny()).unwrap();
+    bytes[..4].copy_from_slice(b"GGUX");
+    let p = scratch("magic.gguf");
+    std::fs::write(&p, &bytes).unwrap();
+    assert_clean_failure(&ternlm(&["info", p.to_str().unwrap()], None), "not a GGUF file");
+    let p = scratch("text.gguf");
+    std::fs::write(&p, "hello, I am not a model").unwrap();
+    assert_clean_failure(&ternlm(&["run", "-m", p.to_str().unwrap(), "-p", "x"], None), "not a GGUF file");
+}
+
+#[test]
+fn absurd_counts_and_dims_fail_cleanly() {
+    let mut bytes = std::fs::read(tiny()).unwrap();
+    bytes[8..16].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    let p = scratch("count.gguf");
+    std::fs::write(&p, &bytes).unwrap();
+    assert_clean_failure(&ternlm(&["info", p.to_str().unwrap()], None), "tensor count");
+
+    let p = variant("dims.gguf", |_, t| t[0].dims = vec![1 << 40, 1 << 40]);
+    assert_clean_failure(&ternlm(&["run", "-m", p.to_str().unwrap(), "-p", "x"], None), "token_embd.weight");
+
+    let p = variant("heads.gguf", |md, _| {
+        for (k, v) in md.iter_mut() {
+            if k == "bitnet-25.attention.head_count" {
+                *v = MetadataValue::U32(u32::MAX);
+            }
+        }
+    });
+    assert_clean_failure(&ternlm(&["run", "-m", p.to_str().unwrap(), "-p", "x"], None), "head_count");
+}
+
+#[test]
+fn unknown_architecture_fails_cleanly() {
+    let p = variant("arch.gguf", |md, _| {
+        for (k, v) in md.iter_mut() {
+            if k == "general.architecture" {
+                *v = MetadataValue::String("mamba".into());
+            }
+        }
+    });
+    assert_clean_failure(&ternlm(&["run", "-m", p.to_str().unwrap(), "-p", "x"], None), "unknown architecture \"mamba\"");
+}
+
+#[test]
+fn missing_or_misshapen_tensor_fails_cleanly() {
+    let p = variant("missing.gguf", |_, t| t.retain(|t| t.name != "blk.2.ffn_up.weight"));
+    assert_clean_failure(&ternlm(&["run", "-m", p.to_str().unwrap(), "-p", "x"], None), "blk.2.ffn_up.weight");
+    let p = variant("shape.gguf", |_, t| {
+        let i = t.iter().position(|t| t.name == "blk.1.attn_k.weight").unwrap();
+        t[i].dims = vec![128, 256];
+    });
+    assert_clean_failure(&ternlm(&["run", "-m", p.to_str().unwrap(), "-p", "x"], None), "blk.1.attn_k.weight");
+}
+
+#[test]
+fn prompt_longer_than_the_context_fails_cleanly() {
+    let t = tiny();
+    let o = ternlm(&["run", "-m", t.to_str().unwrap(), "-c", "8", "--raw", "-p", "one two three four five six seven eight nine ten"], None);
+    assert_clean_failure(&o, "context");
+    assert_clean_failure(&ternlm(&["run", "-m", t.to_str().unwrap(), "-p", "x", "--top-p", "7"], None), "--top-p");
+}
+
