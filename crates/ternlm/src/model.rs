@@ -27,9 +27,33 @@ impl Default for LoadOptions {
     }
 }
 
-/// The number of threads to use when the user does not say: the logical CPUs available.
+/// The number of threads to use when the user does not say: the physical cores (SMT
+/// siblings share one core's execution units, and these kernels saturate them), never more
+/// than the CPUs this process may use.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    physical_cores().map_or(logical, |p| p.clamp(1, logical))
+}
+
+/// Distinct (package, core) pairs in /proc/cpuinfo, where that file exists.
+fn physical_cores() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mut cores = std::collections::HashSet::new();
+    let (mut package, mut core) = (None, None);
+    for line in info.lines().chain(std::iter::once("")) {
+        let mut kv = line.splitn(2, ':').map(str::trim);
+        match (kv.next(), kv.next()) {
+            (Some("physical id"), Some(v)) => package = Some(v.to_string()),
+            (Some("core id"), Some(v)) => core = Some(v.to_string()),
+            (Some(""), None) => {
+                if let (Some(p), Some(c)) = (package.take(), core.take()) {
+                    cores.insert((p, c));
+                }
+            }
+            _ => {}
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
 }
 
 pub struct Model {
