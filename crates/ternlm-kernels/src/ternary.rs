@@ -175,3 +175,56 @@ mod tests {
         assert!(TernaryMatrix::from_parts(2, 8, vec![0; 4], 8, vec![f32::NAN]).is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The kernel equals the definition `Σ_b scale[r,b] · Σ_{i∈b} t·q / s` on random
+        /// shapes, including one shared scale, per-block scales and several token rows.
+        #[test]
+        fn gemm_matches_the_definition(
+            rows in 1usize..20,
+            blocks in 1usize..4,
+            block_len in prop::sample::select(vec![4usize, 8, 32]),
+            n in 1usize..4,
+            shared in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let cols = blocks * block_len;
+            let mut state = seed | 1;
+            let mut next = || { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state };
+            let trits: Vec<i8> = (0..rows * cols).map(|_| (next() % 3) as i8 - 1).collect();
+            let scales: Vec<f32> = if shared { vec![0.37] } else { (0..rows * blocks).map(|_| (next() % 1000) as f32 / 997.0 + 0.01).collect() };
+            let rb = TernaryMatrix::packed_row_bytes(cols);
+            let mut packed = vec![0u8; rows * rb];
+            for r in 0..rows {
+                TernaryMatrix::pack_row(&trits[r * cols..(r + 1) * cols], &mut packed[r * rb..(r + 1) * rb]);
+            }
+            let m = TernaryMatrix::from_parts(rows, cols, packed, block_len, scales.clone()).unwrap();
+            let x: Vec<f32> = (0..n * cols).map(|_| (next() % 2001) as f32 / 100.0 - 10.0).collect();
+            let mut acts = QuantActs::default();
+            acts.quantize(ActFormat::PerToken, &x, cols);
+            let mut out = vec![0f32; n * rows];
+            m.gemm(&ThreadPool::new(2), &acts, &mut out);
+            for t in 0..n {
+                for r in 0..rows {
+                    let mut want = 0f64;
+                    for b in 0..blocks {
+                        let s = if shared { scales[0] } else { scales[r * blocks + b] };
+                        let isum: i64 = (b * block_len..(b + 1) * block_len)
+                            .map(|i| i64::from(trits[r * cols + i]) * i64::from(acts.q[t * cols + i]))
+                            .sum();
+                        want += isum as f64 * f64::from(s);
+                    }
+                    want /= f64::from(acts.inv[t]);
+                    let got = f64::from(out[t * rows + r]);
+                    prop_assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "t{t} r{r}: {got} vs {want}");
+                }
+            }
+        }
+    }
+}
