@@ -223,13 +223,9 @@ fn dot_q4_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
     let mut sum = 0f32;
     for (b, blk) in w.chunks_exact(18).enumerate() {
-        let x = &q8[b * 32..b * 32 + 32];
-        let mut isum = 0i32;
-        for j in 0..16 {
-            let q = blk[2 + j];
-            isum += (i32::from(q & 0xF) - 8) * i32::from(x[j]) + (i32::from(q >> 4) - 8) * i32::from(x[j + 16]);
-        }
-        sum += isum as f32 * (f16_at(blk, 0) * d8[b]);
+        let x: &[i8; 32] = q8[b * 32..b * 32 + 32].try_into().expect("32-value block");
+        let qs: &[u8; 16] = blk[2..18].try_into().expect("16-byte block");
+        sum += dot_nibbles(qs, x, 8) as f32 * (f16_at(blk, 0) * d8[b]);
     }
     sum
 }
@@ -240,24 +236,44 @@ fn dot_q4_1(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let s8 = &a.s[t * per..(t + 1) * per];
     let mut sum = 0f32;
     for (b, blk) in w.chunks_exact(20).enumerate() {
-        let x = &q8[b * 32..b * 32 + 32];
-        let mut isum = 0i32;
-        for j in 0..16 {
-            let q = blk[4 + j];
-            isum += i32::from(q & 0xF) * i32::from(x[j]) + i32::from(q >> 4) * i32::from(x[j + 16]);
-        }
-        sum += (f16_at(blk, 0) * d8[b]) * isum as f32 + f16_at(blk, 2) * s8[b];
+        let x: &[i8; 32] = q8[b * 32..b * 32 + 32].try_into().expect("32-value block");
+        let qs: &[u8; 16] = blk[4..20].try_into().expect("16-byte block");
+        sum += (f16_at(blk, 0) * d8[b]) * dot_nibbles(qs, x, 0) as f32 + f16_at(blk, 2) * s8[b];
     }
     sum
+}
+
+/// `Σ (nibble_j - offset) · x_j` over a 32-weight block whose byte j holds weights j (low
+/// nibble) and j + 16 (high nibble). Fixed-size arrays let the compiler vectorize it.
+#[inline]
+fn dot_nibbles(qs: &[u8; 16], x: &[i8; 32], offset: i16) -> i32 {
+    let mut w = [0i16; 32];
+    for j in 0..16 {
+        w[j] = i16::from(qs[j] & 0xF) - offset;
+        w[j + 16] = i16::from(qs[j] >> 4) - offset;
+    }
+    dot_i16_i8(&w, x)
+}
+
+#[inline]
+fn dot_i16_i8(w: &[i16; 32], x: &[i8; 32]) -> i32 {
+    let mut acc = [0i32; 8];
+    for j in 0..32 {
+        acc[j % 8] += i32::from(w[j]) * i32::from(x[j]);
+    }
+    acc.iter().sum()
 }
 
 fn dot_q8_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
     let mut sum = 0f32;
     for (b, blk) in w.chunks_exact(34).enumerate() {
-        let x = &q8[b * 32..b * 32 + 32];
-        let isum: i32 = blk[2..34].iter().zip(x).map(|(&q, &v)| i32::from(q as i8) * i32::from(v)).sum();
-        sum += isum as f32 * (f16_at(blk, 0) * d8[b]);
+        let x: &[i8; 32] = q8[b * 32..b * 32 + 32].try_into().expect("32-value block");
+        let mut wq = [0i16; 32];
+        for (d, &v) in wq.iter_mut().zip(&blk[2..34]) {
+            *d = i16::from(v as i8);
+        }
+        sum += dot_i16_i8(&wq, x) as f32 * (f16_at(blk, 0) * d8[b]);
     }
     sum
 }
