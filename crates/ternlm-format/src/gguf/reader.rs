@@ -15,6 +15,10 @@ const MAX_ARRAY_DEPTH: usize = 4;
 const DEFAULT_ALIGNMENT: u64 = 32;
 /// No real vocabulary, tensor name or template comes near this.
 const MAX_STRING_LEN: u64 = 64 << 20;
+/// Metadata array elements in a whole file. Each parsed element costs more memory than its
+/// encoding, so this bounds what a crafted file can make us allocate; real vocabularies
+/// (tokens, scores, types, merges) stay far below it.
+const MAX_ARRAY_ELEMENTS: u64 = 1 << 24;
 
 /// One tensor as the header describes it; `offset` is absolute within the file.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,7 +72,7 @@ impl Metadata for GgufView {
 impl GgufView {
     /// Parses the header of a whole GGUF file held in `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let mut r = Cursor { bytes, pos: 0 };
+        let mut r = Cursor { bytes, pos: 0, array_budget: MAX_ARRAY_ELEMENTS };
         let magic = r.take(4, "magic")?;
         if magic != MAGIC {
             let mut found = [0u8; 4];
@@ -227,6 +231,7 @@ fn align_up(x: u64, a: u64) -> Option<u64> {
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
+    array_budget: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -322,6 +327,11 @@ impl<'a> Cursor<'a> {
                     _ => return Err(FormatError::BadValueType { key: key.to_string(), type_id: elem_type }),
                 };
                 self.check_count(count, min_size, &format!("array length of key {key:?}"))?;
+                self.array_budget = self.array_budget.checked_sub(count).ok_or_else(|| FormatError::Implausible {
+                    what: format!("number of metadata array elements (at key {key:?})"),
+                    value: count,
+                    limit: MAX_ARRAY_ELEMENTS,
+                })?;
                 let mut items = Vec::with_capacity(count as usize);
                 for _ in 0..count {
                     items.push(self.value(elem_type, key, depth + 1)?);
@@ -333,5 +343,45 @@ impl<'a> Cursor<'a> {
             12 => V::F64(f64::from_le_bytes(self.array(&what())?)),
             _ => return Err(FormatError::BadValueType { key: key.to_string(), type_id }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::writer::{TensorData, to_bytes};
+
+    fn file(md: Vec<(String, MetadataValue)>, dims: Vec<u64>) -> Vec<u8> {
+        let data = vec![0u8; 64];
+        to_bytes(&md, &[TensorData { name: "t".into(), dims, ty: TensorType::F32, data: &data }]).unwrap()
+    }
+
+    #[test]
+    fn rejects_malformed_headers_with_errors_not_panics() {
+        let good = file(vec![], vec![4, 4]);
+        assert!(GgufView::parse(&good).is_ok());
+        for cut in 0..good.len() {
+            assert!(GgufView::parse(&good[..cut]).is_err(), "a file cut at {cut} must not parse");
+        }
+        let mut v = good.clone();
+        v[4] = 9;
+        assert!(matches!(GgufView::parse(&v), Err(FormatError::UnsupportedVersion(9))));
+        let mut v = good.clone();
+        v[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(GgufView::parse(&v), Err(FormatError::CountBeyondFile { .. })));
+        assert!(matches!(GgufView::parse(&file(vec![], vec![0, 4])), Err(FormatError::BadTensor { .. })));
+        assert!(matches!(GgufView::parse(&file(vec![], vec![u64::MAX, 2])), Err(FormatError::BadTensor { .. })));
+        assert!(matches!(GgufView::parse(&file(vec![], vec![1, 1, 1, 1, 1])), Err(FormatError::BadTensor { .. })));
+        let align = vec![("general.alignment".to_string(), MetadataValue::U32(3))];
+        assert!(matches!(GgufView::parse(&file(align, vec![4, 4])), Err(FormatError::BadAlignment(3))));
+        let dup = vec![("a".to_string(), MetadataValue::U8(1)), ("a".to_string(), MetadataValue::U8(2))];
+        assert!(matches!(GgufView::parse(&file(dup, vec![4, 4])), Err(FormatError::Duplicate { .. })));
+    }
+
+    #[test]
+    fn huge_arrays_are_refused_before_allocation() {
+        let many = vec![("x".to_string(), MetadataValue::Array(vec![MetadataValue::U8(0); (MAX_ARRAY_ELEMENTS + 1) as usize]))];
+        let bytes = file(many, vec![4, 4]);
+        assert!(matches!(GgufView::parse(&bytes), Err(FormatError::Implausible { .. })));
     }
 }
