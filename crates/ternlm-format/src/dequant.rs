@@ -236,16 +236,14 @@ pub fn unpack_ternary_row(
             for (blk, out) in src.chunks_exact(54).zip(trits.chunks_exact_mut(256)) {
                 let (qs, qh) = (&blk[0..48], &blk[48..52]);
                 let mut k = 0;
-                for n in 0..5 {
-                    for m in 0..32 {
-                        out[k] = trit(qs[m], n);
-                        k += 1;
-                    }
-                }
-                for n in 0..5 {
-                    for m in 0..16 {
-                        out[k] = trit(qs[32 + m], n);
-                        k += 1;
+                // 160 trits from the first 32 bytes, 80 from the next 16, 16 from qh: each
+                // group is walked digit by digit, all bytes of the group per digit.
+                for group in [&qs[..32], &qs[32..48]] {
+                    for n in 0..5 {
+                        for &byte in group {
+                            out[k] = trit(byte, n);
+                            k += 1;
+                        }
                     }
                 }
                 for n in 0..4 {
@@ -339,7 +337,7 @@ mod tests {
             // scale to 0..256 by 256/3^n rounded up, as ggml does for 5 (and 4) digits
             let n = digits.len() as u32;
             let mut v = q * 3u16.pow(5 - n);
-            v = (v * 256 + 242) / 243;
+            v = (v * 256).div_ceil(243);
             v as u8
         };
         let mut b = vec![0u8; 54];

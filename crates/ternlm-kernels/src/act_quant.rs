@@ -48,9 +48,9 @@ pub struct QuantActs {
 impl QuantActs {
     /// Quantizes `x` (`n` rows of `k`) into `self`, reusing its buffers.
     pub fn quantize(&mut self, format: ActFormat, x: &[f32], k: usize) {
-        assert!(k > 0 && x.len() % k == 0, "activation length {} is not a multiple of {k}", x.len());
+        assert!(k > 0 && x.len().is_multiple_of(k), "activation length {} is not a multiple of {k}", x.len());
         let bl = format.block_len(k);
-        assert!(k % bl == 0, "row length {k} is not a multiple of block {bl}");
+        assert!(k.is_multiple_of(bl), "row length {k} is not a multiple of block {bl}");
         let n = x.len() / k;
         self.k = k;
         self.n = n;

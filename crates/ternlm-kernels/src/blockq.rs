@@ -101,7 +101,7 @@ pub struct BlockMatrix {
 
 impl BlockMatrix {
     pub fn new(kind: BlockKind, rows: usize, cols: usize, data: WeightBytes) -> Result<Self, ShapeError> {
-        if cols == 0 || cols % kind.block_len() != 0 {
+        if cols == 0 || !cols.is_multiple_of(kind.block_len()) {
             return Err(ShapeError(format!("{cols} columns are not a multiple of the {kind:?} block {}", kind.block_len())));
         }
         let row_bytes = cols / kind.block_len() * kind.block_bytes();

@@ -49,10 +49,10 @@ impl TernaryMatrix {
     /// Assembles a matrix from rows packed with [`Self::pack_row`]. `scales` holds either one
     /// scale for the whole tensor or `cols / block_len` per row.
     pub fn from_parts(rows: usize, cols: usize, packed: Vec<u8>, block_len: usize, scales: Vec<f32>) -> Result<Self, ShapeError> {
-        if rows == 0 || cols == 0 || cols % 4 != 0 {
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(4) {
             return Err(ShapeError(format!("ternary matrix {rows}x{cols}: columns must be a positive multiple of 4")));
         }
-        if block_len == 0 || cols % block_len != 0 {
+        if block_len == 0 || !cols.is_multiple_of(block_len) {
             return Err(ShapeError(format!("scale block {block_len} does not divide {cols} columns")));
         }
         if packed.len() != rows * Self::packed_row_bytes(cols) {

@@ -206,7 +206,7 @@ fn tensor_info(
     let size = ty.data_size(dims[0], n).ok_or_else(|| {
         bad(&name, format!("row length {} is not a multiple of the {ty} block size {}", dims[0], ty.block_len()))
     })?;
-    if rel_offset % alignment != 0 {
+    if !rel_offset.is_multiple_of(alignment) {
         return Err(bad(&name, format!("data offset {rel_offset} is not aligned to {alignment}")));
     }
     let offset = data_offset
@@ -321,7 +321,7 @@ impl<'a> Cursor<'a> {
                 let min_size = match elem_type {
                     0 | 1 | 7 => 1,
                     2 | 3 => 2,
-                    4 | 5 | 6 => 4,
+                    4..=6 => 4,
                     8 | 10 | 11 | 12 => 8,
                     9 => 12,
                     _ => return Err(FormatError::BadValueType { key: key.to_string(), type_id: elem_type }),

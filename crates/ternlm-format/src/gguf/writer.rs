@@ -76,11 +76,10 @@ pub fn to_bytes(metadata: &[(String, MetadataValue)], tensors: &[TensorData<'_>]
     out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
     out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
     for (k, v) in metadata {
-        if let MetadataValue::Array(items) = v {
-            if items.iter().any(|i| type_id(i) != type_id(&items[0])) {
+        if let MetadataValue::Array(items) = v
+            && items.iter().any(|i| type_id(i) != type_id(&items[0])) {
                 return Err(FormatError::BadValueType { key: k.clone(), type_id: 9 });
             }
-        }
         put_str(&mut out, k);
         out.extend_from_slice(&type_id(v).to_le_bytes());
         put_value(&mut out, v);
