@@ -43,8 +43,8 @@ impl TokenType {
 }
 
 enum Encoder {
-    Bpe(Box<bpe::BpeEncoder>),
-    Spm(spm::SpmEncoder),
+    Bpe(bpe::BpeEncoder),
+    Spm(Box<spm::SpmEncoder>),
 }
 
 /// Texts that llama.cpp also treats as end of generation when they are control tokens.
@@ -126,7 +126,7 @@ impl Tokenizer {
         let (encoder, add_bos_default) = match model.as_str() {
             "gpt2" => {
                 let merges = strings(md, "tokenizer.ggml.merges")?;
-                (Encoder::Bpe(Box::new(bpe::BpeEncoder::new(&texts, &merges, pre.as_deref())?)), false)
+                (Encoder::Bpe(bpe::BpeEncoder::new(&texts, &merges, pre.as_deref())?), false)
             }
             "llama" => {
                 let scores: Vec<f32> = match md.array_of("tokenizer.ggml.scores")? {
@@ -135,7 +135,7 @@ impl Tokenizer {
                     None => vec![0.0; n],
                 };
                 let add_space_prefix = md.bool_of("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
-                (Encoder::Spm(spm::SpmEncoder::new(&texts, &types, scores, add_space_prefix)), true)
+                (Encoder::Spm(Box::new(spm::SpmEncoder::new(&texts, &types, scores, add_space_prefix))), true)
             }
             other => return Err(bad(format!("tokenizer model {other:?} is not supported (gpt2 and llama are)"))),
         };
