@@ -43,7 +43,7 @@ impl TokenType {
 }
 
 enum Encoder {
-    Bpe(bpe::BpeEncoder),
+    Bpe(Box<bpe::BpeEncoder>),
     Spm(Box<spm::SpmEncoder>),
 }
 
@@ -126,7 +126,7 @@ impl Tokenizer {
         let (encoder, add_bos_default) = match model.as_str() {
             "gpt2" => {
                 let merges = strings(md, "tokenizer.ggml.merges")?;
-                (Encoder::Bpe(bpe::BpeEncoder::new(&texts, &merges, pre.as_deref())?), false)
+                (Encoder::Bpe(Box::new(bpe::BpeEncoder::new(&texts, &merges, pre.as_deref())?)), false)
             }
             "llama" => {
                 let scores: Vec<f32> = match md.array_of("tokenizer.ggml.scores")? {
