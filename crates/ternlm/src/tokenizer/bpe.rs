@@ -106,6 +106,56 @@ pub(super) fn decode_byte_level(text: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// GPT-2's byte-to-character map, forwards, to build test vocabularies.
+    fn byte_char(b: u8) -> char {
+        let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        if printable(u32::from(b)) {
+            return char::from(b);
+        }
+        let k = (0u32..256).filter(|&x| !printable(x)).position(|x| x == u32::from(b)).unwrap() as u32;
+        char::from_u32(256 + k).unwrap()
+    }
+
+    fn encoder(pre: &str, words: &[&str]) -> (BpeEncoder, Vec<String>) {
+        let mut texts: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
+        texts.extend(words.iter().map(|w| w.replace(' ', "Ġ")));
+        (BpeEncoder::new(&texts, &[], Some(pre)).unwrap(), texts)
+    }
+
+    fn pieces(e: &BpeEncoder, texts: &[String], s: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        e.encode(s, &mut out).unwrap();
+        out.iter().map(|&i| texts[i as usize].replace('Ġ', " ")).collect()
+    }
+
+    #[test]
+    fn llama3_splits_digits_by_three_and_keeps_whole_words() {
+        // With no merges, only the pre-tokenizer and llama3's "whole word in the vocabulary
+        // wins" rule can produce multi-character tokens.
+        let (e, t) = encoder("llama-bpe", &["Hello", "'s", "123", " world", "!!"]);
+        assert_eq!(pieces(&e, &t, "Hello's 1234 world!!"), ["Hello", "'s", " ", "123", "4", " world", "!!"]);
+    }
+
+    #[test]
+    fn smollm_isolates_every_digit_before_merging() {
+        let mut texts: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
+        texts.push("12".into());
+        let merges = vec!["1 2".to_string()];
+        let gpt2 = BpeEncoder::new(&texts, &merges, Some("gpt2")).unwrap();
+        let smollm = BpeEncoder::new(&texts, &merges, Some("smollm")).unwrap();
+        assert_eq!(pieces(&gpt2, &texts, "12"), ["12"]);
+        assert_eq!(pieces(&smollm, &texts, "12"), ["1", "2"]);
+    }
+
+    #[test]
+    fn every_named_pre_tokenizer_builds_and_unknown_ones_are_refused() {
+        for pre in ["llama3", "llama-bpe", "falcon3", "smollm", "gpt2", "qwen2", "falcon", "default"] {
+            encoder(pre, &[]);
+        }
+        let texts: Vec<String> = vec!["a".into()];
+        assert!(BpeEncoder::new(&texts, &[], Some("no-such-pre")).is_err());
+    }
+
     #[test]
     fn byte_level_map_inverts_gpt2() {
         assert_eq!(decode_byte_level("Ġhello"), b" hello");
