@@ -49,7 +49,6 @@ pub fn chat(args: ChatArgs) -> Result<ExitCode> {
             eprint!("> ");
             let _ = std::io::stderr().flush();
         }
-        interrupted.store(false, Ordering::SeqCst);
         let Some(line) = lines.next() else { break };
         let line = line.context("reading stdin")?;
         let input = line.trim();
@@ -77,6 +76,8 @@ pub fn chat(args: ChatArgs) -> Result<ExitCode> {
             sampler: ternlm::SamplerConfig { seed, ..sampler.clone() },
         };
         seed = seed.wrapping_add(1);
+        // A Ctrl-C pressed while the prompt was waiting must not stop this reply.
+        interrupted.store(false, Ordering::SeqCst);
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let result = session.generate(&prompt, &params, &mut |text, _| {
