@@ -123,3 +123,20 @@ fn tokenizations_match_llama_cpp() {
     }
     eprintln!("smollm2/tokenize.jsonl: {}/{} cases passed", cases.len(), cases.len());
 }
+
+mod round_trip {
+    use super::smollm2;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Byte-level BPE loses nothing: any text decodes back to itself, whatever scripts,
+        /// whitespace or special-token look-alikes it holds.
+        #[test]
+        fn any_text_survives_encode_then_decode(s in "(\\PC|[ \\t\\r\\n]|<\\|im_start\\|>|😀|é|日本){0,40}") {
+            let tok = &smollm2().tokenizer;
+            let ids = tok.encode(&s, false, false).unwrap();
+            prop_assert_eq!(tok.decode(&ids), s);
+        }
+    }
+}
