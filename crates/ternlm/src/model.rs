@@ -130,6 +130,15 @@ impl Model {
         self.template.as_ref().map(|t| t.render(messages, add_generation_prompt)).transpose()
     }
 
+    /// Tokens of a prompt rendered by the chat template: special-token text becomes those
+    /// tokens, and BOS is added when the metadata asks for it unless the template already
+    /// wrote it.
+    pub fn encode_rendered(&self, rendered: &str) -> Result<Vec<u32>> {
+        let tok = &self.tokenizer;
+        let bos_written = tok.bos.and_then(|b| tok.token_text(b)).is_some_and(|t| !t.is_empty() && rendered.starts_with(t));
+        tok.encode(rendered, !bos_written, true)
+    }
+
     /// A session with room for `n_ctx` positions (clamped to at least 1).
     pub fn session(&self, n_ctx: usize) -> Session<'_> {
         Session::new(self, n_ctx.max(1))
@@ -141,8 +150,4 @@ impl Model {
         self.config.n_ctx_train.min(4096)
     }
 
-    /// Approximate parameter count (elements of all tensors).
-    pub fn n_params(&self) -> u64 {
-        self.file.tensors.iter().map(|t| t.n_elements()).sum()
-    }
 }

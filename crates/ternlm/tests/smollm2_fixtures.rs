@@ -91,7 +91,7 @@ fn chat_renderings_and_replies_match_llama_cpp() {
         let msgs: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
         let rendered = model.render_chat(&msgs, true).unwrap().expect("SmolLM2 has a template");
         assert_eq!(rendered, case["rendered_prompt"].as_str().unwrap(), "{id}: rendered prompt");
-        let prompt = model.tokenizer.encode(&rendered, false, true).unwrap();
+        let prompt = model.encode_rendered(&rendered).unwrap();
         assert_eq!(prompt, ids(&case["prompt_tokens"]), "{id}: prompt tokens");
         exact += usize::from(check_generation(model, id, &prompt, case));
         assert_eq!(case["openai_chat_content"], case["text"], "{id}: fixture self-consistency");

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use ternlm::{GenerateParams, Message, Model, ModelError, StopReason};
 
-use super::run::bos_text;
 use super::{max_tokens, sampler_config};
 use crate::cli::ChatArgs;
 use crate::load::{ctx_size, load_model};
@@ -18,7 +17,7 @@ use crate::load::{ctx_size, load_model};
 /// Tokens of the rendered conversation, ready to generate the assistant's reply.
 fn conversation_tokens(model: &Model, msgs: &[Message]) -> Result<Vec<u32>> {
     let text = model.render_chat(msgs, true)?.context("the model has no chat template; use `ternlm run --raw`")?;
-    Ok(model.tokenizer.encode(&text, !text.starts_with(bos_text(model)), true)?)
+    Ok(model.encode_rendered(&text)?)
 }
 
 pub fn chat(args: ChatArgs) -> Result<ExitCode> {

@@ -44,9 +44,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         eprintln!("ternlm: note: --system is ignored without a chat template");
     }
     let prompt = match &templated {
-        // A rendered template already holds its special tokens (and BOS, if the template
-        // writes one), so parse them and add no second BOS.
-        Some(t) => model.tokenizer.encode(t, !t.starts_with(bos_text(&model)), true)?,
+        Some(t) => model.encode_rendered(t)?,
         None => model.tokenizer.encode(&prompt_text, true, false)?,
     };
     if prompt.is_empty() {
@@ -112,9 +110,4 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The BOS token's text, or a string no prompt starts with when there is none.
-pub(crate) fn bos_text(model: &ternlm::Model) -> &str {
-    model.tokenizer.bos.and_then(|b| model.tokenizer.token_text(b)).filter(|t| !t.is_empty()).unwrap_or("\u{0}\u{0}no-bos")
 }
