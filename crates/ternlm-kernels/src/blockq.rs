@@ -9,6 +9,7 @@ use std::sync::Arc;
 use half::{bf16, f16};
 
 use crate::act_quant::{ActFormat, QuantActs};
+use crate::isa::Isa;
 use crate::pool::{ThreadPool, split_range};
 use crate::sync_out::SyncOut;
 use crate::ternary::ShapeError;
@@ -154,21 +155,59 @@ impl BlockMatrix {
 
     /// `out[t * rows + r] = W[r] · x[t]` for activations made by [`Self::prepare`].
     pub fn gemm(&self, pool: &ThreadPool, acts: &PreparedActs, out: &mut [f32]) {
+        self.gemm_at(crate::isa::active(), pool, acts, out);
+    }
+
+    /// [`Self::gemm`] at a given ISA level, which must not exceed [`Isa::detect`] (tests and
+    /// benchmarks compare the levels).
+    pub fn gemm_at(&self, isa: Isa, pool: &ThreadPool, acts: &PreparedActs, out: &mut [f32]) {
+        assert!(isa <= Isa::detect(), "{} is not available on this CPU", isa.name());
         let n = acts.quant.n;
         assert_eq!(acts.quant.k, self.cols, "activation width does not match the weights");
         assert_eq!(out.len(), n * self.rows);
         let out = SyncOut::new(out);
         let parts = pool.n_threads() * 4;
         pool.for_each(parts, &|p| {
-            for r in split_range(self.rows, parts, 8, p) {
-                let w = self.row_data(r);
-                for t in 0..n {
-                    out.set(t * self.rows + r, self.dot(w, acts, t));
-                }
+            let rows = split_range(self.rows, parts, 8, p);
+            match isa {
+                Isa::Scalar => self.rows_portable(rows, acts, out),
+                // SAFETY: `isa` is at most the detected level (asserted above), so the CPU has
+                // every feature the level's copy was compiled with.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { self.rows_avx2(rows, acts, out) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { self.rows_avx512(rows, acts, out) },
+                #[cfg(not(target_arch = "x86_64"))]
+                _ => self.rows_portable(rows, acts, out),
             }
         });
     }
 
+    /// The kernel body, written so the compiler vectorizes it; compiled once per ISA level.
+    #[inline(always)]
+    fn rows_portable(&self, rows: std::ops::Range<usize>, acts: &PreparedActs, out: SyncOut) {
+        for r in rows {
+            let w = self.row_data(r);
+            for t in 0..acts.quant.n {
+                out.set(t * self.rows + r, self.dot(w, acts, t));
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn rows_avx2(&self, rows: std::ops::Range<usize>, acts: &PreparedActs, out: SyncOut) {
+        self.rows_portable(rows, acts, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn rows_avx512(&self, rows: std::ops::Range<usize>, acts: &PreparedActs, out: SyncOut) {
+        self.rows_portable(rows, acts, out);
+    }
+
+    #[inline(always)]
     fn dot(&self, w: &[u8], acts: &PreparedActs, t: usize) -> f32 {
         let k = self.cols;
         match self.kind {
@@ -191,10 +230,12 @@ pub struct PreparedActs {
     pub float: Vec<f32>,
 }
 
+#[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
+#[inline(always)]
 fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
     let mut acc = 0f64;
     for (c, &v) in w.chunks_exact(4).zip(x) {
@@ -203,6 +244,7 @@ fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
     acc as f32
 }
 
+#[inline(always)]
 fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
     let mut acc = 0f64;
     for (c, &v) in w.chunks_exact(2).zip(x) {
@@ -211,6 +253,7 @@ fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
     acc as f32
 }
 
+#[inline(always)]
 fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
     let mut acc = 0f64;
     for (c, &v) in w.chunks_exact(2).zip(x) {
@@ -219,6 +262,7 @@ fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
     acc as f32
 }
 
+#[inline(always)]
 fn dot_q4_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
     let mut sum = 0f32;
@@ -230,6 +274,7 @@ fn dot_q4_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     sum
 }
 
+#[inline(always)]
 fn dot_q4_1(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
     let per = a.k / 32;
@@ -245,7 +290,7 @@ fn dot_q4_1(w: &[u8], a: &QuantActs, t: usize) -> f32 {
 
 /// `Σ (nibble_j - offset) · x_j` over a 32-weight block whose byte j holds weights j (low
 /// nibble) and j + 16 (high nibble). Fixed-size arrays let the compiler vectorize it.
-#[inline]
+#[inline(always)]
 fn dot_nibbles(qs: &[u8; 16], x: &[i8; 32], offset: i16) -> i32 {
     let mut w = [0i16; 32];
     for j in 0..16 {
@@ -255,7 +300,7 @@ fn dot_nibbles(qs: &[u8; 16], x: &[i8; 32], offset: i16) -> i32 {
     dot_i16_i8(&w, x)
 }
 
-#[inline]
+#[inline(always)]
 fn dot_i16_i8(w: &[i16; 32], x: &[i8; 32]) -> i32 {
     let mut acc = [0i32; 8];
     for j in 0..32 {
@@ -264,6 +309,7 @@ fn dot_i16_i8(w: &[i16; 32], x: &[i8; 32]) -> i32 {
     acc.iter().sum()
 }
 
+#[inline(always)]
 fn dot_q8_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
     let mut sum = 0f32;
@@ -278,6 +324,7 @@ fn dot_q8_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     sum
 }
 
+#[inline(always)]
 fn dot_q4k(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
     let per = a.k / 256;
@@ -308,6 +355,7 @@ fn dot_q4k(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     sum
 }
 
+#[inline(always)]
 fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
@@ -316,6 +364,7 @@ fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
+#[inline(always)]
 fn dot_q6k(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
     let mut sum = 0f32;
@@ -350,6 +399,66 @@ fn dot_q6k(w: &[u8], a: &QuantActs, t: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn levels() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|&l| l <= Isa::detect()).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Every ISA level's copy of the kernel gives bit-identical results to the portable
+        /// one: integer sums are exact and float sums keep their order.
+        #[test]
+        fn isa_levels_agree_exactly(
+            kind in prop::sample::select(vec![BlockKind::F32, BlockKind::F16, BlockKind::BF16, BlockKind::Q4_0, BlockKind::Q4_1, BlockKind::Q8_0, BlockKind::Q4K, BlockKind::Q6K]),
+            rows in 1usize..24,
+            blocks in 1usize..5,
+            n in 1usize..4,
+            seed in any::<u64>(),
+        ) {
+            let mut state = seed | 1;
+            let mut next = move || { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state };
+            let cols = blocks * if kind.block_len() == 1 { 16 } else { kind.block_len() };
+            let row_bytes = cols / kind.block_len() * kind.block_bytes();
+            // Random bytes, with every f16 scale slot made finite and small.
+            let mut data: Vec<u8> = (0..rows * row_bytes).map(|_| next() as u8).collect();
+            if !matches!(kind, BlockKind::F32 | BlockKind::F16 | BlockKind::BF16) {
+                let scale_at: &[usize] = match kind {
+                    BlockKind::Q4_1 | BlockKind::Q4K => &[0, 2],
+                    BlockKind::Q6K => &[208],
+                    _ => &[0],
+                };
+                for blk in data.chunks_exact_mut(kind.block_bytes()) {
+                    for &at in scale_at {
+                        blk[at..at + 2].copy_from_slice(&f16::from_f32((next() % 100) as f32 / 1000.0).to_le_bytes());
+                    }
+                }
+            } else {
+                let w = if kind == BlockKind::F32 { 4 } else { 2 };
+                for (i, c) in data.chunks_exact_mut(w).enumerate() {
+                    let v = ((i as u64 * 2654435761 ^ seed) % 200) as f32 / 100.0 - 1.0;
+                    match kind {
+                        BlockKind::F32 => c.copy_from_slice(&v.to_le_bytes()),
+                        BlockKind::F16 => c.copy_from_slice(&f16::from_f32(v).to_le_bytes()),
+                        _ => c.copy_from_slice(&bf16::from_f32(v).to_le_bytes()),
+                    }
+                }
+            }
+            let m = BlockMatrix::new(kind, rows, cols, WeightBytes::from_vec(data)).unwrap();
+            let x: Vec<f32> = (0..n * cols).map(|_| (next() % 2001) as f32 / 100.0 - 10.0).collect();
+            let mut acts = PreparedActs::default();
+            m.prepare(&x, &mut acts);
+            let pool = ThreadPool::new(2);
+            let mut reference = vec![0f32; n * rows];
+            m.gemm_at(Isa::Scalar, &pool, &acts, &mut reference);
+            for level in levels() {
+                let mut out = vec![0f32; n * rows];
+                m.gemm_at(level, &pool, &acts, &mut out);
+                prop_assert_eq!(&out, &reference, "{} differs from scalar for {:?}", level.name(), kind);
+            }
+        }
+    }
 
     /// Dequantizes by brute force: dot with unit activations is impossible through int8, so
     /// compare against f32 math on the dequantized block with the same quantized activations.

@@ -2,6 +2,7 @@
 //! packed weights and f32 activations and get f32 results back.
 //!
 //! - [`pool`]: the persistent thread pool every parallel kernel runs on;
+//! - [`isa`]: the instruction-set level kernels are compiled for and chosen at run time;
 //! - [`act_quant`]: int8 quantization of activations (per token, and ggml's Q8_0/Q8_1/Q8_K);
 //! - [`ternary`]: ternary weights in the kernel's own packed layout and ternary x int8 products;
 //! - [`blockq`]: ggml block-quantized and float weights (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, F16,
@@ -15,6 +16,7 @@
 pub mod act_quant;
 pub mod attention;
 pub mod blockq;
+pub mod isa;
 pub mod ops;
 pub mod pool;
 pub mod ternary;

@@ -34,3 +34,4 @@ pub use sampler::{Sampler, SamplerConfig};
 pub use session::{GenerateParams, Generation, Session, StopReason};
 pub use tokenizer::{StreamDecoder, Tokenizer};
 pub use ternlm_format as format;
+pub use ternlm_kernels::isa;

@@ -91,6 +91,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             "tokens": outcome.tokens,
             "text": outcome.text,
             "stop_type": outcome.stop.as_str(),
+            "isa": ternlm::isa::active().name(),
+            "threads": model.pool().n_threads(),
             "timings": timings,
         });
         writeln!(out, "{obj}")?;
@@ -99,13 +101,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
     if args.verbose {
         eprintln!(
-            "ternlm: load {:.0} ms | prompt {} tokens, {:.1} tokens/s | generation {} tokens, {:.1} tokens/s | threads {} | stop: {}",
+            "ternlm: load {:.0} ms | prompt {} tokens, {:.1} tokens/s | generation {} tokens, {:.1} tokens/s | threads {} | isa {} | stop: {}",
             model.load_time().as_secs_f64() * 1e3,
             outcome.prompt_evaluated,
             outcome.prompt_tokens_per_s(),
             outcome.tokens.len(),
             outcome.gen_tokens_per_s(),
             model.pool().n_threads(),
+            ternlm::isa::active().name(),
             outcome.stop.as_str()
         );
     }
