@@ -437,7 +437,7 @@ mod tests {
             } else {
                 let w = if kind == BlockKind::F32 { 4 } else { 2 };
                 for (i, c) in data.chunks_exact_mut(w).enumerate() {
-                    let v = ((i as u64 * 2654435761 ^ seed) % 200) as f32 / 100.0 - 1.0;
+                    let v = (((i as u64 * 2654435761) ^ seed) % 200) as f32 / 100.0 - 1.0;
                     match kind {
                         BlockKind::F32 => c.copy_from_slice(&v.to_le_bytes()),
                         BlockKind::F16 => c.copy_from_slice(&f16::from_f32(v).to_le_bytes()),
