@@ -1,12 +1,18 @@
 //! Elementwise and row-wise f32 operations of the transformer: RMSNorm, rotary embeddings
-//! (GPT-J "interleaved" and NeoX "rotate half" styles), softmax, SiLU, squared ReLU.
+//! (GPT-J "interleaved" and NeoX "rotate half" styles), SiLU, squared ReLU. (Softmax lives
+//! inside attention, which computes it online.)
+
+/// `1 / sqrt(mean(x²) + eps)`, the sum of squares kept in f64 as ggml does.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let ss: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    1.0 / ((ss / x.len() as f64) as f32 + eps).sqrt()
+}
 
 /// `out = x / sqrt(mean(x²) + eps) * w`, row by row (`w` has one row's length).
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let k = w.len();
     for (xr, or) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
-        let ss: f64 = xr.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-        let scale = 1.0 / ((ss / k as f64) as f32 + eps).sqrt();
+        let scale = rms_scale(xr, eps);
         for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
             *o = v * scale * g;
         }
@@ -15,10 +21,8 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 
 /// In place: `x = rms_norm(x) * w`.
 pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
-    let k = w.len();
-    for xr in x.chunks_exact_mut(k) {
-        let ss: f64 = xr.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-        let scale = 1.0 / ((ss / k as f64) as f32 + eps).sqrt();
+    for xr in x.chunks_exact_mut(w.len()) {
+        let scale = rms_scale(xr, eps);
         for (v, &g) in xr.iter_mut().zip(w) {
             *v = *v * scale * g;
         }
@@ -60,20 +64,6 @@ pub fn rope(x: &mut [f32], head_dim: usize, style: RopeStyle, cache: &[(f32, f32
             head[a] = x0 * c - x1 * s;
             head[b] = x0 * s + x1 * c;
         }
-    }
-}
-
-/// Softmax in place.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += f64::from(*v);
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
     }
 }
 
@@ -124,10 +114,13 @@ mod tests {
     }
 
     #[test]
-    fn softmax_sums_to_one() {
-        let mut x = [1.0f32, 2.0, 3.0, -1e9];
-        softmax(&mut x);
-        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert_eq!(x[3], 0.0);
+    fn in_place_and_copying_norms_agree() {
+        let x: Vec<f32> = (0..12).map(|i| i as f32 * 0.3 - 1.0).collect();
+        let w = [0.5f32, 1.0, 2.0, -1.0];
+        let mut out = vec![0f32; 12];
+        rms_norm(&x, &w, 1e-5, &mut out);
+        let mut y = x.clone();
+        rms_norm_inplace(&mut y, &w, 1e-5);
+        assert_eq!(out, y);
     }
 }

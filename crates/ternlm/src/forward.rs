@@ -82,12 +82,9 @@ pub fn forward(
         // Attention block.
         rms_norm(&s.x, &layer.attn_norm, cfg.rms_eps, sized(&mut s.h, n * d));
         s.prep.invalidate();
-        layer.wq.prepare(&s.h, &mut s.prep);
-        layer.wq.apply(pool, &s.prep, sized(&mut s.q, n * q_dim));
-        layer.wk.prepare(&s.h, &mut s.prep);
-        layer.wk.apply(pool, &s.prep, sized(&mut s.k, n * kv_dim));
-        layer.wv.prepare(&s.h, &mut s.prep);
-        layer.wv.apply(pool, &s.prep, sized(&mut s.v, n * kv_dim));
+        layer.wq.forward_shared(pool, &s.h, &mut s.prep, sized(&mut s.q, n * q_dim));
+        layer.wk.forward_shared(pool, &s.h, &mut s.prep, sized(&mut s.k, n * kv_dim));
+        layer.wv.forward_shared(pool, &s.h, &mut s.prep, sized(&mut s.v, n * kv_dim));
         for i in 0..n {
             let cs = &s.rope[i * half..(i + 1) * half];
             rope(&mut s.q[i * q_dim..(i + 1) * q_dim], hd, cfg.arch.rope, cs);
@@ -108,10 +105,8 @@ pub fn forward(
         // Feed-forward block.
         rms_norm(&s.x, &layer.ffn_norm, cfg.rms_eps, sized(&mut s.h, n * d));
         s.prep.invalidate();
-        layer.w_gate.prepare(&s.h, &mut s.prep);
-        layer.w_gate.apply(pool, &s.prep, sized(&mut s.gate, n * ff));
-        layer.w_up.prepare(&s.h, &mut s.prep);
-        layer.w_up.apply(pool, &s.prep, sized(&mut s.up, n * ff));
+        layer.w_gate.forward_shared(pool, &s.h, &mut s.prep, sized(&mut s.gate, n * ff));
+        layer.w_up.forward_shared(pool, &s.h, &mut s.prep, sized(&mut s.up, n * ff));
         let act: fn(f32) -> f32 = match cfg.arch.ffn {
             FfnActivation::Silu => silu,
             FfnActivation::Relu2 => relu2,

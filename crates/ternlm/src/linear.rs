@@ -88,14 +88,6 @@ impl Linear {
         }
     }
 
-    /// Bytes of weights read per full product.
-    pub fn bytes(&self) -> usize {
-        match self {
-            Self::Ternary(m) => m.bytes(),
-            Self::Block(m) => m.bytes(),
-        }
-    }
-
     pub fn input_kind(&self) -> InputKind {
         match self {
             Self::Ternary(_) => InputKind::Quant(TernaryMatrix::ACT_FORMAT),
@@ -129,11 +121,17 @@ impl Linear {
         }
     }
 
+    /// Prepare (reusing `prep` if it already holds `x` in this layer's form) and apply: for
+    /// layers that share an input, after one [`Prepared::invalidate`].
+    pub fn forward_shared(&self, pool: &ThreadPool, x: &[f32], prep: &mut Prepared, out: &mut [f32]) {
+        self.prepare(x, prep);
+        self.apply(pool, prep, out);
+    }
+
     /// Prepare and apply in one call, for inputs that feed a single layer.
     pub fn forward(&self, pool: &ThreadPool, x: &[f32], prep: &mut Prepared, out: &mut [f32]) {
         prep.invalidate();
-        self.prepare(x, prep);
-        self.apply(pool, prep, out);
+        self.forward_shared(pool, x, prep, out);
     }
 }
 

@@ -67,8 +67,13 @@ impl Sampler {
 
     /// Picks the next token from `logits` (one per vocabulary entry).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let penalize = self.cfg.repeat_penalty != 1.0 && self.cfg.repeat_penalty > 0.0;
+        if self.cfg.temperature <= 0.0 && !penalize {
+            // Plain greedy decoding: no candidate list to build on every token.
+            return first_max(logits);
+        }
         let mut cands: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
-        if self.cfg.repeat_penalty != 1.0 && self.cfg.repeat_penalty > 0.0 {
+        if penalize {
             let mut seen: Vec<u32> = self.recent.iter().copied().collect();
             seen.sort_unstable();
             seen.dedup();
@@ -119,6 +124,17 @@ impl Sampler {
         }
         cands.last().map_or(0, |c| c.0)
     }
+}
+
+/// The index of the first largest value.
+fn first_max(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 fn argmax(c: &[(u32, f32)]) -> u32 {

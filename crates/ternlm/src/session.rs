@@ -121,7 +121,8 @@ impl<'m> Session<'m> {
     }
 
     /// Generates a continuation of `prompt`. `on_text(chunk, token)` receives text as it
-    /// becomes complete UTF-8 and returns `false` to stop early.
+    /// becomes complete UTF-8 and returns `false` to stop early; a last flush of bytes that
+    /// never completed a character comes with the token `u32::MAX`.
     pub fn generate(&mut self, prompt: &[u32], params: &GenerateParams, on_text: &mut dyn FnMut(&str, u32) -> bool) -> Result<Generation> {
         if prompt.is_empty() {
             return Err(ModelError::EmptyPrompt);

@@ -117,14 +117,4 @@ impl Weights {
         };
         Ok(Self { embedding, layers, output_norm, output, rope_freqs })
     }
-
-    /// Bytes of weights read to decode one token (all linears plus the head).
-    pub fn bytes_per_token(&self) -> usize {
-        let per_layer: usize = self
-            .layers
-            .iter()
-            .map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].iter().map(|w| w.bytes()).sum::<usize>())
-            .sum();
-        per_layer + self.output.bytes()
-    }
 }
