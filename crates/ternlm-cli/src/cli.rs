@@ -21,6 +21,10 @@ pub enum Command {
     Tokenize(TokenizeArgs),
     /// Describe a model file: architecture, hyperparameters, tensors, tokenizer, template.
     Info(InfoArgs),
+    /// Measure prompt processing and generation speed (llama-bench style).
+    Bench(BenchArgs),
+    /// Write a random ternary model at the shape of a real one, for benchmarking.
+    Dummy(DummyArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -131,4 +135,48 @@ pub struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model: a GGUF path or a catalog name.
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<String>,
+    /// Threads; several may be given, comma-separated, to compare (default: physical cores).
+    #[arg(short = 't', long = "threads", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Prompt lengths to time as one batch (pp test); 0 skips it.
+    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "128")]
+    pub n_prompt: Vec<usize>,
+    /// Tokens to generate one at a time (tg test); 0 skips it.
+    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    pub n_gen: Vec<usize>,
+    /// Repetitions of each test; the table shows the median and the spread.
+    #[arg(short = 'r', long = "reps", default_value_t = 5)]
+    pub reps: usize,
+    /// Print one JSON object per test and line instead of a table.
+    #[arg(long, alias = "jsonl")]
+    pub json: bool,
+    /// Skip the memory bandwidth probe.
+    #[arg(long = "no-probe")]
+    pub no_probe: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DummyArgs {
+    /// Model shape: 2b4t, 3b, falcon3-1b or llama3-8b.
+    #[arg(long)]
+    pub shape: String,
+    /// Ternary layout of the linear layers: tq2_0, tq1_0 or i2_s.
+    #[arg(long = "type", default_value = "tq2_0")]
+    pub ty: String,
+    /// Type of the tied embedding / output head: f16, q6_k or q8_0.
+    #[arg(long, default_value = "f16")]
+    pub head: String,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where to write the GGUF file.
+    #[arg(short = 'o', long = "output")]
+    pub output: std::path::PathBuf,
 }

@@ -8,6 +8,9 @@
 
 use half::f16;
 
+/// Values per partial sum kept for per-token activations (see [`QuantActs::bsums`]).
+pub const PER_TOKEN_GROUP: usize = 128;
+
 /// Which activation format a weight kernel wants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActFormat {
@@ -39,7 +42,8 @@ pub struct QuantActs {
     pub d: Vec<f32>,
     /// Q8_1 only: per block, `d * Σq` rounded through f16.
     pub s: Vec<f32>,
-    /// Q8_K only: per 16 values, `Σq`.
+    /// Q8_K: per 16 values, `Σq`. Per token: per 128 values (the last group may be
+    /// shorter), which ternary kernels subtract because they multiply by `t + 1`.
     pub bsums: Vec<i32>,
     /// Per token only: the multiplier `s = 127 / max|x|` itself (BitLinear divides by it).
     pub inv: Vec<f32>,
@@ -64,10 +68,15 @@ impl QuantActs {
         match format {
             ActFormat::PerToken => {
                 self.inv.resize(n, 0.0);
+                let groups = k.div_ceil(PER_TOKEN_GROUP);
+                self.bsums.resize(n * groups, 0);
                 for (r, (xr, qr)) in x.chunks_exact(k).zip(self.q.chunks_exact_mut(k)).enumerate() {
                     let s = quantize_per_token(xr, qr);
                     self.inv[r] = s;
                     self.d[r] = 1.0 / s;
+                    for (g, c) in qr.chunks(PER_TOKEN_GROUP).enumerate() {
+                        self.bsums[r * groups + g] = c.iter().map(|&v| i32::from(v)).sum();
+                    }
                 }
             }
             ActFormat::Q8_0 | ActFormat::Q8_1 => {

@@ -8,13 +8,15 @@
 //! - [`blockq`]: ggml block-quantized and float weights (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, F16,
 //!   BF16, F32) and their products with quantized activations;
 //! - [`ops`]: RMSNorm, RoPE, softmax, SiLU, squared ReLU;
-//! - [`attention`]: causal attention of a batch of queries over a KV cache.
+//! - [`attention`]: causal attention of a batch of queries over a KV cache;
+//! - [`bandwidth`]: a memory read-bandwidth probe, the roofline decode is measured against.
 //!
 //! Each kernel is scalar today and shaped so SIMD versions can take its place behind the same
 //! functions (a batch of token rows per call, weights packed once at load).
 
 pub mod act_quant;
 pub mod attention;
+pub mod bandwidth;
 pub mod blockq;
 pub mod isa;
 pub mod ops;

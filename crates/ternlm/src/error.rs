@@ -25,6 +25,8 @@ pub enum ModelError {
     BadToken { id: u32, n_vocab: usize },
     #[error("the prompt is empty")]
     EmptyPrompt,
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;

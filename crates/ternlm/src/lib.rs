@@ -15,6 +15,7 @@
 pub mod arch;
 pub mod chat;
 pub mod config;
+pub mod dummy;
 pub mod error;
 pub mod forward;
 pub mod kv_cache;
@@ -34,4 +35,4 @@ pub use sampler::{Sampler, SamplerConfig};
 pub use session::{GenerateParams, Generation, Session, StopReason};
 pub use tokenizer::{StreamDecoder, Tokenizer};
 pub use ternlm_format as format;
-pub use ternlm_kernels::isa;
+pub use ternlm_kernels::{bandwidth, isa};

@@ -88,6 +88,14 @@ impl Linear {
         }
     }
 
+    /// Bytes of weights one pass over this layer reads.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Ternary(m) => m.bytes(),
+            Self::Block(m) => m.bytes(),
+        }
+    }
+
     pub fn input_kind(&self) -> InputKind {
         match self {
             Self::Ternary(_) => InputKind::Quant(TernaryMatrix::ACT_FORMAT),

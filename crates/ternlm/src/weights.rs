@@ -84,6 +84,25 @@ fn vector_of(file: &GgufFile, info: &TensorInfo, n: usize) -> Result<Vec<f32>> {
 }
 
 impl Weights {
+    /// Bytes of weights one decode step reads: every linear layer, the output head, the
+    /// norms and one embedding row. This is the traffic decode speed is bound by.
+    pub fn bytes_per_token(&self) -> usize {
+        let vec_bytes = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, |v| v.len() * 4);
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].iter().map(|m| m.bytes()).sum::<usize>()
+                    + (l.attn_norm.len() + l.ffn_norm.len()) * 4
+                    + vec_bytes(&l.attn_sub_norm)
+                    + vec_bytes(&l.ffn_sub_norm)
+            })
+            .sum();
+        let info = self.embedding.info();
+        let embd_row = (info.size / info.dims.get(1).copied().unwrap_or(1).max(1)) as usize;
+        layers + self.output.bytes() + self.output_norm.len() * 4 + embd_row
+    }
+
     pub fn load(file: &Arc<GgufFile>, cfg: &Config, pool: &ThreadPool) -> Result<Self> {
         let (d, ff, q, kv) = (cfg.n_embd, cfg.n_ff, cfg.q_dim(), cfg.kv_dim());
         let embedding = Embedding::load(file, d, cfg.n_vocab)?;

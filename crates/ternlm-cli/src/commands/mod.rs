@@ -1,6 +1,8 @@
 //! One module per subcommand, plus the sampling options they share.
 
+mod bench;
 mod chat;
+mod dummy;
 mod info;
 mod run;
 mod tokenize;
@@ -18,6 +20,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Chat(a) => chat::chat(a),
         Command::Tokenize(a) => tokenize::tokenize(a),
         Command::Info(a) => info::info(a),
+        Command::Bench(a) => bench::bench(a),
+        Command::Dummy(a) => dummy::dummy(a),
     }
 }
 

@@ -70,6 +70,16 @@ fn put_value(out: &mut Vec<u8>, v: &MetadataValue) {
 
 /// Serializes a whole GGUF v3 file into memory.
 pub fn to_bytes(metadata: &[(String, MetadataValue)], tensors: &[TensorData<'_>]) -> Result<Vec<u8>> {
+    let mut out = header(metadata, tensors)?;
+    for t in tensors {
+        out.extend_from_slice(t.data);
+        out.resize(out.len().div_ceil(ALIGN) * ALIGN, 0);
+    }
+    Ok(out)
+}
+
+/// Header, key/values and tensor infos, padded to where the data section starts.
+fn header(metadata: &[(String, MetadataValue)], tensors: &[TensorData<'_>]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     out.extend_from_slice(b"GGUF");
     out.extend_from_slice(&3u32.to_le_bytes());
@@ -77,9 +87,10 @@ pub fn to_bytes(metadata: &[(String, MetadataValue)], tensors: &[TensorData<'_>]
     out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
     for (k, v) in metadata {
         if let MetadataValue::Array(items) = v
-            && items.iter().any(|i| type_id(i) != type_id(&items[0])) {
-                return Err(FormatError::BadValueType { key: k.clone(), type_id: 9 });
-            }
+            && items.iter().any(|i| type_id(i) != type_id(&items[0]))
+        {
+            return Err(FormatError::BadValueType { key: k.clone(), type_id: 9 });
+        }
         put_str(&mut out, k);
         out.extend_from_slice(&type_id(v).to_le_bytes());
         put_value(&mut out, v);
@@ -96,19 +107,21 @@ pub fn to_bytes(metadata: &[(String, MetadataValue)], tensors: &[TensorData<'_>]
         offset += t.data.len().div_ceil(ALIGN) * ALIGN;
     }
     out.resize(out.len().div_ceil(ALIGN) * ALIGN, 0);
-    for t in tensors {
-        out.extend_from_slice(t.data);
-        out.resize(out.len().div_ceil(ALIGN) * ALIGN, 0);
-    }
     Ok(out)
 }
 
-/// Writes a GGUF v3 file.
+/// Writes a GGUF v3 file, streaming tensor data rather than assembling the file in memory
+/// (generated models of real shapes run to gigabytes).
 pub fn write(path: &Path, metadata: &[(String, MetadataValue)], tensors: &[TensorData<'_>]) -> Result<()> {
-    let bytes = to_bytes(metadata, tensors)?;
     let io = |source| FormatError::Io { path: path.to_path_buf(), source };
-    let mut f = std::fs::File::create(path).map_err(io)?;
-    f.write_all(&bytes).map_err(io)
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io)?);
+    f.write_all(&header(metadata, tensors)?).map_err(io)?;
+    let zeros = [0u8; ALIGN];
+    for t in tensors {
+        f.write_all(t.data).map_err(io)?;
+        f.write_all(&zeros[..t.data.len().div_ceil(ALIGN) * ALIGN - t.data.len()]).map_err(io)?;
+    }
+    f.flush().map_err(io)
 }
 
 #[cfg(test)]

@@ -1,0 +1,156 @@
+//! `ternlm bench`: llama-bench-style timing of prompt processing (one batch of `-p` tokens)
+//! and generation (`-n` tokens one at a time), with repetitions, median and spread. For
+//! generation it also reports the bytes each token reads, the GB/s that makes, and the share
+//! of the machine's read bandwidth (measured by a short probe) it reaches.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use ternlm::{LoadOptions, Logits, Model};
+use ternlm::bandwidth::read_bandwidth;
+
+use crate::cli::BenchArgs;
+use crate::load::model_path;
+
+struct Row {
+    test: String,
+    n_prompt: usize,
+    n_gen: usize,
+    samples: Vec<f64>,
+    bytes_per_token: f64,
+}
+
+impl Row {
+    fn sorted(&self) -> Vec<f64> {
+        let mut s = self.samples.clone();
+        s.sort_by(f64::total_cmp);
+        s
+    }
+    fn median(&self) -> f64 {
+        let s = self.sorted();
+        let n = s.len();
+        if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+    }
+    fn min(&self) -> f64 {
+        self.sorted()[0]
+    }
+    fn max(&self) -> f64 {
+        *self.sorted().last().unwrap_or(&0.0)
+    }
+}
+
+pub fn bench(a: BenchArgs) -> Result<ExitCode> {
+    if a.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    let path = model_path(a.model.as_deref())?;
+    let threads = if a.threads.is_empty() { vec![ternlm::default_threads()] } else { a.threads.clone() };
+    if threads.contains(&0) {
+        bail!("--threads must be at least 1");
+    }
+    let model_name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    if !a.json {
+        println!("| model | size | params | isa | threads | test | t/s (median) | min..max | MB/token | GB/s | % of BW |");
+        println!("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    }
+    for &t in &threads {
+        let model = Model::load(&path, &LoadOptions { threads: t }).with_context(|| format!("loading {}", path.display()))?;
+        let isa = ternlm::isa::active().name();
+        let params: u64 = model.file().view().tensors.iter().map(|i| i.n_elements()).sum();
+        let size = model.file().len();
+        let weights = model.weights.bytes_per_token() as f64;
+        let ceiling = if a.no_probe { None } else { Some(read_bandwidth(model.pool(), 512 << 20, 5)) };
+        let mut rows = Vec::new();
+        for &p in a.n_prompt.iter().filter(|&&p| p > 0) {
+            let samples = time_reps(&model, a.reps, p, 0)?;
+            rows.push(Row { test: format!("pp{p}"), n_prompt: p, n_gen: 0, samples, bytes_per_token: weights / p as f64 });
+        }
+        for &n in a.n_gen.iter().filter(|&&n| n > 0) {
+            let samples = time_reps(&model, a.reps, 0, n)?;
+            // Each step also reads the KV cache, on average half of what the test fills.
+            let kv = (n / 2) as f64 * (model.config.kv_dim() * 2 * 2 * model.config.n_layer) as f64;
+            rows.push(Row { test: format!("tg{n}"), n_prompt: 0, n_gen: n, samples, bytes_per_token: weights + kv });
+        }
+        for r in &rows {
+            let gbps = r.bytes_per_token * r.median() / 1e9;
+            let share = ceiling.map(|c| gbps * 1e9 / c);
+            if a.json {
+                let line = json!({
+                    "model": model_name,
+                    "model_path": path.display().to_string(),
+                    "size_bytes": size,
+                    "params": params,
+                    "isa": isa,
+                    "threads": t,
+                    "test": r.test,
+                    "n_prompt": r.n_prompt,
+                    "n_gen": r.n_gen,
+                    "reps": a.reps,
+                    "tokens_per_s": r.median(),
+                    "min": r.min(),
+                    "max": r.max(),
+                    "samples": r.samples,
+                    "bytes_per_token": r.bytes_per_token.round() as u64,
+                    "gbps": gbps,
+                    "bw_ceiling_gbps": ceiling.map(|c| c / 1e9),
+                    "bw_share": share,
+                    "load_ms": model.load_time().as_secs_f64() * 1e3,
+                });
+                println!("{line}");
+            } else {
+                println!(
+                    "| {model_name} | {:.2} GiB | {:.2} B | {isa} | {t} | {} | {:.2} | {:.2}..{:.2} | {:.1} | {:.2} | {} |",
+                    size as f64 / (1u64 << 30) as f64,
+                    params as f64 / 1e9,
+                    r.test,
+                    r.median(),
+                    r.min(),
+                    r.max(),
+                    r.bytes_per_token / 1e6,
+                    gbps,
+                    share.map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
+                );
+            }
+        }
+        if !a.json {
+            if let Some(c) = ceiling {
+                println!("\nthreads {t}: read bandwidth ceiling {:.2} GB/s (probe), load {:.0} ms", c / 1e9, model.load_time().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Tokens per second of `reps` runs (after one warm-up run) of either a `p`-token prompt
+/// batch or `n` single-token steps, each from an empty context.
+fn time_reps(model: &Model, reps: usize, p: usize, n: usize) -> Result<Vec<f64>> {
+    let vocab = model.config.n_vocab as u64;
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut tokens = Vec::with_capacity(p.max(n));
+    for _ in 0..p.max(n) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        tokens.push((state % vocab) as u32);
+    }
+    let mut session = model.session(p + n + 1);
+    let mut samples = Vec::with_capacity(reps);
+    for rep in 0..=reps {
+        session.reset();
+        let start = Instant::now();
+        if p > 0 {
+            session.eval(&tokens[..p], Logits::Last)?;
+        } else {
+            for &tok in &tokens[..n] {
+                session.eval(&[tok], Logits::Last)?;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        if rep > 0 {
+            samples.push(p.max(n) as f64 / secs);
+        }
+    }
+    Ok(samples)
+}

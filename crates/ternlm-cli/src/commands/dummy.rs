@@ -1,0 +1,45 @@
+//! `ternlm dummy`: write a random ternary model at a real model's shape.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use ternlm::dummy::{DummySpec, SHAPES, Shape, write_dummy};
+use ternlm::format::TensorType;
+
+use crate::cli::DummyArgs;
+
+fn parse_type(s: &str, allowed: &[TensorType], flag: &str) -> Result<TensorType> {
+    let norm = s.to_ascii_lowercase().replace('-', "_");
+    allowed
+        .iter()
+        .copied()
+        .find(|t| t.name().to_ascii_lowercase() == norm)
+        .with_context(|| format!("{flag} {s:?} is not one of {}", allowed.iter().map(|t| t.name().to_ascii_lowercase()).collect::<Vec<_>>().join(", ")))
+}
+
+pub fn dummy(a: DummyArgs) -> Result<ExitCode> {
+    let Some(shape) = Shape::by_name(&a.shape) else {
+        bail!("--shape {:?} is not one of {}", a.shape, SHAPES.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
+    };
+    let linear_type = parse_type(&a.ty, &[TensorType::TQ2_0, TensorType::TQ1_0, TensorType::I2S], "--type")?;
+    let head_type = parse_type(&a.head, &[TensorType::F16, TensorType::Q6K, TensorType::Q8_0], "--head")?;
+    let start = Instant::now();
+    let spec = DummySpec { shape, linear_type, head_type, seed: a.seed };
+    let report = write_dummy(&spec, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    for f in &report.fallbacks {
+        eprintln!("note: {f}");
+    }
+    eprintln!(
+        "wrote {}: shape {} ({}), {} linears, {} head, {:.2} G parameters, {:.1} MB in {:.1} s",
+        a.output.display(),
+        shape.name,
+        shape.about,
+        linear_type,
+        head_type,
+        report.parameters as f64 / 1e9,
+        report.bytes as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}

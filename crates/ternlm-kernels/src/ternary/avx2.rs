@@ -1,0 +1,174 @@
+//! AVX2 ternary kernels. Codes (0..2, unsigned) times int8 activations with `vpmaddubsw`
+//! into int16 pairs, summed in int16 for as long as that cannot overflow, then widened with
+//! `vpmaddwd` into int32.
+//!
+//! Overflow bounds: one `maddubs` lane is `c0·x0 + c1·x1` with codes ≤ 2 and `|x| ≤ 128`, so
+//! at most 512 in magnitude. The decode kernel adds 4 per group and flushes every 16 groups
+//! (16·4·512 = 32768: the only way to reach it is -32768, which fits); the prefill kernel adds
+//! one per 32 columns and flushes every 64 steps (64·512 = 32768, likewise).
+
+use std::arch::x86_64::*;
+
+use super::{GROUP, Kernels};
+
+pub(crate) struct Avx2;
+
+/// Groups the decode kernel sums in int16 before widening.
+const GEMV_FLUSH_GROUPS: usize = 16;
+/// 32-column steps the prefill kernel sums in int16 before widening.
+const GEMM_FLUSH_STEPS: usize = 64;
+
+impl Kernels for Avx2 {
+    fn gemv_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc: usize, block: usize, x: &[i8], raw: &mut [i32]) {
+        let nb = kc / block;
+        assert!(w.len() >= n_rows.saturating_sub(1) * row_bytes + kc / 4 && x.len() >= kc && raw.len() >= n_rows * nb);
+        assert!(row_bytes >= kc / 4 && block.is_multiple_of(GROUP) && kc.is_multiple_of(block));
+        let mut r = 0;
+        while r + 4 <= n_rows {
+            // SAFETY: AVX2 is enabled (the dispatcher only picks this level on CPUs that have
+            // it); the asserts above bound every pointer the kernel forms.
+            unsafe { gemv_rows::<4>(w.as_ptr().add(r * row_bytes), row_bytes, nb, block / GROUP, x.as_ptr(), &mut raw[r * nb..]) };
+            r += 4;
+        }
+        while r < n_rows {
+            // SAFETY: as above.
+            unsafe { gemv_rows::<1>(w.as_ptr().add(r * row_bytes), row_bytes, nb, block / GROUP, x.as_ptr(), &mut raw[r * nb..]) };
+            r += 1;
+        }
+    }
+
+    fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]) {
+        let nb = kc / block;
+        assert!(n_rows == 0 || codes.len() >= (n_rows - 1) * ld + kc);
+        assert!(n_tok == 0 || xs.len() >= (n_tok - 1) * ldx + kc);
+        assert!(raw.len() >= n_rows * n_tok * nb && block.is_multiple_of(32) && kc.is_multiple_of(block));
+        let mut t = 0;
+        while t < n_tok {
+            let nt = (n_tok - t).min(4);
+            let mut r = 0;
+            while r < n_rows {
+                let nr = (n_rows - r).min(2);
+                let c = codes[r * ld..].as_ptr();
+                let x = xs[t * ldx..].as_ptr();
+                let o = &mut raw[(t * n_rows + r) * nb..];
+                let os = n_rows * nb;
+                // SAFETY: AVX2 is enabled; the asserts above bound every pointer formed, and
+                // the tile writes (ti·os + ri·nb + b) < raw's length for ti < nt, ri < nr.
+                unsafe {
+                    match (nr, nt) {
+                        (2, 4) => gemm_tile::<2, 4>(c, ld, x, ldx, nb, block, o, os),
+                        (2, 3) => gemm_tile::<2, 3>(c, ld, x, ldx, nb, block, o, os),
+                        (2, 2) => gemm_tile::<2, 2>(c, ld, x, ldx, nb, block, o, os),
+                        (2, _) => gemm_tile::<2, 1>(c, ld, x, ldx, nb, block, o, os),
+                        (_, 4) => gemm_tile::<1, 4>(c, ld, x, ldx, nb, block, o, os),
+                        (_, 3) => gemm_tile::<1, 3>(c, ld, x, ldx, nb, block, o, os),
+                        (_, 2) => gemm_tile::<1, 2>(c, ld, x, ldx, nb, block, o, os),
+                        (_, _) => gemm_tile::<1, 1>(c, ld, x, ldx, nb, block, o, os),
+                    }
+                }
+                r += nr;
+            }
+            t += nt;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256i) -> i32 {
+    // SAFETY: register-only intrinsics; the caller runs with AVX2 enabled.
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+/// `R` packed rows (`row_bytes` apart) against one token: unpack each group in registers
+/// (one load, shifts, masks), four `maddubs` against the activations loaded once for all rows.
+#[target_feature(enable = "avx2")]
+unsafe fn gemv_rows<const R: usize>(w: *const u8, row_bytes: usize, nb: usize, gpb: usize, x: *const i8, raw: &mut [i32]) {
+    // SAFETY: the caller bounds `w` (R rows of at least nb·gpb·32 bytes) and `x` (nb·gpb·128
+    // values); loads are unaligned.
+    unsafe {
+        let mask = _mm256_set1_epi8(3);
+        let ones = _mm256_set1_epi16(1);
+        for b in 0..nb {
+            let mut acc32 = [_mm256_setzero_si256(); R];
+            let mut g = b * gpb;
+            let end = (b + 1) * gpb;
+            while g < end {
+                let stop = (g + GEMV_FLUSH_GROUPS).min(end);
+                let mut acc16 = [_mm256_setzero_si256(); R];
+                while g < stop {
+                    let xp = x.add(g * GROUP) as *const __m256i;
+                    let x0 = _mm256_loadu_si256(xp);
+                    let x1 = _mm256_loadu_si256(xp.add(1));
+                    let x2 = _mm256_loadu_si256(xp.add(2));
+                    let x3 = _mm256_loadu_si256(xp.add(3));
+                    for (r, acc) in acc16.iter_mut().enumerate() {
+                        let v = _mm256_loadu_si256(w.add(r * row_bytes + g * 32) as *const __m256i);
+                        let c0 = _mm256_and_si256(v, mask);
+                        let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask);
+                        let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+                        let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask);
+                        let p01 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, x0), _mm256_maddubs_epi16(c1, x1));
+                        let p23 = _mm256_add_epi16(_mm256_maddubs_epi16(c2, x2), _mm256_maddubs_epi16(c3, x3));
+                        *acc = _mm256_add_epi16(*acc, _mm256_add_epi16(p01, p23));
+                    }
+                    g += 1;
+                }
+                for (a32, a16) in acc32.iter_mut().zip(acc16) {
+                    *a32 = _mm256_add_epi32(*a32, _mm256_madd_epi16(a16, ones));
+                }
+            }
+            for (r, a) in acc32.into_iter().enumerate() {
+                raw[r * nb + b] = hsum(a);
+            }
+        }
+    }
+}
+
+/// `R` rows of codes times `T` tokens, 32 columns per step; the sum of row `r`, token `t`,
+/// block `b` goes to `out[t·os + r·nb + b]`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+unsafe fn gemm_tile<const R: usize, const T: usize>(c: *const u8, ld: usize, x: *const i8, ldx: usize, nb: usize, block: usize, out: &mut [i32], os: usize) {
+    // SAFETY: the caller bounds `c` (R rows of nb·block codes, ld apart) and `x` (T tokens of
+    // nb·block values, ldx apart).
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        for b in 0..nb {
+            let mut acc32 = [[_mm256_setzero_si256(); T]; R];
+            let mut k = b * block;
+            let end = (b + 1) * block;
+            while k < end {
+                let stop = (k + GEMM_FLUSH_STEPS * 32).min(end);
+                let mut acc16 = [[_mm256_setzero_si256(); T]; R];
+                while k < stop {
+                    let mut wv = [_mm256_setzero_si256(); R];
+                    for (r, v) in wv.iter_mut().enumerate() {
+                        *v = _mm256_loadu_si256(c.add(r * ld + k) as *const __m256i);
+                    }
+                    for t in 0..T {
+                        let xv = _mm256_loadu_si256(x.add(t * ldx + k) as *const __m256i);
+                        for r in 0..R {
+                            acc16[r][t] = _mm256_add_epi16(acc16[r][t], _mm256_maddubs_epi16(wv[r], xv));
+                        }
+                    }
+                    k += 32;
+                }
+                for r in 0..R {
+                    for t in 0..T {
+                        acc32[r][t] = _mm256_add_epi32(acc32[r][t], _mm256_madd_epi16(acc16[r][t], ones));
+                    }
+                }
+            }
+            for r in 0..R {
+                for t in 0..T {
+                    out[t * os + r * nb + b] = hsum(acc32[r][t]);
+                }
+            }
+        }
+    }
+}

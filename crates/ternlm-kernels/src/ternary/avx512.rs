@@ -1,0 +1,141 @@
+//! AVX-512 VNNI ternary kernels: `vpdpbusd` multiplies unsigned codes by int8 activations
+//! and adds groups of four straight into int32, so there is no int16 stage to flush. Decode
+//! uses the 256-bit form on the same layout as AVX2 (it is bound by memory, not arithmetic);
+//! prefill uses 512-bit vectors over unpacked codes.
+
+use std::arch::x86_64::*;
+
+use super::{GROUP, Kernels};
+
+pub(crate) struct Avx512;
+
+impl Kernels for Avx512 {
+    fn gemv_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc: usize, block: usize, x: &[i8], raw: &mut [i32]) {
+        let nb = kc / block;
+        assert!(w.len() >= n_rows.saturating_sub(1) * row_bytes + kc / 4 && x.len() >= kc && raw.len() >= n_rows * nb);
+        assert!(row_bytes >= kc / 4 && block.is_multiple_of(GROUP) && kc.is_multiple_of(block));
+        let mut r = 0;
+        while r + 4 <= n_rows {
+            // SAFETY: AVX-512 F/BW/VL/VNNI are enabled (the dispatcher only picks this level on
+            // CPUs that have them); the asserts above bound every pointer the kernel forms.
+            unsafe { gemv_rows::<4>(w.as_ptr().add(r * row_bytes), row_bytes, nb, block / GROUP, x.as_ptr(), &mut raw[r * nb..]) };
+            r += 4;
+        }
+        while r < n_rows {
+            // SAFETY: as above.
+            unsafe { gemv_rows::<1>(w.as_ptr().add(r * row_bytes), row_bytes, nb, block / GROUP, x.as_ptr(), &mut raw[r * nb..]) };
+            r += 1;
+        }
+    }
+
+    fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]) {
+        let nb = kc / block;
+        assert!(n_rows == 0 || codes.len() >= (n_rows - 1) * ld + kc);
+        assert!(n_tok == 0 || xs.len() >= (n_tok - 1) * ldx + kc);
+        assert!(raw.len() >= n_rows * n_tok * nb && block.is_multiple_of(64) && kc.is_multiple_of(block));
+        let mut t = 0;
+        while t < n_tok {
+            let nt = (n_tok - t).min(4);
+            let mut r = 0;
+            while r < n_rows {
+                let nr = (n_rows - r).min(2);
+                let c = codes[r * ld..].as_ptr();
+                let x = xs[t * ldx..].as_ptr();
+                let o = &mut raw[(t * n_rows + r) * nb..];
+                let os = n_rows * nb;
+                // SAFETY: AVX-512 is enabled; the asserts above bound every pointer formed, and
+                // the tile writes (ti·os + ri·nb + b) < raw's length for ti < nt, ri < nr.
+                unsafe {
+                    match (nr, nt) {
+                        (2, 4) => gemm_tile::<2, 4>(c, ld, x, ldx, nb, block, o, os),
+                        (2, 3) => gemm_tile::<2, 3>(c, ld, x, ldx, nb, block, o, os),
+                        (2, 2) => gemm_tile::<2, 2>(c, ld, x, ldx, nb, block, o, os),
+                        (2, _) => gemm_tile::<2, 1>(c, ld, x, ldx, nb, block, o, os),
+                        (_, 4) => gemm_tile::<1, 4>(c, ld, x, ldx, nb, block, o, os),
+                        (_, 3) => gemm_tile::<1, 3>(c, ld, x, ldx, nb, block, o, os),
+                        (_, 2) => gemm_tile::<1, 2>(c, ld, x, ldx, nb, block, o, os),
+                        (_, _) => gemm_tile::<1, 1>(c, ld, x, ldx, nb, block, o, os),
+                    }
+                }
+                r += nr;
+            }
+            t += nt;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum256(v: __m256i) -> i32 {
+    // SAFETY: register-only intrinsics; the caller runs with AVX2 enabled.
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+/// Decode: as AVX2's, with `vpdpbusd` in place of `maddubs` + widening.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn gemv_rows<const R: usize>(w: *const u8, row_bytes: usize, nb: usize, gpb: usize, x: *const i8, raw: &mut [i32]) {
+    // SAFETY: the caller bounds `w` (R rows of at least nb·gpb·32 bytes) and `x` (nb·gpb·128
+    // values); loads are unaligned.
+    unsafe {
+        let mask = _mm256_set1_epi8(3);
+        for b in 0..nb {
+            let mut acc = [_mm256_setzero_si256(); R];
+            for g in b * gpb..(b + 1) * gpb {
+                let xp = x.add(g * GROUP) as *const __m256i;
+                let x0 = _mm256_loadu_si256(xp);
+                let x1 = _mm256_loadu_si256(xp.add(1));
+                let x2 = _mm256_loadu_si256(xp.add(2));
+                let x3 = _mm256_loadu_si256(xp.add(3));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let v = _mm256_loadu_si256(w.add(r * row_bytes + g * 32) as *const __m256i);
+                    let c0 = _mm256_and_si256(v, mask);
+                    let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask);
+                    let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+                    let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask);
+                    let s = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(*a, c0, x0), c1, x1);
+                    *a = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s, c2, x2), c3, x3);
+                }
+            }
+            for (r, a) in acc.into_iter().enumerate() {
+                raw[r * nb + b] = hsum256(a);
+            }
+        }
+    }
+}
+
+/// Prefill: `R` rows of codes times `T` tokens, 64 columns per step; the sum of row `r`,
+/// token `t`, block `b` goes to `out[t·os + r·nb + b]`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn gemm_tile<const R: usize, const T: usize>(c: *const u8, ld: usize, x: *const i8, ldx: usize, nb: usize, block: usize, out: &mut [i32], os: usize) {
+    // SAFETY: the caller bounds `c` (R rows of nb·block codes, ld apart) and `x` (T tokens of
+    // nb·block values, ldx apart).
+    unsafe {
+        for b in 0..nb {
+            let mut acc = [[_mm512_setzero_si512(); T]; R];
+            let mut k = b * block;
+            while k < (b + 1) * block {
+                let mut wv = [_mm512_setzero_si512(); R];
+                for (r, v) in wv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_si512(c.add(r * ld + k) as *const __m512i);
+                }
+                for t in 0..T {
+                    let xv = _mm512_loadu_si512(x.add(t * ldx + k) as *const __m512i);
+                    for r in 0..R {
+                        acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wv[r], xv);
+                    }
+                }
+                k += 64;
+            }
+            for r in 0..R {
+                for t in 0..T {
+                    out[t * os + r * nb + b] = _mm512_reduce_add_epi32(acc[r][t]);
+                }
+            }
+        }
+    }
+}

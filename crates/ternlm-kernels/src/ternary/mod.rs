@@ -1,0 +1,309 @@
+//! Ternary weights in the kernel's packed layout and their product with per-token int8
+//! activations (BitLinear): `y = (Σ q·t) · scale / s`, with exact int32 sums per scale block.
+//!
+//! Layout: rows one after another, `cols / 4` bytes each. The first `kc = cols - cols % 128`
+//! trits of a row are in groups of 128 in 32 bytes, byte `j` holding trits `j`, `j + 32`,
+//! `j + 64`, `j + 96` at bit shifts 0, 2, 4, 6: one shift and one mask give 32 trits in
+//! activation order, so SIMD kernels never shuffle. A ragged tail (`cols % 128`) is stored
+//! 4 trits per byte in order. Each trit is stored as the code `t + 1` in {0, 1, 2}: the
+//! kernels multiply unsigned codes by signed activations (`maddubs`/`vpdpbusd`) and subtract
+//! the activations' group sums ([`QuantActs::bsums`]) once per block.
+//!
+//! Decode (one token) streams the packed rows through [`Kernels::gemv_raw`], unpacking in
+//! registers. Prefill (several tokens) unpacks a tile of rows once into codes and reuses it
+//! for every token through [`Kernels::gemm_raw`]. Each ISA level implements both; the scalar
+//! level is the reference the others are tested against.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod scalar;
+
+use std::cell::RefCell;
+
+use crate::act_quant::{ActFormat, PER_TOKEN_GROUP, QuantActs};
+use crate::isa::{self, Isa};
+use crate::pool::{ThreadPool, split_range};
+use crate::sync_out::SyncOut;
+
+/// Trits per interleaved group (32 bytes).
+pub const GROUP: usize = 128;
+/// Rows a prefill task unpacks at once.
+const GEMM_ROW_TILE: usize = 8;
+/// Fewer tokens than this go through the decode kernel, token by token.
+const GEMM_MIN_TOKENS: usize = 4;
+
+#[derive(Clone, Debug)]
+pub struct TernaryMatrix {
+    rows: usize,
+    cols: usize,
+    packed: Vec<u8>,
+    /// Elements per scale block within a row (`cols` when one scale covers the row).
+    block_len: usize,
+    /// `rows * cols / block_len` scales, or one when the whole tensor shares a scale.
+    scales: Vec<f32>,
+}
+
+/// Why packed parts do not make a matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeError(pub String);
+
+impl std::fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ShapeError {}
+
+/// The raw-sum kernels of one ISA level. `raw` receives `Σ code·x` per row (and token) and
+/// per scale block over the first `kc` columns; `block` divides `kc` and is a multiple of
+/// [`GROUP`].
+pub(crate) trait Kernels {
+    /// `raw[r * nb + b]` for `n_rows` packed rows starting at `w`, one token `x`.
+    fn gemv_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc: usize, block: usize, x: &[i8], raw: &mut [i32]);
+    /// `raw[(t * n_rows + r) * nb + b]` for `n_rows` rows of unpacked codes (`ld` apart) and
+    /// `n_tok` tokens (`ldx` apart).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]);
+}
+
+thread_local! {
+    /// Per-thread prefill scratch (unpacked codes, raw sums); pool threads live as long as
+    /// the pool, so this is allocated once per thread, not per call.
+    static SCRATCH: RefCell<(Vec<u8>, Vec<i32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+impl TernaryMatrix {
+    /// Bytes one packed row of `cols` trits takes.
+    pub fn packed_row_bytes(cols: usize) -> usize {
+        cols.div_ceil(4)
+    }
+
+    /// Packs one row of trits (each in {-1, 0, 1}) into `out` in the kernel layout.
+    pub fn pack_row(trits: &[i8], out: &mut [u8]) {
+        out.fill(0);
+        let kc = trits.len() / GROUP * GROUP;
+        for (i, &t) in trits.iter().enumerate() {
+            debug_assert!((-1..=1).contains(&t));
+            let code = (t + 1) as u8 & 3;
+            if i < kc {
+                let (g, j) = (i / GROUP, i % GROUP);
+                out[g * 32 + j % 32] |= code << (2 * (j / 32));
+            } else {
+                let k = i - kc;
+                out[kc / 4 + k / 4] |= code << (2 * (k % 4));
+            }
+        }
+    }
+
+    /// Codes (`t + 1`) of row bytes `row`, in column order, into `codes`.
+    fn unpack_codes(row: &[u8], cols: usize, codes: &mut [u8]) {
+        let kc = cols / GROUP * GROUP;
+        for (bytes, out) in row[..kc / 4].chunks_exact(32).zip(codes[..kc].chunks_exact_mut(GROUP)) {
+            for (s, part) in out.chunks_exact_mut(32).enumerate() {
+                for (o, &b) in part.iter_mut().zip(bytes) {
+                    *o = (b >> (2 * s)) & 3;
+                }
+            }
+        }
+        for k in 0..cols - kc {
+            codes[kc + k] = (row[kc / 4 + k / 4] >> (2 * (k % 4))) & 3;
+        }
+    }
+
+    /// Assembles a matrix from rows packed with [`Self::pack_row`]. `scales` holds either one
+    /// scale for the whole tensor or `cols / block_len` per row.
+    pub fn from_parts(rows: usize, cols: usize, packed: Vec<u8>, block_len: usize, scales: Vec<f32>) -> Result<Self, ShapeError> {
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(4) {
+            return Err(ShapeError(format!("ternary matrix {rows}x{cols}: columns must be a positive multiple of 4")));
+        }
+        if block_len == 0 || !cols.is_multiple_of(block_len) {
+            return Err(ShapeError(format!("scale block {block_len} does not divide {cols} columns")));
+        }
+        if packed.len() != rows * Self::packed_row_bytes(cols) {
+            return Err(ShapeError(format!("packed data is {} bytes, expected {}", packed.len(), rows * cols / 4)));
+        }
+        let per_row = rows * (cols / block_len);
+        if scales.len() != 1 && scales.len() != per_row {
+            return Err(ShapeError(format!("{} scales for {per_row} blocks", scales.len())));
+        }
+        if scales.iter().any(|s| !s.is_finite()) {
+            return Err(ShapeError("a weight scale is not finite".into()));
+        }
+        // One shared scale needs no per-block partial sums.
+        let (block_len, scales) = if scales.windows(2).all(|w| w[0] == w[1]) {
+            (cols, vec![scales[0]])
+        } else {
+            (block_len, scales)
+        };
+        Ok(Self { rows, cols, packed, block_len, scales })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes the kernel reads per full pass over the weights.
+    pub fn bytes(&self) -> usize {
+        self.packed.len() + self.scales.len() * 4
+    }
+
+    pub const ACT_FORMAT: ActFormat = ActFormat::PerToken;
+
+    fn row_bytes(&self) -> usize {
+        Self::packed_row_bytes(self.cols)
+    }
+
+    /// Unpacks row `r` into `trits`.
+    pub fn unpack_row(&self, r: usize, trits: &mut [i8]) {
+        let rb = self.row_bytes();
+        let mut codes = vec![0u8; self.cols];
+        Self::unpack_codes(&self.packed[r * rb..(r + 1) * rb], self.cols, &mut codes);
+        for (t, c) in trits.iter_mut().zip(codes) {
+            *t = c as i8 - 1;
+        }
+    }
+
+    /// How the SIMD kernels see the row: the grouped part's length and its scale blocks.
+    /// `None` when per-block scales do not fall on group boundaries (only the scalar path
+    /// handles those).
+    fn simd_split(&self) -> Option<(usize, usize)> {
+        let kc = self.cols / GROUP * GROUP;
+        if self.scales.len() == 1 {
+            Some((kc, kc.max(GROUP)))
+        } else if self.block_len.is_multiple_of(GROUP) {
+            Some((kc, self.block_len))
+        } else {
+            None
+        }
+    }
+
+    /// `out[t * rows + r] = Σ_i W[r, i] · x[t, i]` for every token row `t` of `acts`, which
+    /// must be quantized per token. Runs at the active ISA level.
+    pub fn gemm(&self, pool: &ThreadPool, acts: &QuantActs, out: &mut [f32]) {
+        self.gemm_at(isa::active(), pool, acts, out);
+    }
+
+    /// [`Self::gemm`] at a given ISA level, which must not exceed the CPU's (tests compare
+    /// levels).
+    pub fn gemm_at(&self, level: Isa, pool: &ThreadPool, acts: &QuantActs, out: &mut [f32]) {
+        assert!(level <= Isa::detect(), "ISA level {level:?} is beyond this CPU");
+        assert_eq!(acts.k, self.cols, "activation width does not match the weights");
+        assert_eq!(acts.block_len, self.cols, "ternary kernels take per-token activations");
+        assert_eq!(out.len(), acts.n * self.rows);
+        match (level, self.simd_split()) {
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, Some(split)) => self.run::<avx512::Avx512>(pool, acts, out, split),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, Some(split)) => self.run::<avx2::Avx2>(pool, acts, out, split),
+            (_, Some(split)) => self.run::<scalar::Scalar>(pool, acts, out, split),
+            (_, None) => self.run_unaligned(pool, acts, out),
+        }
+    }
+
+    /// Combines raw sums into outputs: subtract the activation sums (codes are `t + 1`), add
+    /// the ragged tail, scale per block, divide by the token's multiplier.
+    #[inline]
+    fn finish(&self, r: usize, t: usize, raw: &[i32], tail: i32, acts: &QuantActs, kc: usize, block: usize) -> f32 {
+        let groups = self.cols.div_ceil(PER_TOKEN_GROUP);
+        let gsum = &acts.bsums[t * groups..(t + 1) * groups];
+        let gpb = block / GROUP;
+        let mut y = 0f32;
+        let nb = raw.len();
+        for (b, &rs) in raw.iter().enumerate() {
+            let mut isum = rs - gsum[b * gpb..(b + 1) * gpb].iter().sum::<i32>();
+            if b + 1 == nb && kc < self.cols {
+                isum += tail - gsum[kc / GROUP];
+            }
+            let scale = if self.scales.len() == 1 { self.scales[0] } else { self.scales[r * nb + b] };
+            y += isum as f32 * scale;
+        }
+        if nb == 0 {
+            // Narrower than one group: the whole row is tail.
+            y = (tail - gsum[0]) as f32 * self.scales[0];
+        }
+        y / acts.inv[t]
+    }
+
+    fn run<K: Kernels>(&self, pool: &ThreadPool, acts: &QuantActs, out: &mut [f32], (kc, block): (usize, usize)) {
+        let nb = if kc == 0 { 0 } else { kc / block };
+        let rb = self.row_bytes();
+        let out = SyncOut::new(out);
+        if acts.n < GEMM_MIN_TOKENS {
+            let parts = pool.n_threads() * 4;
+            pool.for_each(parts, &|p| {
+                let range = split_range(self.rows, parts, 4, p);
+                if range.is_empty() {
+                    return;
+                }
+                SCRATCH.with_borrow_mut(|(_, raw)| {
+                    raw.resize(range.len() * nb, 0);
+                    for t in 0..acts.n {
+                        let x = acts.row(t);
+                        let w = &self.packed[range.start * rb..range.end * rb];
+                        K::gemv_raw(w, rb, range.len(), kc, block, x, raw);
+                        for (i, r) in range.clone().enumerate() {
+                            let tail = scalar::tail_dot(&w[i * rb + kc / 4..(i + 1) * rb], &x[kc..]);
+                            out.set(t * self.rows + r, self.finish(r, t, &raw[i * nb..(i + 1) * nb], tail, acts, kc, block));
+                        }
+                    }
+                });
+            });
+            return;
+        }
+        let tiles = self.rows.div_ceil(GEMM_ROW_TILE);
+        pool.for_each(tiles, &|tile| {
+            let r0 = tile * GEMM_ROW_TILE;
+            let n_rows = GEMM_ROW_TILE.min(self.rows - r0);
+            SCRATCH.with_borrow_mut(|(codes, raw)| {
+                codes.resize(GEMM_ROW_TILE * self.cols, 0);
+                raw.resize(GEMM_ROW_TILE * acts.n * nb, 0);
+                for i in 0..n_rows {
+                    let r = r0 + i;
+                    Self::unpack_codes(&self.packed[r * rb..(r + 1) * rb], self.cols, &mut codes[i * self.cols..(i + 1) * self.cols]);
+                }
+                K::gemm_raw(codes, self.cols, n_rows, &acts.q, self.cols, acts.n, kc, block, &mut raw[..n_rows * acts.n * nb]);
+                for t in 0..acts.n {
+                    let x = acts.row(t);
+                    for i in 0..n_rows {
+                        let c = &codes[i * self.cols..(i + 1) * self.cols];
+                        let tail: i32 = c[kc..].iter().zip(&x[kc..]).map(|(&c, &q)| i32::from(c) * i32::from(q)).sum();
+                        let at = (t * n_rows + i) * nb;
+                        out.set(t * self.rows + r0 + i, self.finish(r0 + i, t, &raw[at..at + nb], tail, acts, kc, block));
+                    }
+                }
+            });
+        });
+    }
+
+    /// The reference path for scale blocks that do not align with groups: unpack each row
+    /// and sum per block.
+    fn run_unaligned(&self, pool: &ThreadPool, acts: &QuantActs, out: &mut [f32]) {
+        let out = SyncOut::new(out);
+        let parts = pool.n_threads() * 4;
+        let nb = self.cols / self.block_len;
+        pool.for_each(parts, &|p| {
+            let mut trits = vec![0i8; self.cols];
+            for r in split_range(self.rows, parts, 4, p) {
+                self.unpack_row(r, &mut trits);
+                for t in 0..acts.n {
+                    let x = acts.row(t);
+                    let mut y = 0f32;
+                    for (b, (wb, xb)) in trits.chunks_exact(self.block_len).zip(x.chunks_exact(self.block_len)).enumerate() {
+                        let isum: i32 = wb.iter().zip(xb).map(|(&w, &q)| i32::from(w) * i32::from(q)).sum();
+                        y += isum as f32 * self.scales[r * nb + b];
+                    }
+                    out.set(t * self.rows + r, y / acts.inv[t]);
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,48 @@
+//! The reference ternary kernels: plain loops over the packed layout and over unpacked codes.
+//! Every SIMD level must produce exactly these integer sums.
+
+use super::{GROUP, Kernels};
+
+pub(crate) struct Scalar;
+
+/// `Σ code·x` over a ragged tail stored 4 codes per byte in order.
+pub(crate) fn tail_dot(bytes: &[u8], x: &[i8]) -> i32 {
+    x.iter().enumerate().map(|(k, &q)| i32::from((bytes[k / 4] >> (2 * (k % 4))) & 3) * i32::from(q)).sum()
+}
+
+impl Kernels for Scalar {
+    fn gemv_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc: usize, block: usize, x: &[i8], raw: &mut [i32]) {
+        let nb = kc / block;
+        for r in 0..n_rows {
+            let row = &w[r * row_bytes..];
+            for b in 0..nb {
+                let mut sum = 0i32;
+                for g in b * block / GROUP..(b + 1) * block / GROUP {
+                    let bytes = &row[g * 32..g * 32 + 32];
+                    let xg = &x[g * GROUP..(g + 1) * GROUP];
+                    for (j, &byte) in bytes.iter().enumerate() {
+                        for s in 0..4 {
+                            sum += i32::from((byte >> (2 * s)) & 3) * i32::from(xg[32 * s + j]);
+                        }
+                    }
+                }
+                raw[r * nb + b] = sum;
+            }
+        }
+    }
+
+    fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]) {
+        let nb = kc / block;
+        for t in 0..n_tok {
+            let x = &xs[t * ldx..];
+            for r in 0..n_rows {
+                let c = &codes[r * ld..];
+                for b in 0..nb {
+                    let range = b * block..(b + 1) * block;
+                    raw[(t * n_rows + r) * nb + b] =
+                        c[range.clone()].iter().zip(&x[range]).map(|(&c, &q)| i32::from(c) * i32::from(q)).sum();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Tests of the ternary layout and kernels: hand cases, every ISA level against the scalar
+//! reference (bit for bit) and the scalar reference against the definition, on random shapes
+//! with ragged column tails, ragged row and token tiles, shared and per-block scales.
+
+use super::*;
+use proptest::prelude::*;
+
+fn levels() -> Vec<Isa> {
+    [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|&l| l <= Isa::detect()).collect()
+}
+
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+fn pack(trits: &[i8], rows: usize, cols: usize) -> Vec<u8> {
+    let rb = TernaryMatrix::packed_row_bytes(cols);
+    let mut packed = vec![0u8; rows * rb];
+    for r in 0..rows {
+        TernaryMatrix::pack_row(&trits[r * cols..(r + 1) * cols], &mut packed[r * rb..(r + 1) * rb]);
+    }
+    packed
+}
+
+#[test]
+fn gemm_matches_float_math_on_a_small_case() {
+    let (rows, cols) = (3, 8);
+    let trits: Vec<i8> = (0..rows * cols).map(|i| (i % 3) as i8 - 1).collect();
+    let m = TernaryMatrix::from_parts(rows, cols, pack(&trits, rows, cols), cols, vec![0.5]).unwrap();
+    let x: Vec<f32> = (0..2 * cols).map(|i| i as f32 - 4.0).collect();
+    let mut acts = QuantActs::default();
+    acts.quantize(ActFormat::PerToken, &x, cols);
+    let mut out = vec![0f32; 2 * rows];
+    m.gemm(&ThreadPool::new(2), &acts, &mut out);
+    for t in 0..2 {
+        for r in 0..rows {
+            let want: f32 =
+                (0..cols).map(|i| f32::from(trits[r * cols + i]) * 0.5 * f32::from(acts.q[t * cols + i]) / acts.inv[t]).sum();
+            assert!((out[t * rows + r] - want).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn pack_unpack_round_trip_with_groups_and_tail() {
+    let cols = 2 * GROUP + 12;
+    let trits: Vec<i8> = (0..cols).map(|i| ((i * 5 + i / 7) % 3) as i8 - 1).collect();
+    let m = TernaryMatrix::from_parts(1, cols, pack(&trits, 1, cols), 4, (0..cols / 4).map(|i| i as f32).collect()).unwrap();
+    let mut back = vec![0i8; cols];
+    m.unpack_row(0, &mut back);
+    assert_eq!(back, trits);
+}
+
+#[test]
+fn group_layout_puts_32_apart_trits_in_one_byte() {
+    let mut trits = vec![0i8; GROUP];
+    trits[5] = 1; // byte 5, shift 0 -> code 2
+    trits[32 + 5] = -1; // byte 5, shift 2 -> code 0
+    let mut out = vec![0u8; 32];
+    TernaryMatrix::pack_row(&trits, &mut out);
+    assert_eq!(out[5], 0b01_01_00_10);
+    assert_eq!(out[6], 0b01_01_01_01);
+}
+
+#[test]
+fn bad_parts_are_rejected() {
+    assert!(TernaryMatrix::from_parts(2, 6, vec![0; 4], 6, vec![1.0]).is_err());
+    assert!(TernaryMatrix::from_parts(2, 8, vec![0; 3], 8, vec![1.0]).is_err());
+    assert!(TernaryMatrix::from_parts(2, 8, vec![0; 4], 8, vec![f32::NAN]).is_err());
+}
+
+/// The int16 stages must not overflow at the worst magnitudes (every code 2, every value
+/// -128), over more columns than one flush covers.
+#[test]
+fn raw_kernels_survive_extreme_values() {
+    let (rows, kc) = (5, 4096 + 256);
+    let codes = vec![2u8; rows * kc];
+    let packed = vec![0b10_10_10_10u8; rows * kc / 4];
+    let xs = vec![-128i8; 4 * kc];
+    for level in levels() {
+        let mut raw = vec![0i32; rows];
+        match level {
+            Isa::Scalar => scalar::Scalar::gemv_raw(&packed, kc / 4, rows, kc, kc, &xs, &mut raw),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::Avx2::gemv_raw(&packed, kc / 4, rows, kc, kc, &xs, &mut raw),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::Avx512::gemv_raw(&packed, kc / 4, rows, kc, kc, &xs, &mut raw),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!(),
+        }
+        assert!(raw.iter().all(|&v| v == -256 * kc as i32), "{level:?} gemv: {raw:?}");
+        let mut raw = vec![0i32; rows * 4];
+        match level {
+            Isa::Scalar => scalar::Scalar::gemm_raw(&codes, kc, rows, &xs, kc, 4, kc, kc, &mut raw),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::Avx2::gemm_raw(&codes, kc, rows, &xs, kc, 4, kc, kc, &mut raw),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::Avx512::gemm_raw(&codes, kc, rows, &xs, kc, 4, kc, kc, &mut raw),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!(),
+        }
+        assert!(raw.iter().all(|&v| v == -256 * kc as i32), "{level:?} gemm: {raw:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+    /// Every ISA level gives bit-identical outputs to the scalar level, which equals the
+    /// definition `Σ_b scale[r,b] · Σ_{i∈b} t·q / s`; shapes cover ragged column tails, row
+    /// counts that do not fill a tile, decode (n < 4) and prefill (n >= 4) token counts,
+    /// a shared scale, group-aligned per-block scales and unaligned ones.
+    #[test]
+    fn every_level_matches_the_definition(
+        rows in 1usize..21,
+        groups in 0usize..5,
+        tail in 0usize..32,
+        scales_kind in 0u8..3,
+        unaligned_block in prop::sample::select(vec![4usize, 8, 32]),
+        aligned_block in prop::sample::select(vec![128usize, 256]),
+        n in 1usize..11,
+        seed in any::<u64>(),
+    ) {
+        let mut next = xorshift(seed);
+        // 0: shared scale (ragged tail allowed); 1: per-block, group aligned; 2: unaligned.
+        let (cols, block_len) = match scales_kind {
+            0 => ((groups * GROUP + tail * 4).max(4), 0),
+            1 => ((groups.max(1) * GROUP).div_ceil(aligned_block) * aligned_block, aligned_block),
+            _ => (((groups * GROUP + tail * 4) / unaligned_block).max(1) * unaligned_block, unaligned_block),
+        };
+        let block_len = if block_len == 0 { cols } else { block_len };
+        let blocks = cols / block_len;
+        let trits: Vec<i8> = (0..rows * cols).map(|_| (next() % 3) as i8 - 1).collect();
+        let scales: Vec<f32> = if scales_kind == 0 { vec![0.37] } else { (0..rows * blocks).map(|_| (next() % 1000) as f32 / 997.0 + 0.01).collect() };
+        let m = TernaryMatrix::from_parts(rows, cols, pack(&trits, rows, cols), block_len, scales.clone()).unwrap();
+        let x: Vec<f32> = (0..n * cols).map(|_| (next() % 2001) as f32 / 100.0 - 10.0).collect();
+        let mut acts = QuantActs::default();
+        acts.quantize(ActFormat::PerToken, &x, cols);
+        let pool = ThreadPool::new(2);
+        let mut reference = vec![0f32; n * rows];
+        m.gemm_at(Isa::Scalar, &pool, &acts, &mut reference);
+        for t in 0..n {
+            for r in 0..rows {
+                let mut want = 0f64;
+                for b in 0..blocks {
+                    let s = if scales.len() == 1 { scales[0] } else { scales[r * blocks + b] };
+                    let isum: i64 = (b * block_len..(b + 1) * block_len)
+                        .map(|i| i64::from(trits[r * cols + i]) * i64::from(acts.q[t * cols + i]))
+                        .sum();
+                    want += isum as f64 * f64::from(s);
+                }
+                want /= f64::from(acts.inv[t]);
+                let got = f64::from(reference[t * rows + r]);
+                prop_assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "t{t} r{r}: {got} vs {want}");
+            }
+        }
+        for level in levels() {
+            let mut out = vec![0f32; n * rows];
+            m.gemm_at(level, &pool, &acts, &mut out);
+            prop_assert_eq!(&out, &reference, "{:?} differs from scalar", level);
+        }
+    }
+}
