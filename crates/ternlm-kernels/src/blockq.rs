@@ -198,13 +198,36 @@ impl BlockMatrix {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn rows_avx2(&self, rows: std::ops::Range<usize>, acts: &PreparedActs, out: SyncOut) {
-        self.rows_portable(rows, acts, out);
+        use crate::blockq_avx2 as k;
+        let q = &acts.quant;
+        for r in rows {
+            let w = self.row_data(r);
+            for t in 0..q.n {
+                let k_ = self.cols;
+                // SAFETY: this function runs with AVX2, FMA and F16C enabled; each kernel
+                // checks its slice lengths itself.
+                let y = unsafe {
+                    match self.kind {
+                        BlockKind::Q6K => k::dot_q6k(w, q, t),
+                        BlockKind::Q8_0 => k::dot_q8_0(w, q, t),
+                        BlockKind::Q4_0 => k::dot_q4_0(w, q, t),
+                        BlockKind::Q4_1 => k::dot_q4_1(w, q, t),
+                        BlockKind::F16 => k::dot_f16(w, &acts.float[t * k_..(t + 1) * k_]),
+                        _ => self.dot(w, acts, t),
+                    }
+                };
+                out.set(t * self.rows + r, y);
+            }
+        }
     }
 
+    /// AVX-512 CPUs run the AVX2 kernels (with the wider level's code generation for the
+    /// portable ones): these dot products are bound by memory, not by vector width.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn rows_avx512(&self, rows: std::ops::Range<usize>, acts: &PreparedActs, out: SyncOut) {
-        self.rows_portable(rows, acts, out);
+        // SAFETY: the AVX-512 level implies AVX2, FMA and F16C (see `Isa::detect`).
+        unsafe { self.rows_avx2(rows, acts, out) }
     }
 
     #[inline(always)]
@@ -244,13 +267,36 @@ fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
     acc as f32
 }
 
+/// F16 dot product in ggml's AVX2 order: four 8-lane FMA accumulators over 32 columns per
+/// step, then [`reduce_4x8`]. The hand-written AVX2 kernel computes exactly this.
 #[inline(always)]
 fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
-    let mut acc = 0f64;
-    for (c, &v) in w.chunks_exact(2).zip(x) {
-        acc += f64::from(f16::from_le_bytes([c[0], c[1]]).to_f32() * v);
+    let steps = x.len() / 32;
+    let mut lanes = [[0f32; 8]; 4];
+    for s in 0..steps {
+        for (j, lane) in lanes.iter_mut().enumerate() {
+            for (l, acc) in lane.iter_mut().enumerate() {
+                let i = s * 32 + j * 8 + l;
+                *acc = f16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32().mul_add(x[i], *acc);
+            }
+        }
     }
-    acc as f32
+    reduce_4x8(&lanes, w, x, steps * 32)
+}
+
+/// Folds four 8-lane accumulators the way ggml does (`a0 + a2`, `a1 + a3`, then those two,
+/// then lanes `l + (l + 4)` and pairwise), then adds the columns from `from` on in f64.
+pub(crate) fn reduce_4x8(lanes: &[[f32; 8]; 4], w: &[u8], x: &[f32], from: usize) -> f32 {
+    let mut v = [0f32; 8];
+    for l in 0..8 {
+        v[l] = (lanes[0][l] + lanes[2][l]) + (lanes[1][l] + lanes[3][l]);
+    }
+    let t: Vec<f32> = (0..4).map(|i| v[i] + v[i + 4]).collect();
+    let mut sum = f64::from((t[0] + t[1]) + (t[2] + t[3]));
+    for i in from..x.len() {
+        sum += f64::from(f16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32() * x[i]);
+    }
+    sum as f32
 }
 
 #[inline(always)]

@@ -18,6 +18,8 @@ pub mod act_quant;
 pub mod attention;
 pub mod bandwidth;
 pub mod blockq;
+#[cfg(target_arch = "x86_64")]
+mod blockq_avx2;
 pub mod isa;
 pub mod ops;
 pub mod pool;

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ternlm_format::dequant::unpack_ternary_row;
+use ternlm_format::dequant::{i2s_scale, unpack_ternary_row};
 use ternlm_format::{GgufFile, TensorInfo, TensorType};
 use ternlm_kernels::ThreadPool;
 use ternlm_kernels::act_quant::{ActFormat, QuantActs};
@@ -154,7 +154,9 @@ impl Prepared {
     }
 }
 
-/// Unpacks every row of a ternary tensor and repacks it into the kernel layout, in parallel.
+/// Repacks every row of a ternary tensor into the kernel layout, in parallel. TQ2_0 and
+/// I2_S already group trits the kernel's way, so their rows are copied group by group (I2_S
+/// with its 2-bit fields reversed); TQ1_0 is unpacked trit by trit.
 fn load_ternary(file: &GgufFile, pool: &ThreadPool, info: &TensorInfo, rows: usize, cols: usize) -> Result<TernaryMatrix> {
     let data = file.data(info);
     let n = info.n_elements() as usize;
@@ -165,27 +167,49 @@ fn load_ternary(file: &GgufFile, pool: &ThreadPool, info: &TensorInfo, rows: usi
     let mut packed = vec![0u8; rows * row_bytes];
     let mut scales = vec![0f32; rows * blocks_per_row];
     let first_error: Mutex<Option<ModelError>> = Mutex::new(None);
+    let i2s_scale = if info.ty == TensorType::I2S { Some(i2s_scale(data, n, &info.name)?) } else { None };
+    let src_row_bytes = info.ty.row_bytes(cols).ok_or_else(|| bad_tensor(&info.name, format!("rows of {cols} are not whole {} blocks", info.ty)))?;
     let scale_chunks: Vec<Mutex<&mut [f32]>> = scales.chunks_mut(rows_per_task * blocks_per_row).map(Mutex::new).collect();
     pool.for_each_chunk_mut(&mut packed, rows_per_task * row_bytes, &|task, out| {
         let mut trits = vec![0i8; cols];
         let mut my_scales = scale_chunks[task].lock().unwrap_or_else(|e| e.into_inner());
         for (i, row_out) in out.chunks_exact_mut(row_bytes).enumerate() {
             let row = task * rows_per_task + i;
-            match unpack_ternary_row(info.ty, data, cols, n, row, &info.name, &mut trits) {
-                Ok(s) => {
-                    TernaryMatrix::pack_row(&trits, row_out);
-                    my_scales[i * blocks_per_row..(i + 1) * blocks_per_row].copy_from_slice(&s.scales);
+            let my = &mut my_scales[i * blocks_per_row..(i + 1) * blocks_per_row];
+            let done = match (info.ty, data.get(row * src_row_bytes..(row + 1) * src_row_bytes)) {
+                (TensorType::TQ2_0, Some(src)) => src.chunks_exact(66).enumerate().try_for_each(|(b, blk)| {
+                    my[b] = half::f16::from_le_bytes([blk[64], blk[65]]).to_f32();
+                    TernaryMatrix::pack_group(&blk[..32], false, &mut row_out[b * 64..])?;
+                    TernaryMatrix::pack_group(&blk[32..64], false, &mut row_out[b * 64 + 32..])
+                }),
+                (TensorType::I2S, Some(src)) => {
+                    my[0] = i2s_scale.unwrap_or(0.0);
+                    src.chunks_exact(32).enumerate().try_for_each(|(g, grp)| TernaryMatrix::pack_group(grp, true, &mut row_out[g * 32..]))
                 }
-                Err(e) => {
-                    first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e.into());
-                    return;
-                }
+                _ => match unpack_ternary_row(info.ty, data, cols, n, row, &info.name, &mut trits) {
+                    Ok(s) => {
+                        TernaryMatrix::pack_row(&trits, row_out);
+                        my.copy_from_slice(&s.scales);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e.into());
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = done {
+                first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(bad_tensor(&info.name, format!("row {row}: {e}")));
+                return;
             }
         }
     });
     drop(scale_chunks);
     if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
+    }
+    if scales.iter().any(|s| !s.is_finite()) {
+        return Err(bad_tensor(&info.name, "holds a non-finite scale"));
     }
     TernaryMatrix::from_parts(rows, cols, packed, block_len, scales).map_err(|e| bad_tensor(&info.name, e.0))
 }

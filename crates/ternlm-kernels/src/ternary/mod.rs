@@ -97,6 +97,23 @@ impl TernaryMatrix {
         }
     }
 
+    /// Copies one group (128 trits) that is already grouped our way, byte `j` holding trits
+    /// `j + 32·s` as codes: at shift `2s` (TQ2_0's order) or, with `reversed`, at shift
+    /// `6 - 2s` (I2_S's order). Fails on the invalid code 3. This is the fast path that
+    /// makes loading a multi-gigabyte file a memory copy rather than a per-trit loop.
+    pub fn pack_group(src: &[u8], reversed: bool, out: &mut [u8]) -> Result<(), ShapeError> {
+        let (src, out) = (&src[..32], &mut out[..32]);
+        let mut bad = 0u8;
+        for (o, &b) in out.iter_mut().zip(src) {
+            bad |= b & (b >> 1) & 0x55;
+            *o = if reversed { ((b & 0x03) << 6) | ((b & 0x0C) << 2) | ((b & 0x30) >> 2) | ((b & 0xC0) >> 6) } else { b };
+        }
+        if bad != 0 {
+            return Err(ShapeError("a group holds the invalid 2-bit code 3 (ternary codes are 0, 1, 2)".into()));
+        }
+        Ok(())
+    }
+
     /// Codes (`t + 1`) of row bytes `row`, in column order, into `codes`.
     fn unpack_codes(row: &[u8], cols: usize, codes: &mut [u8]) {
         let kc = cols / GROUP * GROUP;

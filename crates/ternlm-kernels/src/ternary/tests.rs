@@ -69,6 +69,24 @@ fn group_layout_puts_32_apart_trits_in_one_byte() {
 }
 
 #[test]
+fn pack_group_copies_tq2_order_and_reverses_i2s_order() {
+    let trits: Vec<i8> = (0..GROUP).map(|i| ((i * 7 + i / 9) % 3) as i8 - 1).collect();
+    let mut want = vec![0u8; 32];
+    TernaryMatrix::pack_row(&trits, &mut want);
+    let i2s: Vec<u8> = (0..32)
+        .map(|j| (0..4).map(|s| ((trits[j + 32 * s] + 1) as u8) << (6 - 2 * s)).fold(0, |a, b| a | b))
+        .collect();
+    let mut out = vec![0u8; 32];
+    TernaryMatrix::pack_group(&want, false, &mut out).unwrap();
+    assert_eq!(out, want);
+    TernaryMatrix::pack_group(&i2s, true, &mut out).unwrap();
+    assert_eq!(out, want);
+    let mut bad = want.clone();
+    bad[3] |= 0b11 << 4;
+    assert!(TernaryMatrix::pack_group(&bad, false, &mut out).is_err());
+}
+
+#[test]
 fn bad_parts_are_rejected() {
     assert!(TernaryMatrix::from_parts(2, 6, vec![0; 4], 6, vec![1.0]).is_err());
     assert!(TernaryMatrix::from_parts(2, 8, vec![0; 3], 8, vec![1.0]).is_err());
