@@ -128,7 +128,8 @@ pub fn quantize_per_token(x: &[f32], q: &mut [i8]) -> f32 {
 fn quantize_q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
     let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    // ggml's x86 quantizer multiplies by 127/max, not by 1/d: the two round differently.
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
     for (o, &v) in q.iter_mut().zip(x) {
         *o = (v * id).round_ties_even() as i8;

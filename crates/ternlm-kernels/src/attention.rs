@@ -2,14 +2,17 @@
 //! heads: query head `h` reads KV head `h / (n_heads / n_kv_heads)`.
 //!
 //! The arithmetic follows llama.cpp's CPU flash attention, the reference engine our fixtures
-//! come from: queries are rounded to F16 like the cache, each score is an f32 sum of F16
-//! products, and values are accumulated in F16 under an online softmax (running maximum,
+//! come from: queries are rounded to F16 like the cache, each score is ggml's F16 dot product
+//! (see [`crate::f16_ops`]), and values are accumulated in F16 with one FMA per update under an online softmax (running maximum,
 //! rescaling the accumulator when it grows). Matching it keeps greedy outputs token for token
 //! identical on real models whose top logits lie close together; an F16 cache also halves
 //! the cache's memory.
 
+use std::cell::RefCell;
+
 use half::f16;
 
+use crate::f16_ops::{dot_f16, f16_bytes, mad_f16, scale_f16};
 use crate::pool::ThreadPool;
 use crate::sync_out::SyncOut;
 
@@ -37,36 +40,43 @@ pub fn attention(pool: &ThreadPool, shape: AttnShape, q: &[f32], k: &[f16], v: &
     let group = n_heads / n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let out = SyncOut::new(out);
+    let level = crate::isa::active();
+    let kb = f16_bytes(k);
     pool.for_each(n_tokens * n_heads, &|task| {
         let (i, h) = (task / n_heads, task % n_heads);
         let kvh = h / group;
         let base = (i * n_heads + h) * hd;
-        let qh: Vec<f32> = q[base..base + hd].iter().map(|&x| f16::from_f32(x).to_f32()).collect();
-        let mut acc = vec![f16::ZERO; hd];
-        let mut max = f32::NEG_INFINITY;
-        let mut sum = 0f32;
-        for p in 0..=pos0 + i {
-            let off = p * kv_stride + kvh * hd;
-            let s = qh.iter().zip(&k[off..off + hd]).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
-            let (ms, vs) = if s > max {
-                let ms = (max - s).exp();
-                max = s;
-                for a in acc.iter_mut() {
-                    *a = f16::from_f32(a.to_f32() * ms);
-                }
-                (ms, 1.0)
-            } else {
-                (1.0, (s - max).exp())
-            };
-            for (a, x) in acc.iter_mut().zip(&v[off..off + hd]) {
-                *a = f16::from_f32(a.to_f32() + x.to_f32() * vs);
+        SCRATCH.with_borrow_mut(|(qh, acc)| {
+            qh.clear();
+            qh.extend(q[base..base + hd].iter().map(|&x| f16::from_f32(x).to_f32()));
+            acc.clear();
+            acc.resize(hd, f16::ZERO);
+            let mut max = f32::NEG_INFINITY;
+            let mut sum = 0f32;
+            for p in 0..=pos0 + i {
+                let off = p * kv_stride + kvh * hd;
+                let s = dot_f16(level, &kb[2 * off..2 * (off + hd)], qh) * scale;
+                let (ms, vs) = if s > max {
+                    let ms = (max - s).exp();
+                    max = s;
+                    scale_f16(level, acc, ms);
+                    (ms, 1.0)
+                } else {
+                    (1.0, (s - max).exp())
+                };
+                mad_f16(level, acc, &v[off..off + hd], vs);
+                sum = sum * ms + vs;
             }
-            sum = sum * ms + vs;
-        }
-        for (d, a) in acc.into_iter().enumerate() {
-            out.set(base + d, a.to_f32() / sum);
-        }
+            for (d, a) in acc.iter().enumerate() {
+                out.set(base + d, a.to_f32() / sum);
+            }
+        });
     });
+}
+
+thread_local! {
+    /// Per-thread query and accumulator rows, so attention allocates nothing per call.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 #[cfg(test)]

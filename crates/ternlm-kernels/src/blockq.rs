@@ -212,7 +212,7 @@ impl BlockMatrix {
                         BlockKind::Q8_0 => k::dot_q8_0(w, q, t),
                         BlockKind::Q4_0 => k::dot_q4_0(w, q, t),
                         BlockKind::Q4_1 => k::dot_q4_1(w, q, t),
-                        BlockKind::F16 => k::dot_f16(w, &acts.float[t * k_..(t + 1) * k_]),
+                        BlockKind::F16 => crate::f16_ops::dot_f16(Isa::Avx2, w, &acts.float[t * k_..(t + 1) * k_]),
                         _ => self.dot(w, acts, t),
                     }
                 };
@@ -235,7 +235,7 @@ impl BlockMatrix {
         let k = self.cols;
         match self.kind {
             BlockKind::F32 => dot_f32(w, &acts.float[t * k..(t + 1) * k]),
-            BlockKind::F16 => dot_f16(w, &acts.float[t * k..(t + 1) * k]),
+            BlockKind::F16 => crate::f16_ops::dot_f16(Isa::Scalar, w, &acts.float[t * k..(t + 1) * k]),
             BlockKind::BF16 => dot_bf16(w, &acts.float[t * k..(t + 1) * k]),
             BlockKind::Q4_0 => dot_q4_0(w, &acts.quant, t),
             BlockKind::Q4_1 => dot_q4_1(w, &acts.quant, t),
@@ -267,38 +267,6 @@ fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
     acc as f32
 }
 
-/// F16 dot product in ggml's AVX2 order: four 8-lane FMA accumulators over 32 columns per
-/// step, then [`reduce_4x8`]. The hand-written AVX2 kernel computes exactly this.
-#[inline(always)]
-fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
-    let steps = x.len() / 32;
-    let mut lanes = [[0f32; 8]; 4];
-    for s in 0..steps {
-        for (j, lane) in lanes.iter_mut().enumerate() {
-            for (l, acc) in lane.iter_mut().enumerate() {
-                let i = s * 32 + j * 8 + l;
-                *acc = f16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32().mul_add(x[i], *acc);
-            }
-        }
-    }
-    reduce_4x8(&lanes, w, x, steps * 32)
-}
-
-/// Folds four 8-lane accumulators the way ggml does (`a0 + a2`, `a1 + a3`, then those two,
-/// then lanes `l + (l + 4)` and pairwise), then adds the columns from `from` on in f64.
-pub(crate) fn reduce_4x8(lanes: &[[f32; 8]; 4], w: &[u8], x: &[f32], from: usize) -> f32 {
-    let mut v = [0f32; 8];
-    for l in 0..8 {
-        v[l] = (lanes[0][l] + lanes[2][l]) + (lanes[1][l] + lanes[3][l]);
-    }
-    let t: Vec<f32> = (0..4).map(|i| v[i] + v[i + 4]).collect();
-    let mut sum = f64::from((t[0] + t[1]) + (t[2] + t[3]));
-    for i in from..x.len() {
-        sum += f64::from(f16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32() * x[i]);
-    }
-    sum as f32
-}
-
 #[inline(always)]
 fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
     let mut acc = 0f64;
@@ -308,16 +276,54 @@ fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
     acc as f32
 }
 
+/// ggml's AVX2 float order for 32-wide blocks: each block's products are summed exactly into
+/// 8 int32 lanes (lane `l` holds elements `4l..4l + 4`), each lane accumulates
+/// `fma(block scale, lane, acc)` across blocks, and [`hsum_float_8`] folds the lanes at the end.
+/// The hand-written AVX2 kernels compute exactly this, and matching ggml keeps logits within
+/// rounding of llama.cpp's.
+#[inline(always)]
+fn lanes8(w: &[i16; 32], x: &[i8; 32]) -> [i32; 8] {
+    let mut l = [0i32; 8];
+    for i in 0..32 {
+        l[i / 4] += i32::from(w[i]) * i32::from(x[i]);
+    }
+    l
+}
+
+#[inline(always)]
+fn fma_lanes(acc: &mut [f32; 8], d: f32, lanes: [i32; 8]) {
+    for (a, v) in acc.iter_mut().zip(lanes) {
+        *a = d.mul_add(v as f32, *a);
+    }
+}
+
+/// ggml's `hsum_float_8`: upper half plus lower half, then pairs, then the last two.
+#[inline(always)]
+pub(crate) fn hsum_float_8(a: [f32; 8]) -> f32 {
+    let t = [a[4] + a[0], a[5] + a[1], a[6] + a[2], a[7] + a[3]];
+    (t[0] + t[2]) + (t[1] + t[3])
+}
+
+/// 32 nibbles (`qs[j]` low = weight j, high = weight j + 16) minus `offset`.
+#[inline(always)]
+fn nibbles(qs: &[u8], offset: i16) -> [i16; 32] {
+    let mut w = [0i16; 32];
+    for j in 0..16 {
+        w[j] = i16::from(qs[j] & 0xF) - offset;
+        w[j + 16] = i16::from(qs[j] >> 4) - offset;
+    }
+    w
+}
+
 #[inline(always)]
 fn dot_q4_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
-    let mut sum = 0f32;
+    let mut acc = [0f32; 8];
     for (b, blk) in w.chunks_exact(18).enumerate() {
         let x: &[i8; 32] = q8[b * 32..b * 32 + 32].try_into().expect("32-value block");
-        let qs: &[u8; 16] = blk[2..18].try_into().expect("16-byte block");
-        sum += dot_nibbles(qs, x, 8) as f32 * (f16_at(blk, 0) * d8[b]);
+        fma_lanes(&mut acc, f16_at(blk, 0) * d8[b], lanes8(&nibbles(&blk[2..18], 8), x));
     }
-    sum
+    hsum_float_8(acc)
 }
 
 #[inline(always)]
@@ -325,49 +331,29 @@ fn dot_q4_1(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
     let per = a.k / 32;
     let s8 = &a.s[t * per..(t + 1) * per];
-    let mut sum = 0f32;
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
     for (b, blk) in w.chunks_exact(20).enumerate() {
+        summs += f16_at(blk, 2) * s8[b];
         let x: &[i8; 32] = q8[b * 32..b * 32 + 32].try_into().expect("32-value block");
-        let qs: &[u8; 16] = blk[4..20].try_into().expect("16-byte block");
-        sum += (f16_at(blk, 0) * d8[b]) * dot_nibbles(qs, x, 0) as f32 + f16_at(blk, 2) * s8[b];
+        fma_lanes(&mut acc, f16_at(blk, 0) * d8[b], lanes8(&nibbles(&blk[4..20], 0), x));
     }
-    sum
-}
-
-/// `Σ (nibble_j - offset) · x_j` over a 32-weight block whose byte j holds weights j (low
-/// nibble) and j + 16 (high nibble). Fixed-size arrays let the compiler vectorize it.
-#[inline(always)]
-fn dot_nibbles(qs: &[u8; 16], x: &[i8; 32], offset: i16) -> i32 {
-    let mut w = [0i16; 32];
-    for j in 0..16 {
-        w[j] = i16::from(qs[j] & 0xF) - offset;
-        w[j + 16] = i16::from(qs[j] >> 4) - offset;
-    }
-    dot_i16_i8(&w, x)
-}
-
-#[inline(always)]
-fn dot_i16_i8(w: &[i16; 32], x: &[i8; 32]) -> i32 {
-    let mut acc = [0i32; 8];
-    for j in 0..32 {
-        acc[j % 8] += i32::from(w[j]) * i32::from(x[j]);
-    }
-    acc.iter().sum()
+    hsum_float_8(acc) + summs
 }
 
 #[inline(always)]
 fn dot_q8_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
-    let mut sum = 0f32;
+    let mut acc = [0f32; 8];
     for (b, blk) in w.chunks_exact(34).enumerate() {
         let x: &[i8; 32] = q8[b * 32..b * 32 + 32].try_into().expect("32-value block");
         let mut wq = [0i16; 32];
         for (d, &v) in wq.iter_mut().zip(&blk[2..34]) {
             *d = i16::from(v as i8);
         }
-        sum += dot_i16_i8(&wq, x) as f32 * (f16_at(blk, 0) * d8[b]);
+        fma_lanes(&mut acc, f16_at(blk, 0) * d8[b], lanes8(&wq, x));
     }
-    sum
+    hsum_float_8(acc)
 }
 
 #[inline(always)]
@@ -410,36 +396,42 @@ fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
+/// Q6_K in ggml's AVX2 order: per block, 8 exact int32 lanes (lane `l` holds elements
+/// `4l..4l + 4` of every 32-element run, times their sub-block scales), then one FMA per lane
+/// with the block scale, folded by [`hsum_float_8`] at the end.
 #[inline(always)]
 fn dot_q6k(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
-    let mut sum = 0f32;
+    let mut acc = [0f32; 8];
     for (b, blk) in w.chunks_exact(210).enumerate() {
         let x = &q8[b * 256..b * 256 + 256];
-        let (ql, qh, sc) = (&blk[0..128], &blk[128..192], &blk[192..208]);
-        let mut acc = 0i32;
-        for half in 0..2 {
-            let (ql, qh) = (&ql[half * 64..], &qh[half * 32..]);
-            let xs = &x[half * 128..];
-            let mut sub = [0i32; 8];
-            for l in 0..32 {
-                let is = l / 16;
-                let q1 = i32::from((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32;
-                let q2 = i32::from((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                sub[is] += q1 * i32::from(xs[l]);
-                sub[is + 2] += q2 * i32::from(xs[l + 32]);
-                sub[is + 4] += q3 * i32::from(xs[l + 64]);
-                sub[is + 6] += q4 * i32::from(xs[l + 96]);
-            }
-            for (j, s) in sub.iter().enumerate() {
-                acc += i32::from(sc[half * 8 + j] as i8) * s;
-            }
+        let sc = &blk[192..208];
+        let q = q6k_values(blk);
+        let mut lanes = [0i32; 8];
+        for (i, (&qv, &xv)) in q.iter().zip(x).enumerate() {
+            lanes[(i % 32) / 4] += i32::from(sc[i / 16] as i8) * i32::from(qv) * i32::from(xv);
         }
-        sum += f16_at(blk, 208) * d8[b] * acc as f32;
+        fma_lanes(&mut acc, d8[b] * f16_at(blk, 208), lanes);
     }
-    sum
+    hsum_float_8(acc)
+}
+
+/// The 256 values (`q - 32`) of a Q6_K block in element order.
+#[inline(always)]
+fn q6k_values(blk: &[u8]) -> [i8; 256] {
+    let (ql, qh) = (&blk[0..128], &blk[128..192]);
+    let mut v = [0i8; 256];
+    for half in 0..2 {
+        let (ql, qh) = (&ql[half * 64..], &qh[half * 32..]);
+        let y = &mut v[half * 128..];
+        for l in 0..32 {
+            y[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+            y[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+            y[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+            y[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+        }
+    }
+    v
 }
 
 #[cfg(test)]

@@ -1,23 +1,11 @@
 //! Hand-written AVX2 dot products for the block types that carry real models' weight:
-//! Q6_K (output heads), Q8_0, Q4_0, Q4_1 (SmolLM2) and F16 (heads). Each returns exactly
-//! what its portable twin in [`crate::blockq`] returns: integer block sums are exact, and the
-//! float accumulation happens in the same order (per block, in sequence; or, for F16, in the
-//! 4x8-lane FMA order both implement).
+//! Q6_K (output heads), Q8_0, Q4_0 and Q4_1 (SmolLM2); F16 lives in [`crate::f16_ops`]. Each
+//! returns exactly what its portable twin in [`crate::blockq`] returns: integer block sums are
+//! exact, and the float accumulation follows ggml's AVX2 lane order (see `blockq::lanes8`).
 
 use std::arch::x86_64::*;
 
 use crate::act_quant::QuantActs;
-
-#[inline(always)]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
-    // SAFETY: register-only intrinsics; callers run with AVX2 enabled.
-    unsafe {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-        _mm_cvtsi128_si32(s)
-    }
-}
 
 #[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
@@ -47,57 +35,76 @@ unsafe fn nibbles(qs: *const u8) -> __m256i {
     }
 }
 
+#[inline(always)]
+unsafe fn hsum_float_8(v: __m256) -> f32 {
+    // SAFETY: register-only; stores into a local array.
+    unsafe {
+        let mut a = [0f32; 8];
+        _mm256_storeu_ps(a.as_mut_ptr(), v);
+        crate::blockq::hsum_float_8(a)
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
-    assert!(w.len() >= q8.len() / 32 * 34);
-    let mut sum = 0f32;
-    for (b, blk) in w.chunks_exact(34).enumerate().take(q8.len() / 32) {
-        // SAFETY: blk holds 34 bytes and q8 32 values at b·32 (bounded by the take above).
-        let isum = unsafe {
-            let wv = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
+    let nb = q8.len() / 32;
+    assert!(w.len() >= nb * 34 && d8.len() >= nb);
+    // SAFETY: block b reads 34 bytes of w at b·34 and 32 values of q8 at b·32 (b < nb).
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let blk = w.as_ptr().add(b * 34);
+            let d = _mm256_set1_ps(f16_at(w, b * 34) * d8[b]);
+            let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
             let xv = _mm256_loadu_si256(q8.as_ptr().add(b * 32) as *const __m256i);
-            hsum_i32(dot32_i8(wv, xv))
-        };
-        sum += isum as f32 * (f16_at(blk, 0) * d8[b]);
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot32_i8(wv, xv)), acc);
+        }
+        hsum_float_8(acc)
     }
-    sum
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
-    assert!(w.len() >= q8.len() / 32 * 18);
-    let mut sum = 0f32;
-    for (b, blk) in w.chunks_exact(18).enumerate().take(q8.len() / 32) {
-        // SAFETY: blk holds 18 bytes and q8 32 values at b·32.
-        let isum = unsafe {
-            let wv = _mm256_sub_epi8(nibbles(blk.as_ptr().add(2)), _mm256_set1_epi8(8));
+    let nb = q8.len() / 32;
+    assert!(w.len() >= nb * 18 && d8.len() >= nb);
+    // SAFETY: block b reads 18 bytes of w at b·18 and 32 values of q8 at b·32 (b < nb).
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let blk = w.as_ptr().add(b * 18);
+            let d = _mm256_set1_ps(f16_at(w, b * 18) * d8[b]);
+            let wv = _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8));
             let xv = _mm256_loadu_si256(q8.as_ptr().add(b * 32) as *const __m256i);
-            hsum_i32(dot32_i8(wv, xv))
-        };
-        sum += isum as f32 * (f16_at(blk, 0) * d8[b]);
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot32_i8(wv, xv)), acc);
+        }
+        hsum_float_8(acc)
     }
-    sum
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_1(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
-    let per = a.k / 32;
-    let s8 = &a.s[t * per..(t + 1) * per];
-    assert!(w.len() >= per * 20 && q8.len() >= per * 32);
-    let mut sum = 0f32;
-    for (b, blk) in w.chunks_exact(20).enumerate().take(per) {
-        // SAFETY: blk holds 20 bytes and q8 32 values at b·32.
-        let isum = unsafe {
-            let wv = nibbles(blk.as_ptr().add(4));
+    let nb = a.k / 32;
+    let s8 = &a.s[t * nb..(t + 1) * nb];
+    assert!(w.len() >= nb * 20 && q8.len() >= nb * 32 && d8.len() >= nb);
+    // SAFETY: block b reads 20 bytes of w at b·20 and 32 values of q8 at b·32 (b < nb).
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        let mut summs = 0f32;
+        for b in 0..nb {
+            let blk = w.as_ptr().add(b * 20);
+            summs += f16_at(w, b * 20 + 2) * s8[b];
+            let d = _mm256_set1_ps(f16_at(w, b * 20) * d8[b]);
+            let wv = nibbles(blk.add(4));
             let xv = _mm256_loadu_si256(q8.as_ptr().add(b * 32) as *const __m256i);
-            hsum_i32(_mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), _mm256_set1_epi16(1)))
-        };
-        sum += (f16_at(blk, 0) * d8[b]) * isum as f32 + f16_at(blk, 2) * s8[b];
+            let lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones);
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
+        }
+        hsum_float_8(acc) + summs
     }
-    sum
 }
 
 /// Byte shuffles that spread Q6_K scales `2v` and `2v + 1` over 8 lanes each.
@@ -118,23 +125,24 @@ const Q6K_SCALE_SHUFFLE: [[u8; 16]; 8] = {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q6k(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
-    let per = a.k / 256;
-    let bsums = &a.bsums[t * per * 16..(t + 1) * per * 16];
-    assert!(w.len() >= per * 210 && q8.len() >= per * 256);
-    let mut sum = 0f32;
-    for (b, blk) in w.chunks_exact(210).enumerate().take(per) {
-        // SAFETY: blk holds 210 bytes, q8 256 values at b·256, bsums 16 at b·16.
-        let acc = unsafe {
-            let m4 = _mm256_set1_epi8(0x0F);
-            let m2 = _mm256_set1_epi8(0x03);
-            let sc = _mm_loadu_si128(blk.as_ptr().add(192) as *const __m128i);
+    let nb = a.k / 256;
+    assert!(w.len() >= nb * 210 && q8.len() >= nb * 256 && d8.len() >= nb);
+    // SAFETY: block b reads 210 bytes of w at b·210 and 256 values of q8 at b·256 (b < nb).
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(0x03);
+        let m32 = _mm256_set1_epi8(32);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let blk = w.as_ptr().add(b * 210);
+            let sc = _mm_loadu_si128(blk.add(192) as *const __m128i);
             let x = q8.as_ptr().add(b * 256);
-            let mut acc = _mm256_setzero_si256();
+            let mut sumi = _mm256_setzero_si256();
             for half in 0..2 {
-                let ql = blk.as_ptr().add(half * 64);
+                let ql = blk.add(half * 64);
                 let ql_lo = _mm256_loadu_si256(ql as *const __m256i);
                 let ql_hi = _mm256_loadu_si256(ql.add(32) as *const __m256i);
-                let qh = _mm256_loadu_si256(blk.as_ptr().add(128 + half * 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(blk.add(128 + half * 32) as *const __m256i);
                 let q = [
                     _mm256_or_si256(_mm256_and_si256(ql_lo, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m2))),
                     _mm256_or_si256(
@@ -153,48 +161,16 @@ pub(crate) unsafe fn dot_q6k(w: &[u8], a: &QuantActs, t: usize) -> f32 {
                 for (part, qv) in q.into_iter().enumerate() {
                     let v = half * 4 + part;
                     let xv = _mm256_loadu_si256(x.add(v * 32) as *const __m256i);
-                    let p = _mm256_maddubs_epi16(qv, xv);
+                    // (q - 32)·x in int16 pairs: both products fit (≤ 16002 and ≤ 8128).
+                    let p = _mm256_sub_epi16(_mm256_maddubs_epi16(qv, xv), _mm256_maddubs_epi16(m32, xv));
                     let shuf = _mm_loadu_si128(Q6K_SCALE_SHUFFLE[v].as_ptr() as *const __m128i);
                     let s16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, shuf));
-                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s16));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s16));
                 }
             }
-            // The stored values are q + 32: take 32·Σ scale_j·Σx_j back out.
-            let bs = bsums.as_ptr().add(b * 16) as *const __m256i;
-            let s_lo = _mm256_cvtepi8_epi32(sc);
-            let s_hi = _mm256_cvtepi8_epi32(_mm_srli_si128::<8>(sc));
-            let bias = _mm256_add_epi32(
-                _mm256_mullo_epi32(s_lo, _mm256_loadu_si256(bs)),
-                _mm256_mullo_epi32(s_hi, _mm256_loadu_si256(bs.add(1))),
-            );
-            hsum_i32(_mm256_sub_epi32(acc, _mm256_slli_epi32::<5>(bias)))
-        };
-        sum += f16_at(blk, 208) * d8[b] * acc as f32;
+            let d = _mm256_set1_ps(d8[b] * f16_at(w, b * 210 + 208));
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+        }
+        hsum_float_8(acc)
     }
-    sum
-}
-
-/// F16 weights against f32 activations: four 8-lane FMA accumulators over 32 columns per
-/// step, reduced as [`crate::blockq::reduce_4x8`] does; the ragged tail is summed in f64.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
-    let steps = x.len() / 32;
-    assert!(w.len() >= x.len() * 2);
-    // SAFETY: step s reads 64 bytes of w and 32 floats of x at s·32 (< len by `steps`).
-    let lanes = unsafe {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for s in 0..steps {
-            for (j, a) in acc.iter_mut().enumerate() {
-                let wv = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add((s * 32 + j * 8) * 2) as *const __m128i));
-                let xv = _mm256_loadu_ps(x.as_ptr().add(s * 32 + j * 8));
-                *a = _mm256_fmadd_ps(wv, xv, *a);
-            }
-        }
-        let mut out = [[0f32; 8]; 4];
-        for (o, a) in out.iter_mut().zip(acc) {
-            _mm256_storeu_ps(o.as_mut_ptr(), a);
-        }
-        out
-    };
-    crate::blockq::reduce_4x8(&lanes, w, x, steps * 32)
 }

@@ -7,6 +7,7 @@
 //! - [`ternary`]: ternary weights in the kernel's own packed layout and ternary x int8 products;
 //! - [`blockq`]: ggml block-quantized and float weights (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, F16,
 //!   BF16, F32) and their products with quantized activations;
+//! - [`f16_ops`]: F16 dot products and accumulator updates in ggml's arithmetic;
 //! - [`ops`]: RMSNorm, RoPE, softmax, SiLU, squared ReLU;
 //! - [`attention`]: causal attention of a batch of queries over a KV cache;
 //! - [`bandwidth`]: a memory read-bandwidth probe, the roofline decode is measured against.
@@ -18,6 +19,7 @@ pub mod act_quant;
 pub mod attention;
 pub mod bandwidth;
 pub mod blockq;
+pub mod f16_ops;
 #[cfg(target_arch = "x86_64")]
 mod blockq_avx2;
 pub mod isa;
