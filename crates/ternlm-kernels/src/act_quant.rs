@@ -47,11 +47,37 @@ pub struct QuantActs {
     pub bsums: Vec<i32>,
     /// Per token only: the multiplier `s = 127 / max|x|` itself (BitLinear divides by it).
     pub inv: Vec<f32>,
+    /// Per token only: `Σq` over the whole row.
+    pub tsum: Vec<i32>,
 }
 
 impl QuantActs {
     /// Quantizes `x` (`n` rows of `k`) into `self`, reusing its buffers.
     pub fn quantize(&mut self, format: ActFormat, x: &[f32], k: usize) {
+        self.quantize_at(crate::isa::active(), format, x, k);
+    }
+
+    /// [`Self::quantize`] compiled for a given ISA level (all levels give identical results:
+    /// the arithmetic is elementwise, and the level only lets the compiler use wider vectors
+    /// and `vroundps` instead of a libm call per value).
+    pub fn quantize_at(&mut self, level: crate::isa::Isa, format: ActFormat, x: &[f32], k: usize) {
+        assert!(level <= crate::isa::Isa::detect(), "ISA level {level:?} is beyond this CPU");
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the level is at most the detected one (asserted above).
+            crate::isa::Isa::Avx2 | crate::isa::Isa::Avx512 => unsafe { self.quantize_avx2(format, x, k) },
+            _ => self.quantize_body(format, x, k),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn quantize_avx2(&mut self, format: ActFormat, x: &[f32], k: usize) {
+        self.quantize_body(format, x, k);
+    }
+
+    #[inline(always)]
+    fn quantize_body(&mut self, format: ActFormat, x: &[f32], k: usize) {
         assert!(k > 0 && x.len().is_multiple_of(k), "activation length {} is not a multiple of {k}", x.len());
         let bl = format.block_len(k);
         assert!(k.is_multiple_of(bl), "row length {k} is not a multiple of block {bl}");
@@ -70,8 +96,10 @@ impl QuantActs {
                 self.inv.resize(n, 0.0);
                 let groups = k.div_ceil(PER_TOKEN_GROUP);
                 self.bsums.resize(n * groups, 0);
+                self.tsum.resize(n, 0);
                 for (r, (xr, qr)) in x.chunks_exact(k).zip(self.q.chunks_exact_mut(k)).enumerate() {
                     let s = quantize_per_token(xr, qr);
+                    self.tsum[r] = qr.iter().map(|&v| i32::from(v)).sum();
                     self.inv[r] = s;
                     self.d[r] = 1.0 / s;
                     for (g, c) in qr.chunks(PER_TOKEN_GROUP).enumerate() {
@@ -115,6 +143,7 @@ impl QuantActs {
 }
 
 /// BitLinear's per-token quantization; returns the multiplier `s`.
+#[inline(always)]
 pub fn quantize_per_token(x: &[f32], q: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
     let s = 127.0 / amax.max(1e-5);
@@ -125,6 +154,7 @@ pub fn quantize_per_token(x: &[f32], q: &mut [i8]) -> f32 {
 }
 
 /// One Q8_0 block: returns the unrounded scale and the sum of the quantized values.
+#[inline(always)]
 fn quantize_q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
     let d = amax / 127.0;
@@ -140,6 +170,7 @@ fn quantize_q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 
 /// One Q8_K block (ggml's reference): the scale is set by the signed value of largest
 /// magnitude so that it maps to -127 exactly.
+#[inline(always)]
 fn quantize_q8k_block(x: &[f32], q: &mut [i8]) -> f32 {
     let (mut amax, mut max) = (0f32, 0f32);
     for &v in x {
@@ -170,6 +201,22 @@ mod tests {
         let s = quantize_per_token(&x, &mut q);
         assert_eq!(s, 127.0);
         assert_eq!(q, [64, -127, 32, 0]); // 63.5 -> 64 (even), 31.75 -> 32, 0.49999 -> 0
+    }
+
+    #[test]
+    fn every_isa_level_quantizes_identically() {
+        let x: Vec<f32> = (0..3 * 512).map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 37.0).collect();
+        for f in [ActFormat::PerToken, ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K] {
+            let mut want = QuantActs::default();
+            want.quantize_at(crate::isa::Isa::Scalar, f, &x, 512);
+            for level in [crate::isa::Isa::Avx2, crate::isa::Isa::Avx512] {
+                if level <= crate::isa::Isa::detect() {
+                    let mut got = QuantActs::default();
+                    got.quantize_at(level, f, &x, 512);
+                    assert_eq!((&got.q, &got.d, &got.s, &got.bsums, &got.inv, &got.tsum), (&want.q, &want.d, &want.s, &want.bsums, &want.inv, &want.tsum), "{f:?} at {level:?}");
+                }
+            }
+        }
     }
 
     #[test]

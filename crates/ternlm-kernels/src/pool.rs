@@ -1,42 +1,40 @@
-//! A persistent thread pool. Workers park on a condition variable between jobs; a job is a
-//! borrowed closure run over task indices `0..n`, handed out by an atomic counter, with the
-//! calling thread working too. Nothing is allocated per job.
+//! A persistent thread pool. A job is a borrowed closure run over task indices `0..n`, handed
+//! out by an atomic counter, with the calling thread working too. Between jobs, workers spin
+//! on the job counter for a short while (decode issues hundreds of small jobs per token, and
+//! a futex wake-up costs as much as a small job) and then park on a condition variable.
+//! Nothing is allocated and no channel is used per job.
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 type Task = dyn Fn(usize) + Sync;
+
+/// How long an idle worker spins before it parks.
+const SPIN: Duration = Duration::from_micros(1000);
 
 /// A type-erased pointer to the closure of the running job.
 #[derive(Clone, Copy)]
 struct JobPtr(*const Task);
 // SAFETY: the pointee is `Sync`, and `for_each` keeps it alive until every worker has finished
-// with it (it waits for `active == 0` before returning).
+// with it (it waits for all of them to report before returning).
 unsafe impl Send for JobPtr {}
 
-struct State {
-    generation: u64,
-    job: Option<JobPtr>,
-    n_tasks: usize,
-    active: usize,
-    panicked: bool,
-    shutdown: bool,
-}
-
 struct Shared {
-    state: Mutex<State>,
-    work: Condvar,
-    done: Condvar,
+    /// Bumped once per job; workers run a job when they see a new value.
+    generation: AtomicU64,
+    /// The current job; written only while no worker can be reading it.
+    job: Mutex<(Option<JobPtr>, usize)>,
     next: AtomicUsize,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A poisoned lock only means a task panicked; the state itself stays consistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
+    /// Workers finished with the current job.
+    finished: AtomicUsize,
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+    /// Workers parked (or about to park) on `wake`.
+    sleepers: Mutex<usize>,
+    wake: Condvar,
 }
 
 pub struct ThreadPool {
@@ -49,10 +47,14 @@ impl ThreadPool {
     /// A pool with `n_threads` threads in all (the caller counts as one).
     pub fn new(n_threads: usize) -> Self {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { generation: 0, job: None, n_tasks: 0, active: 0, panicked: false, shutdown: false }),
-            work: Condvar::new(),
-            done: Condvar::new(),
+            generation: AtomicU64::new(0),
+            job: Mutex::new((None, 0)),
             next: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            sleepers: Mutex::new(0),
+            wake: Condvar::new(),
         });
         let workers = (1..n_threads.max(1))
             .map(|i| {
@@ -78,31 +80,33 @@ impl ThreadPool {
             return;
         }
         let _one_job_at_a_time = self.job_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let sh = &*self.shared;
         // SAFETY: erases the closure's lifetime; we wait below until no worker still uses it.
         let ptr: *const Task =
             unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + 'f), *const Task>(f as *const _) };
-        {
-            let mut st = self.shared.lock();
-            self.shared.next.store(0, Ordering::Relaxed);
-            st.job = Some(JobPtr(ptr));
-            st.n_tasks = n_tasks;
-            st.active = self.workers.len();
-            st.panicked = false;
-            st.generation = st.generation.wrapping_add(1);
-            self.shared.work.notify_all();
+        *sh.job.lock().unwrap_or_else(|e| e.into_inner()) = (Some(JobPtr(ptr)), n_tasks);
+        sh.next.store(0, Ordering::Relaxed);
+        sh.finished.store(0, Ordering::Relaxed);
+        sh.panicked.store(false, Ordering::Relaxed);
+        sh.generation.fetch_add(1, Ordering::Release);
+        if *sh.sleepers.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
+            sh.wake.notify_all();
         }
-        let mine = catch_unwind(AssertUnwindSafe(|| run_tasks(&self.shared, f, n_tasks)));
-        let mut st = self.shared.lock();
-        while st.active > 0 {
-            st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        let mine = catch_unwind(AssertUnwindSafe(|| run_tasks(sh, f, n_tasks)));
+        let mut spins = 0u32;
+        while sh.finished.load(Ordering::Acquire) < self.workers.len() {
+            spins = spins.wrapping_add(1);
+            if spins % 1024 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
-        st.job = None;
-        let worker_panicked = st.panicked;
-        drop(st);
+        *sh.job.lock().unwrap_or_else(|e| e.into_inner()) = (None, 0);
         if let Err(p) = mine {
             resume_unwind(p);
         }
-        assert!(!worker_panicked, "a thread pool task panicked");
+        assert!(!sh.panicked.load(Ordering::Relaxed), "a thread pool task panicked");
     }
 }
 
@@ -148,38 +152,62 @@ fn run_tasks(shared: &Shared, f: &(dyn Fn(usize) + Sync + '_), n_tasks: usize) {
     }
 }
 
+/// Waits for a generation other than `seen`: spins for [`SPIN`], then parks.
+fn wait_for_job(shared: &Shared, seen: u64) -> u64 {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        let g = shared.generation.load(Ordering::Acquire);
+        if g != seen || shared.shutdown.load(Ordering::Acquire) {
+            return g;
+        }
+        spins = spins.wrapping_add(1);
+        if spins % 256 == 0 && start.elapsed() > SPIN {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    let mut sleepers = shared.sleepers.lock().unwrap_or_else(|e| e.into_inner());
+    *sleepers += 1;
+    // Re-check under the lock: `for_each` bumps the generation before it looks at `sleepers`
+    // (under the same lock), so either we see the new job here or it sees us and notifies.
+    loop {
+        let g = shared.generation.load(Ordering::Acquire);
+        if g != seen || shared.shutdown.load(Ordering::Acquire) {
+            *sleepers -= 1;
+            return g;
+        }
+        sleepers = shared.wake.wait(sleepers).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
 fn worker(shared: &Shared) {
     let mut seen = 0u64;
     loop {
-        let (job, n_tasks) = {
-            let mut st = shared.lock();
-            while st.generation == seen && !st.shutdown {
-                st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-            if st.shutdown {
-                return;
-            }
-            seen = st.generation;
-            (st.job, st.n_tasks)
-        };
+        seen = wait_for_job(shared, seen);
+        if shared.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        let (job, n_tasks) = *shared.job.lock().unwrap_or_else(|e| e.into_inner());
         let ok = match job {
-            // SAFETY: `for_each` keeps the closure alive until this worker decrements `active`.
+            // SAFETY: `for_each` keeps the closure alive until this worker reports finished.
             Some(JobPtr(p)) => catch_unwind(AssertUnwindSafe(|| run_tasks(shared, unsafe { &*p }, n_tasks))).is_ok(),
             None => true,
         };
-        let mut st = shared.lock();
-        st.panicked |= !ok;
-        st.active -= 1;
-        if st.active == 0 {
-            shared.done.notify_all();
+        if !ok {
+            shared.panicked.store(true, Ordering::Relaxed);
         }
+        shared.finished.fetch_add(1, Ordering::Release);
     }
 }
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.shared.lock().shutdown = true;
-        self.shared.work.notify_all();
+        self.shared.shutdown.store(true, Ordering::Release);
+        {
+            let _sleepers = self.shared.sleepers.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
         for w in self.workers.drain(..) {
             let _ = w.join();
         }

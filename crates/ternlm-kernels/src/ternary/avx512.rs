@@ -14,17 +14,10 @@ impl Kernels for Avx512 {
         let nb = kc / block;
         assert!(w.len() >= n_rows.saturating_sub(1) * row_bytes + kc / 4 && x.len() >= kc && raw.len() >= n_rows * nb);
         assert!(row_bytes >= kc / 4 && block.is_multiple_of(GROUP) && kc.is_multiple_of(block));
-        let mut r = 0;
-        while r + 4 <= n_rows {
+        for r in 0..n_rows {
             // SAFETY: AVX-512 F/BW/VL/VNNI are enabled (the dispatcher only picks this level on
             // CPUs that have them); the asserts above bound every pointer the kernel forms.
-            unsafe { gemv_rows::<4>(w.as_ptr().add(r * row_bytes), row_bytes, nb, block / GROUP, x.as_ptr(), &mut raw[r * nb..]) };
-            r += 4;
-        }
-        while r < n_rows {
-            // SAFETY: as above.
-            unsafe { gemv_rows::<1>(w.as_ptr().add(r * row_bytes), row_bytes, nb, block / GROUP, x.as_ptr(), &mut raw[r * nb..]) };
-            r += 1;
+            unsafe { gemv_row(w.as_ptr().add(r * row_bytes), nb, block / GROUP, x.as_ptr(), &mut raw[r * nb..]) };
         }
     }
 
@@ -75,34 +68,30 @@ unsafe fn hsum256(v: __m256i) -> i32 {
     }
 }
 
-/// Decode: as AVX2's, with `vpdpbusd` in place of `maddubs` + widening.
+/// Decode: as AVX2's (one row streamed at a time, prefetching ahead), with `vpdpbusd` in
+/// place of `maddubs` + widening.
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn gemv_rows<const R: usize>(w: *const u8, row_bytes: usize, nb: usize, gpb: usize, x: *const i8, raw: &mut [i32]) {
-    // SAFETY: the caller bounds `w` (R rows of at least nb·gpb·32 bytes) and `x` (nb·gpb·128
-    // values); loads are unaligned.
+unsafe fn gemv_row(w: *const u8, nb: usize, gpb: usize, x: *const i8, raw: &mut [i32]) {
+    // SAFETY: the caller bounds `w` (nb·gpb·32 bytes) and `x` (nb·gpb·128 values); loads are
+    // unaligned, and a prefetch of any address is harmless.
     unsafe {
         let mask = _mm256_set1_epi8(3);
         for b in 0..nb {
-            let mut acc = [_mm256_setzero_si256(); R];
+            let mut acc = _mm256_setzero_si256();
             for g in b * gpb..(b + 1) * gpb {
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(g * 32 + 1024) as *const i8);
                 let xp = x.add(g * GROUP) as *const __m256i;
-                let x0 = _mm256_loadu_si256(xp);
-                let x1 = _mm256_loadu_si256(xp.add(1));
-                let x2 = _mm256_loadu_si256(xp.add(2));
-                let x3 = _mm256_loadu_si256(xp.add(3));
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let v = _mm256_loadu_si256(w.add(r * row_bytes + g * 32) as *const __m256i);
-                    let c0 = _mm256_and_si256(v, mask);
-                    let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask);
-                    let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
-                    let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask);
-                    let s = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(*a, c0, x0), c1, x1);
-                    *a = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s, c2, x2), c3, x3);
-                }
+                let v = _mm256_loadu_si256(w.add(g * 32) as *const __m256i);
+                let c0 = _mm256_and_si256(v, mask);
+                let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask);
+                let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+                let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask);
+                acc = _mm256_dpbusd_epi32(acc, c0, _mm256_loadu_si256(xp));
+                acc = _mm256_dpbusd_epi32(acc, c1, _mm256_loadu_si256(xp.add(1)));
+                acc = _mm256_dpbusd_epi32(acc, c2, _mm256_loadu_si256(xp.add(2)));
+                acc = _mm256_dpbusd_epi32(acc, c3, _mm256_loadu_si256(xp.add(3)));
             }
-            for (r, a) in acc.into_iter().enumerate() {
-                raw[r * nb + b] = hsum256(a);
-            }
+            raw[b] = hsum256(acc);
         }
     }
 }

@@ -233,7 +233,8 @@ impl TernaryMatrix {
         let mut y = 0f32;
         let nb = raw.len();
         for (b, &rs) in raw.iter().enumerate() {
-            let mut isum = rs - gsum[b * gpb..(b + 1) * gpb].iter().sum::<i32>();
+            let xsum = if nb == 1 && kc == self.cols { acts.tsum[t] } else { gsum[b * gpb..(b + 1) * gpb].iter().sum::<i32>() };
+            let mut isum = rs - xsum;
             if b + 1 == nb && kc < self.cols {
                 isum += tail - gsum[kc / GROUP];
             }
@@ -252,7 +253,7 @@ impl TernaryMatrix {
         let rb = self.row_bytes();
         let out = SyncOut::new(out);
         if acts.n < GEMM_MIN_TOKENS {
-            let parts = pool.n_threads() * 4;
+            let parts = pool.n_threads() * 16;
             pool.for_each(parts, &|p| {
                 let range = split_range(self.rows, parts, 4, p);
                 if range.is_empty() {
@@ -264,6 +265,15 @@ impl TernaryMatrix {
                         let x = acts.row(t);
                         let w = &self.packed[range.start * rb..range.end * rb];
                         K::gemv_raw(w, rb, range.len(), kc, block, x, raw);
+                        if nb == 1 && kc == self.cols && self.scales.len() == 1 {
+                            // The common case (one scale, no ragged tail), without the general
+                            // bookkeeping of `finish` (same arithmetic).
+                            let (xsum, scale, inv) = (acts.tsum[t], self.scales[0], acts.inv[t]);
+                            for (i, r) in range.clone().enumerate() {
+                                out.set(t * self.rows + r, (raw[i] - xsum) as f32 * scale / inv);
+                            }
+                            continue;
+                        }
                         for (i, r) in range.clone().enumerate() {
                             let tail = scalar::tail_dot(&w[i * rb + kc / 4..(i + 1) * rb], &x[kc..]);
                             out.set(t * self.rows + r, self.finish(r, t, &raw[i * nb..(i + 1) * nb], tail, acts, kc, block));
