@@ -8,6 +8,7 @@
 //! - [`blockq`]: ggml block-quantized and float weights (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, F16,
 //!   BF16, F32) and their products with quantized activations;
 //! - [`f16_ops`]: F16 dot products and accumulator updates in ggml's arithmetic;
+//! - [`huge_buf`]: huge-page-backed buffers for weights repacked at load;
 //! - [`ops`]: RMSNorm, RoPE, softmax, SiLU, squared ReLU;
 //! - [`attention`]: causal attention of a batch of queries over a KV cache;
 //! - [`bandwidth`]: a memory read-bandwidth probe, the roofline decode is measured against.
@@ -20,6 +21,7 @@ pub mod attention;
 pub mod bandwidth;
 pub mod blockq;
 pub mod f16_ops;
+pub mod huge_buf;
 #[cfg(target_arch = "x86_64")]
 mod blockq_avx2;
 pub mod isa;

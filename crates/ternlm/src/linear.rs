@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use ternlm_format::dequant::{i2s_scale, unpack_ternary_row};
 use ternlm_format::{GgufFile, TensorInfo, TensorType};
 use ternlm_kernels::ThreadPool;
+use ternlm_kernels::huge_buf::HugeBuf;
 use ternlm_kernels::act_quant::{ActFormat, QuantActs};
 use ternlm_kernels::blockq::{BlockKind, BlockMatrix, PreparedActs, WeightBytes};
 use ternlm_kernels::ternary::TernaryMatrix;
@@ -164,7 +165,7 @@ fn load_ternary(file: &GgufFile, pool: &ThreadPool, info: &TensorInfo, rows: usi
     let block_len = if info.ty == TensorType::I2S { cols } else { 256 };
     let blocks_per_row = cols / block_len;
     let rows_per_task = 64usize;
-    let mut packed = vec![0u8; rows * row_bytes];
+    let mut packed = HugeBuf::zeroed(rows * row_bytes);
     let mut scales = vec![0f32; rows * blocks_per_row];
     let first_error: Mutex<Option<ModelError>> = Mutex::new(None);
     let i2s_scale = if info.ty == TensorType::I2S { Some(i2s_scale(data, n, &info.name)?) } else { None };
@@ -211,5 +212,6 @@ fn load_ternary(file: &GgufFile, pool: &ThreadPool, info: &TensorInfo, rows: usi
     if scales.iter().any(|s| !s.is_finite()) {
         return Err(bad_tensor(&info.name, "holds a non-finite scale"));
     }
+    file.release(info);
     TernaryMatrix::from_parts(rows, cols, packed, block_len, scales).map_err(|e| bad_tensor(&info.name, e.0))
 }

@@ -55,6 +55,21 @@ impl GgufFile {
         &self.mmap[info.offset as usize..(info.offset + info.size) as usize]
     }
 
+    /// Drops this process's resident pages of a tensor that has been copied elsewhere (a
+    /// ternary tensor repacked at load), so resident memory is the file's bytes in use plus
+    /// the copies, not both. The bytes stay readable: touching them again reads the file.
+    pub fn release(&self, info: &TensorInfo) {
+        let page = 4096;
+        let start = (info.offset as usize).div_ceil(page) * page;
+        let end = ((info.offset + info.size) as usize) / page * page;
+        if end > start {
+            // SAFETY: the map is a read-only view of a file we never write; discarding its
+            // pages only makes later reads fetch the same bytes from the file again, so no
+            // borrowed slice can observe a change.
+            let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+        }
+    }
+
     /// The tensor named `name` and its bytes, or an error that names it.
     pub fn tensor(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
         let info = self.view.require_tensor(name)?;

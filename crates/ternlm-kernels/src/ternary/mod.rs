@@ -23,6 +23,7 @@ mod scalar;
 use std::cell::RefCell;
 
 use crate::act_quant::{ActFormat, PER_TOKEN_GROUP, QuantActs};
+use crate::huge_buf::HugeBuf;
 use crate::isa::{self, Isa};
 use crate::pool::{ThreadPool, split_range};
 use crate::sync_out::SyncOut;
@@ -38,7 +39,7 @@ const GEMM_MIN_TOKENS: usize = 4;
 pub struct TernaryMatrix {
     rows: usize,
     cols: usize,
-    packed: Vec<u8>,
+    packed: HugeBuf,
     /// Elements per scale block within a row (`cols` when one scale covers the row).
     block_len: usize,
     /// `rows * cols / block_len` scales, or one when the whole tensor shares a scale.
@@ -131,7 +132,8 @@ impl TernaryMatrix {
 
     /// Assembles a matrix from rows packed with [`Self::pack_row`]. `scales` holds either one
     /// scale for the whole tensor or `cols / block_len` per row.
-    pub fn from_parts(rows: usize, cols: usize, packed: Vec<u8>, block_len: usize, scales: Vec<f32>) -> Result<Self, ShapeError> {
+    pub fn from_parts(rows: usize, cols: usize, packed: impl Into<HugeBuf>, block_len: usize, scales: Vec<f32>) -> Result<Self, ShapeError> {
+        let packed: HugeBuf = packed.into();
         if rows == 0 || cols == 0 || !cols.is_multiple_of(4) {
             return Err(ShapeError(format!("ternary matrix {rows}x{cols}: columns must be a positive multiple of 4")));
         }
