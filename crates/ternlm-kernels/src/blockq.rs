@@ -200,6 +200,21 @@ impl BlockMatrix {
     unsafe fn rows_avx2(&self, rows: std::ops::Range<usize>, acts: &PreparedActs, out: SyncOut) {
         use crate::blockq_avx2 as k;
         let q = &acts.quant;
+        let q32 = match self.kind {
+            BlockKind::Q4_0 => Some(k::Q32::Q4_0),
+            BlockKind::Q4_1 => Some(k::Q32::Q4_1),
+            BlockKind::Q8_0 => Some(k::Q32::Q8_0),
+            _ => None,
+        };
+        if let Some(kind) = q32
+            && q.n >= 4
+        {
+            let mut put = |r: usize, t: usize, y: f32| out.set(t * self.rows + r, y);
+            // SAFETY: this function runs with AVX2, FMA and F16C enabled; the kernel checks
+            // its bounds itself.
+            unsafe { k::gemm_q32(kind, self.data.bytes(), self.row_bytes, rows.start, rows.len(), q, &mut put) };
+            return;
+        }
         for r in rows {
             let w = self.row_data(r);
             for t in 0..q.n {
@@ -452,7 +467,7 @@ mod tests {
             kind in prop::sample::select(vec![BlockKind::F32, BlockKind::F16, BlockKind::BF16, BlockKind::Q4_0, BlockKind::Q4_1, BlockKind::Q8_0, BlockKind::Q4K, BlockKind::Q6K]),
             rows in 1usize..24,
             blocks in 1usize..5,
-            n in 1usize..4,
+            n in 1usize..10,
             seed in any::<u64>(),
         ) {
             let mut state = seed | 1;

@@ -24,6 +24,16 @@ unsafe fn dot32_i8(w: __m256i, x: __m256i) -> __m256i {
     }
 }
 
+#[inline(always)]
+unsafe fn hsum_float_8(v: __m256) -> f32 {
+    // SAFETY: register-only; stores into a local array.
+    unsafe {
+        let mut a = [0f32; 8];
+        _mm256_storeu_ps(a.as_mut_ptr(), v);
+        crate::blockq::hsum_float_8(a)
+    }
+}
+
 /// 32 nibbles of a Q4 block (`qs[j]` low = weight j, high = weight j + 16) as bytes 0..15.
 #[inline(always)]
 unsafe fn nibbles(qs: *const u8) -> __m256i {
@@ -35,16 +45,8 @@ unsafe fn nibbles(qs: *const u8) -> __m256i {
     }
 }
 
-#[inline(always)]
-unsafe fn hsum_float_8(v: __m256) -> f32 {
-    // SAFETY: register-only; stores into a local array.
-    unsafe {
-        let mut a = [0f32; 8];
-        _mm256_storeu_ps(a.as_mut_ptr(), v);
-        crate::blockq::hsum_float_8(a)
-    }
-}
-
+/// Decode kernels: one row, one token, each block's FMA in sequence (measured faster than
+/// interleaving rows, whose separate streams the hardware prefetcher follows less well).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
     let (q8, d8) = (a.row(t), a.row_d(t));
@@ -104,6 +106,125 @@ pub(crate) unsafe fn dot_q4_1(w: &[u8], a: &QuantActs, t: usize) -> f32 {
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
         }
         hsum_float_8(acc) + summs
+    }
+}
+
+/// The 32-wide block types the tiled kernel handles.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Q32 {
+    Q4_0,
+    Q4_1,
+    Q8_0,
+}
+
+impl Q32 {
+    const fn bytes(self) -> usize {
+        match self {
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q8_0 => 34,
+        }
+    }
+}
+
+/// Prefill: `out(r, t, W[r] · x[t])` for rows `r0..r0 + n_rows` of a 32-wide block matrix,
+/// in tiles of two rows by four tokens: each block of a row is unpacked once per tile and
+/// used for every token in it. Each
+/// output's float arithmetic is exactly the portable kernel's (per-lane FMA across blocks in
+/// order, [`hsum_float_8`] at the end).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q32(kind: Q32, w: &[u8], row_bytes: usize, r0: usize, n_rows: usize, a: &QuantActs, out: &mut dyn FnMut(usize, usize, f32)) {
+    let nb = a.k / 32;
+    assert!(row_bytes >= nb * kind.bytes() && w.len() >= (r0 + n_rows) * row_bytes);
+    assert!(a.q.len() >= a.n * a.k && a.d.len() >= a.n * nb && (kind != Q32::Q4_1 || a.s.len() >= a.n * nb));
+    let n = a.n;
+    let mut r = 0;
+    while r < n_rows {
+        // Two rows by four tokens, so each unpacked block serves four tokens.
+        let rows = if n_rows - r >= 2 { 2 } else { 1 };
+        let mut t = 0;
+        while t < n {
+            let four = n - t >= 4;
+            // SAFETY: AVX2/FMA/F16C are enabled here; rows r0+r..+rows and tokens t..+4 (or
+            // +1) are in bounds (asserted above; the tile sizes never exceed what is left).
+            t += unsafe {
+                match (rows, four) {
+                    (2, true) => tile::<2, 4>(kind, w, row_bytes, r0 + r, t, nb, a, out),
+                    (2, false) => tile::<2, 1>(kind, w, row_bytes, r0 + r, t, nb, a, out),
+                    (_, true) => tile::<1, 4>(kind, w, row_bytes, r0 + r, t, nb, a, out),
+                    _ => tile::<1, 1>(kind, w, row_bytes, r0 + r, t, nb, a, out),
+                }
+            };
+        }
+        r += rows;
+    }
+}
+
+/// One `R`-row, `T`-token tile; returns `T`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tile<const R: usize, const T: usize>(
+    kind: Q32,
+    w: &[u8],
+    row_bytes: usize,
+    r0: usize,
+    t0: usize,
+    nb: usize,
+    a: &QuantActs,
+    out: &mut dyn FnMut(usize, usize, f32),
+) -> usize {
+    // SAFETY: the caller checked rows r0..r0+R and tokens t0..t0+T lie inside `w` and `a`;
+    // every load below is within one block of one of those rows or tokens.
+    unsafe {
+        let bytes = kind.bytes();
+        let ones = _mm256_set1_epi16(1);
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        let mut summs = [[0f32; T]; R];
+        for b in 0..nb {
+            let mut wv = [_mm256_setzero_si256(); R];
+            let mut dw = [0f32; R];
+            let mut mw = [0f32; R];
+            for r in 0..R {
+                let blk = w.as_ptr().add((r0 + r) * row_bytes + b * bytes);
+                dw[r] = f16_at(std::slice::from_raw_parts(blk, 2), 0);
+                wv[r] = match kind {
+                    Q32::Q8_0 => _mm256_loadu_si256(blk.add(2) as *const __m256i),
+                    Q32::Q4_0 => {
+                        let v = _mm_loadu_si128(blk.add(2) as *const __m128i);
+                        let n = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(v), v), m4);
+                        _mm256_sub_epi8(n, _mm256_set1_epi8(8))
+                    }
+                    Q32::Q4_1 => {
+                        mw[r] = f16_at(std::slice::from_raw_parts(blk, 4), 2);
+                        let v = _mm_loadu_si128(blk.add(4) as *const __m128i);
+                        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(v), v), m4)
+                    }
+                };
+            }
+            for t in 0..T {
+                let tok = t0 + t;
+                let xv = _mm256_loadu_si256(a.q.as_ptr().add(tok * a.k + b * 32) as *const __m256i);
+                let d8 = *a.d.get_unchecked(tok * nb + b);
+                let s8 = if kind == Q32::Q4_1 { *a.s.get_unchecked(tok * nb + b) } else { 0.0 };
+                for r in 0..R {
+                    let lanes = match kind {
+                        Q32::Q4_1 => _mm256_madd_epi16(_mm256_maddubs_epi16(wv[r], xv), ones),
+                        _ => dot32_i8(wv[r], xv),
+                    };
+                    if kind == Q32::Q4_1 {
+                        summs[r][t] += mw[r] * s8;
+                    }
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * d8), _mm256_cvtepi32_ps(lanes), acc[r][t]);
+                }
+            }
+        }
+        for r in 0..R {
+            for t in 0..T {
+                out(r0 + r, t0 + t, hsum_float_8(acc[r][t]) + summs[r][t]);
+            }
+        }
+        T
     }
 }
 
