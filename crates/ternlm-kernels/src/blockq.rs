@@ -206,13 +206,26 @@ impl BlockMatrix {
             BlockKind::Q8_0 => Some(k::Q32::Q8_0),
             _ => None,
         };
-        if let Some(kind) = q32
-            && q.n >= 4
-        {
-            let mut put = |r: usize, t: usize, y: f32| out.set(t * self.rows + r, y);
-            // SAFETY: this function runs with AVX2, FMA and F16C enabled; the kernel checks
-            // its bounds itself.
-            unsafe { k::gemm_q32(kind, self.data.bytes(), self.row_bytes, rows.start, rows.len(), q, &mut put) };
+        if let Some(kind) = q32 {
+            let data = self.data.bytes();
+            if q.n >= 4 {
+                let mut put = |r: usize, t: usize, y: f32| out.set(t * self.rows + r, y);
+                // SAFETY: this function runs with AVX2, FMA and F16C enabled; the kernel
+                // checks its bounds itself.
+                unsafe { k::gemm_q32(kind, data, self.row_bytes, rows.start, rows.len(), q, &mut put) };
+            } else {
+                for t in 0..q.n {
+                    let r = rows.clone();
+                    // SAFETY: as above.
+                    unsafe {
+                        match kind {
+                            k::Q32::Q4_0 => k::gemv_q32::<0>(data, self.row_bytes, r, q, t, out, self.rows),
+                            k::Q32::Q4_1 => k::gemv_q32::<1>(data, self.row_bytes, r, q, t, out, self.rows),
+                            k::Q32::Q8_0 => k::gemv_q32::<2>(data, self.row_bytes, r, q, t, out, self.rows),
+                        }
+                    }
+                }
+            }
             return;
         }
         for r in rows {
@@ -224,9 +237,6 @@ impl BlockMatrix {
                 let y = unsafe {
                     match self.kind {
                         BlockKind::Q6K => k::dot_q6k(w, q, t),
-                        BlockKind::Q8_0 => k::dot_q8_0(w, q, t),
-                        BlockKind::Q4_0 => k::dot_q4_0(w, q, t),
-                        BlockKind::Q4_1 => k::dot_q4_1(w, q, t),
                         BlockKind::F16 => crate::f16_ops::dot_f16(Isa::Avx2, w, &acts.float[t * k_..(t + 1) * k_]),
                         _ => self.dot(w, acts, t),
                     }

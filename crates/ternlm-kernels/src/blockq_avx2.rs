@@ -6,10 +6,19 @@
 use std::arch::x86_64::*;
 
 use crate::act_quant::QuantActs;
+use crate::sync_out::SyncOut;
 
+/// How far ahead of the current block the decode kernels prefetch, in bytes: the hardware
+/// prefetcher alone left single-thread decode at a third of the core's read bandwidth.
+const PREFETCH: usize = 1024;
+
+/// The f16 at byte `i` of `b`, converted with F16C in line (`half`'s conversion checks the
+/// CPU at run time and is not inlined: per block that costs more than the block's math).
 #[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
-    half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+    let bits = u16::from_le_bytes([b[i], b[i + 1]]);
+    // SAFETY: every caller is a function compiled with F16C enabled.
+    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))) }
 }
 
 /// `Σ w·x` over 32 unsigned-or-signed pairs: `maddubs` needs an unsigned left operand, so the
@@ -26,86 +35,75 @@ unsafe fn dot32_i8(w: __m256i, x: __m256i) -> __m256i {
 
 #[inline(always)]
 unsafe fn hsum_float_8(v: __m256) -> f32 {
-    // SAFETY: register-only; stores into a local array.
+    // SAFETY: register-only intrinsics. The same adds in the same order as
+    // `blockq::hsum_float_8` (upper + lower half, then pairs, then the last two).
     unsafe {
-        let mut a = [0f32; 8];
-        _mm256_storeu_ps(a.as_mut_ptr(), v);
-        crate::blockq::hsum_float_8(a)
+        let r = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
+        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
     }
 }
 
-/// 32 nibbles of a Q4 block (`qs[j]` low = weight j, high = weight j + 16) as bytes 0..15.
-#[inline(always)]
-unsafe fn nibbles(qs: *const u8) -> __m256i {
-    // SAFETY: reads 16 bytes the caller bounds; register-only otherwise.
-    unsafe {
-        let v = _mm_loadu_si128(qs as *const __m128i);
-        let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
-        _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
-    }
-}
-
-/// Decode kernels: one row, one token, each block's FMA in sequence (measured faster than
-/// interleaving rows, whose separate streams the hardware prefetcher follows less well).
+/// Decode: `out.set(t·out_rows + r, W[r] · x[t])` for every row in `rows` of a 32-wide block
+/// matrix (`K`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0), one row at a time (rows stream through memory
+/// in order, which the hardware prefetcher follows best), each block's FMA in sequence. The
+/// whole row range runs inside one call so per-row costs (bounds checks, calls, constants)
+/// stay out of the loop: SmolLM2's rows are only 18 blocks long.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q8_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
-    let (q8, d8) = (a.row(t), a.row_d(t));
-    let nb = q8.len() / 32;
-    assert!(w.len() >= nb * 34 && d8.len() >= nb);
-    // SAFETY: block b reads 34 bytes of w at b·34 and 32 values of q8 at b·32 (b < nb).
-    unsafe {
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..nb {
-            let blk = w.as_ptr().add(b * 34);
-            let d = _mm256_set1_ps(f16_at(w, b * 34) * d8[b]);
-            let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-            let xv = _mm256_loadu_si256(q8.as_ptr().add(b * 32) as *const __m256i);
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot32_i8(wv, xv)), acc);
-        }
-        hsum_float_8(acc)
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_0(w: &[u8], a: &QuantActs, t: usize) -> f32 {
-    let (q8, d8) = (a.row(t), a.row_d(t));
-    let nb = q8.len() / 32;
-    assert!(w.len() >= nb * 18 && d8.len() >= nb);
-    // SAFETY: block b reads 18 bytes of w at b·18 and 32 values of q8 at b·32 (b < nb).
-    unsafe {
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..nb {
-            let blk = w.as_ptr().add(b * 18);
-            let d = _mm256_set1_ps(f16_at(w, b * 18) * d8[b]);
-            let wv = _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8));
-            let xv = _mm256_loadu_si256(q8.as_ptr().add(b * 32) as *const __m256i);
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot32_i8(wv, xv)), acc);
-        }
-        hsum_float_8(acc)
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_1(w: &[u8], a: &QuantActs, t: usize) -> f32 {
-    let (q8, d8) = (a.row(t), a.row_d(t));
+pub(crate) unsafe fn gemv_q32<const K: u8>(w: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, a: &QuantActs, t: usize, out: SyncOut, out_rows: usize) {
+    let bytes = match K {
+        0 => 18,
+        1 => 20,
+        _ => 34,
+    };
     let nb = a.k / 32;
-    let s8 = &a.s[t * nb..(t + 1) * nb];
-    assert!(w.len() >= nb * 20 && q8.len() >= nb * 32 && d8.len() >= nb);
-    // SAFETY: block b reads 20 bytes of w at b·20 and 32 values of q8 at b·32 (b < nb).
+    assert!(row_bytes >= nb * bytes && w.len() >= rows.end * row_bytes && t < a.n);
+    assert!(a.q.len() >= (t + 1) * a.k && a.d.len() >= (t + 1) * nb && (K != 1 || a.s.len() >= (t + 1) * nb));
+    // SAFETY: every row in `rows` and token `t` lie inside `w` and `a` (asserted above); block
+    // b of a row reads `bytes` bytes at b·bytes, and x/d8/s8 at token t's block b.
     unsafe {
         let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        let mut summs = 0f32;
-        for b in 0..nb {
-            let blk = w.as_ptr().add(b * 20);
-            summs += f16_at(w, b * 20 + 2) * s8[b];
-            let d = _mm256_set1_ps(f16_at(w, b * 20) * d8[b]);
-            let wv = nibbles(blk.add(4));
-            let xv = _mm256_loadu_si256(q8.as_ptr().add(b * 32) as *const __m256i);
-            let lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones);
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
+        let m4 = _mm256_set1_epi8(0x0F);
+        let x = a.q.as_ptr().add(t * a.k);
+        let d8 = a.d.as_ptr().add(t * nb);
+        let s8 = if K == 1 { a.s.as_ptr().add(t * nb) } else { d8 };
+        for r in rows {
+            let row = w.as_ptr().add(r * row_bytes);
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0f32;
+            for b in 0..nb {
+                let blk = row.add(b * bytes);
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH) as *const i8);
+                let xv = _mm256_loadu_si256(x.add(b * 32) as *const __m256i);
+                let dw = f16_ptr(blk);
+                let lanes = match K {
+                    0 => {
+                        let v = _mm_loadu_si128(blk.add(2) as *const __m128i);
+                        let n = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(v), v), m4);
+                        dot32_i8(_mm256_sub_epi8(n, _mm256_set1_epi8(8)), xv)
+                    }
+                    1 => {
+                        summs += f16_ptr(blk.add(2)) * *s8.add(b);
+                        let v = _mm_loadu_si128(blk.add(4) as *const __m128i);
+                        let n = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(v), v), m4);
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(n, xv), ones)
+                    }
+                    _ => dot32_i8(_mm256_loadu_si256(blk.add(2) as *const __m256i), xv),
+                };
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * *d8.add(b)), _mm256_cvtepi32_ps(lanes), acc);
+            }
+            out.set(t * out_rows + r, hsum_float_8(acc) + summs);
         }
-        hsum_float_8(acc) + summs
+    }
+}
+
+/// The f16 at `p`, converted with F16C in line.
+#[inline(always)]
+unsafe fn f16_ptr(p: *const u8) -> f32 {
+    // SAFETY: the caller bounds the two bytes at `p`; the function runs with F16C enabled.
+    unsafe {
+        let bits = u16::from_le_bytes([*p, *p.add(1)]);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
     }
 }
 
@@ -256,6 +254,7 @@ pub(crate) unsafe fn dot_q6k(w: &[u8], a: &QuantActs, t: usize) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
             let blk = w.as_ptr().add(b * 210);
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH) as *const i8);
             let sc = _mm_loadu_si128(blk.add(192) as *const __m128i);
             let x = q8.as_ptr().add(b * 256);
             let mut sumi = _mm256_setzero_si256();
