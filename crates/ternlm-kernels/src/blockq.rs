@@ -228,18 +228,20 @@ impl BlockMatrix {
             }
             return;
         }
+        if self.kind == BlockKind::Q6K {
+            for t in 0..q.n {
+                // SAFETY: as above.
+                unsafe { k::gemv_q6k(self.data.bytes(), self.row_bytes, rows.clone(), q, t, out, self.rows) };
+            }
+            return;
+        }
         for r in rows {
             let w = self.row_data(r);
             for t in 0..q.n {
                 let k_ = self.cols;
-                // SAFETY: this function runs with AVX2, FMA and F16C enabled; each kernel
-                // checks its slice lengths itself.
-                let y = unsafe {
-                    match self.kind {
-                        BlockKind::Q6K => k::dot_q6k(w, q, t),
-                        BlockKind::F16 => crate::f16_ops::dot_f16(Isa::Avx2, w, &acts.float[t * k_..(t + 1) * k_]),
-                        _ => self.dot(w, acts, t),
-                    }
+                let y = match self.kind {
+                    BlockKind::F16 => crate::f16_ops::dot_f16(Isa::Avx2, w, &acts.float[t * k_..(t + 1) * k_]),
+                    _ => self.dot(w, acts, t),
                 };
                 out.set(t * self.rows + r, y);
             }

@@ -17,6 +17,7 @@
 //! functions (a batch of token rows per call, weights packed once at load).
 
 pub mod act_quant;
+pub mod aligned;
 pub mod attention;
 pub mod bandwidth;
 pub mod blockq;

@@ -23,6 +23,7 @@ mod scalar;
 use std::cell::RefCell;
 
 use crate::act_quant::{ActFormat, PER_TOKEN_GROUP, QuantActs};
+use crate::aligned::AlignedBytes;
 use crate::huge_buf::HugeBuf;
 use crate::isa::{self, Isa};
 use crate::pool::{ThreadPool, split_range};
@@ -73,7 +74,9 @@ pub(crate) trait Kernels {
 thread_local! {
     /// Per-thread prefill scratch (unpacked codes, raw sums); pool threads live as long as
     /// the pool, so this is allocated once per thread, not per call.
-    static SCRATCH: RefCell<(Vec<u8>, Vec<i32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<(AlignedBytes, Vec<i32>)> = const { RefCell::new((AlignedBytes::new(), Vec::new())) };
+    /// The caller's cache-line-aligned copy of a prefill batch's activations.
+    static ACTS: RefCell<AlignedBytes> = const { RefCell::new(AlignedBytes::new()) };
 }
 
 impl TernaryMatrix {
@@ -287,37 +290,50 @@ impl TernaryMatrix {
             return;
         }
         let tiles = self.rows.div_ceil(GEMM_ROW_TILE);
-        pool.for_each(tiles, &|tile| {
-            let r0 = tile * GEMM_ROW_TILE;
-            let n_rows = GEMM_ROW_TILE.min(self.rows - r0);
-            SCRATCH.with_borrow_mut(|(codes, raw)| {
-                codes.resize(GEMM_ROW_TILE * self.cols, 0);
-                raw.resize(GEMM_ROW_TILE * acts.n * nb, 0);
-                for i in 0..n_rows {
-                    let r = r0 + i;
-                    Self::unpack_codes(&self.packed[r * rb..(r + 1) * rb], self.cols, &mut codes[i * self.cols..(i + 1) * self.cols]);
+        // Rows of codes and of activations start on cache lines, so no 32-byte load splits.
+        let ld = self.cols.next_multiple_of(64);
+        ACTS.with_borrow_mut(|xa| {
+            xa.resize(acts.n * ld);
+            for (t, dst) in xa.as_mut_slice().chunks_exact_mut(ld).enumerate() {
+                for (d, &q) in dst.iter_mut().zip(acts.row(t)) {
+                    *d = q as u8;
                 }
-                K::gemm_raw(codes, self.cols, n_rows, &acts.q, self.cols, acts.n, kc, block, &mut raw[..n_rows * acts.n * nb]);
-                if nb == 1 && kc == self.cols && self.scales.len() == 1 {
-                    // As in decode: the common case without `finish`'s bookkeeping.
-                    let scale = self.scales[0];
+            }
+            // SAFETY: i8 and u8 have the same size and alignment; any byte is a valid i8.
+            let xs: &[i8] = unsafe { std::slice::from_raw_parts(xa.as_slice().as_ptr() as *const i8, acts.n * ld) };
+            pool.for_each(tiles, &|tile| {
+                let r0 = tile * GEMM_ROW_TILE;
+                let n_rows = GEMM_ROW_TILE.min(self.rows - r0);
+                SCRATCH.with_borrow_mut(|(codes, raw)| {
+                    codes.resize(GEMM_ROW_TILE * ld);
+                    raw.resize(GEMM_ROW_TILE * acts.n * nb, 0);
+                    let codes = codes.as_mut_slice();
+                    for i in 0..n_rows {
+                        let r = r0 + i;
+                        Self::unpack_codes(&self.packed[r * rb..(r + 1) * rb], self.cols, &mut codes[i * ld..i * ld + self.cols]);
+                    }
+                    K::gemm_raw(codes, ld, n_rows, xs, ld, acts.n, kc, block, &mut raw[..n_rows * acts.n * nb]);
+                    if nb == 1 && kc == self.cols && self.scales.len() == 1 {
+                        // As in decode: the common case without `finish`'s bookkeeping.
+                        let scale = self.scales[0];
+                        for t in 0..acts.n {
+                            let (xsum, inv) = (acts.tsum[t], acts.inv[t]);
+                            for i in 0..n_rows {
+                                out.set(t * self.rows + r0 + i, (raw[t * n_rows + i] - xsum) as f32 * scale / inv);
+                            }
+                        }
+                        return;
+                    }
                     for t in 0..acts.n {
-                        let (xsum, inv) = (acts.tsum[t], acts.inv[t]);
+                        let x = acts.row(t);
                         for i in 0..n_rows {
-                            out.set(t * self.rows + r0 + i, (raw[t * n_rows + i] - xsum) as f32 * scale / inv);
+                            let c = &codes[i * ld..i * ld + self.cols];
+                            let tail: i32 = c[kc..].iter().zip(&x[kc..]).map(|(&c, &q)| i32::from(c) * i32::from(q)).sum();
+                            let at = (t * n_rows + i) * nb;
+                            out.set(t * self.rows + r0 + i, self.finish(r0 + i, t, &raw[at..at + nb], tail, acts, kc, block));
                         }
                     }
-                    return;
-                }
-                for t in 0..acts.n {
-                    let x = acts.row(t);
-                    for i in 0..n_rows {
-                        let c = &codes[i * self.cols..(i + 1) * self.cols];
-                        let tail: i32 = c[kc..].iter().zip(&x[kc..]).map(|(&c, &q)| i32::from(c) * i32::from(q)).sum();
-                        let at = (t * n_rows + i) * nb;
-                        out.set(t * self.rows + r0 + i, self.finish(r0 + i, t, &raw[at..at + nb], tail, acts, kc, block));
-                    }
-                }
+                });
             });
         });
     }
