@@ -25,6 +25,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write a random ternary model at the shape of a real one, for benchmarking.
     Dummy(DummyArgs),
+    /// Perplexity of a model over a text file (llama-perplexity style: chunks of --ctx-size
+    /// tokens, the second half of each scored).
+    Perplexity(PerplexityArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -38,6 +41,38 @@ pub struct ModelArgs {
     /// Context size in tokens (default: the model's training context, at most 4096).
     #[arg(short = 'c', long = "ctx-size")]
     pub ctx_size: Option<usize>,
+    #[command(flatten)]
+    pub weights: WeightArgs,
+}
+
+/// How weights are stored for the kernels.
+#[derive(Args, Debug, Clone)]
+pub struct WeightArgs {
+    /// Ternary weight layout: 2 (bits per weight) or 1.6 (20% fewer bytes per token, about
+    /// twice the unpacking work; only for matrices with one scale).
+    #[arg(long = "ternary-layout", value_enum, default_value = "2")]
+    pub ternary_layout: LayoutArg,
+    /// Repack the output head into int8 rows with per-row scales (half an F16 head's bytes;
+    /// costs a little perplexity, see the README).
+    #[arg(long = "int8-head")]
+    pub int8_head: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LayoutArg {
+    #[value(name = "2")]
+    Bits2,
+    #[value(name = "1.6")]
+    Bits1_6,
+}
+
+impl From<LayoutArg> for ternlm::TernaryLayout {
+    fn from(a: LayoutArg) -> Self {
+        match a {
+            LayoutArg::Bits2 => Self::Bits2,
+            LayoutArg::Bits1_6 => Self::Bits1_6,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -160,6 +195,8 @@ pub struct BenchArgs {
     /// Skip the memory bandwidth probe.
     #[arg(long = "no-probe")]
     pub no_probe: bool,
+    #[command(flatten)]
+    pub weights: WeightArgs,
 }
 
 #[derive(Args, Debug)]
@@ -179,4 +216,19 @@ pub struct DummyArgs {
     /// Where to write the GGUF file.
     #[arg(short = 'o', long = "output")]
     pub output: std::path::PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The text file to score.
+    #[arg(short = 'f', long = "file")]
+    pub file: std::path::PathBuf,
+    /// Score at most this many chunks (default: all).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -18,7 +18,7 @@ pub fn load_model(args: &ModelArgs) -> Result<Model> {
         Some(t) => t,
         None => ternlm::default_threads(),
     };
-    Model::load(&path, &LoadOptions { threads }).with_context(|| format!("loading {}", path.display()))
+    Model::load(&path, &LoadOptions { threads, ternary_layout: args.weights.ternary_layout.into(), int8_head: args.weights.int8_head }).with_context(|| format!("loading {}", path.display()))
 }
 
 /// The context size: `--ctx-size` or the model's default.

@@ -9,6 +9,7 @@
 //!   BF16, F32) and their products with quantized activations;
 //! - [`f16_ops`]: F16 dot products and accumulator updates in ggml's arithmetic;
 //! - [`huge_buf`]: huge-page-backed buffers for weights repacked at load;
+//! - [`int8`]: int8 rows with per-row scales (the opt-in int8 output head);
 //! - [`ops`]: RMSNorm, RoPE, softmax, SiLU, squared ReLU;
 //! - [`attention`]: causal attention of a batch of queries over a KV cache;
 //! - [`bandwidth`]: a memory read-bandwidth probe, the roofline decode is measured against.
@@ -23,6 +24,7 @@ pub mod bandwidth;
 pub mod blockq;
 pub mod f16_ops;
 pub mod huge_buf;
+pub mod int8;
 #[cfg(target_arch = "x86_64")]
 mod blockq_avx2;
 pub mod isa;

@@ -5,13 +5,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use ternlm_format::dequant::{i2s_scale, unpack_ternary_row};
+use ternlm_format::dequant::{dequantize_row, i2s_scale, unpack_ternary_row};
 use ternlm_format::{GgufFile, TensorInfo, TensorType};
 use ternlm_kernels::ThreadPool;
 use ternlm_kernels::huge_buf::HugeBuf;
 use ternlm_kernels::act_quant::{ActFormat, QuantActs};
 use ternlm_kernels::blockq::{BlockKind, BlockMatrix, PreparedActs, WeightBytes};
-use ternlm_kernels::ternary::TernaryMatrix;
+use ternlm_kernels::int8::Int8Matrix;
+use ternlm_kernels::ternary::{TernaryLayout, TernaryMatrix};
 
 use crate::error::{ModelError, Result, bad_tensor};
 
@@ -19,6 +20,8 @@ use crate::error::{ModelError, Result, bad_tensor};
 pub enum Linear {
     Ternary(TernaryMatrix),
     Block(BlockMatrix),
+    /// An output head repacked to int8 rows (`LoadOptions::int8_head`).
+    Int8(Int8Matrix),
 }
 
 /// The activation form a linear layer consumes; equal keys can share one [`Prepared`].
@@ -79,6 +82,7 @@ impl Linear {
         match self {
             Self::Ternary(m) => m.rows(),
             Self::Block(m) => m.rows(),
+            Self::Int8(m) => m.rows(),
         }
     }
 
@@ -86,6 +90,7 @@ impl Linear {
         match self {
             Self::Ternary(m) => m.cols(),
             Self::Block(m) => m.cols(),
+            Self::Int8(m) => m.cols(),
         }
     }
 
@@ -94,12 +99,14 @@ impl Linear {
         match self {
             Self::Ternary(m) => m.bytes(),
             Self::Block(m) => m.bytes(),
+            Self::Int8(m) => m.bytes(),
         }
     }
 
     pub fn input_kind(&self) -> InputKind {
         match self {
             Self::Ternary(_) => InputKind::Quant(TernaryMatrix::ACT_FORMAT),
+            Self::Int8(_) => InputKind::Quant(Int8Matrix::ACT_FORMAT),
             Self::Block(m) => match m.kind().act_format() {
                 Some(f) => InputKind::Quant(f),
                 None => InputKind::Float(m.kind()),
@@ -115,7 +122,7 @@ impl Linear {
             return;
         }
         match self {
-            Self::Ternary(_) => prep.acts.quant.quantize(TernaryMatrix::ACT_FORMAT, x, self.cols()),
+            Self::Ternary(_) | Self::Int8(_) => prep.acts.quant.quantize(TernaryMatrix::ACT_FORMAT, x, self.cols()),
             Self::Block(m) => m.prepare(x, &mut prep.acts),
         }
         prep.kind = Some(kind);
@@ -126,8 +133,39 @@ impl Linear {
         debug_assert_eq!(prep.kind, Some(self.input_kind()));
         match self {
             Self::Ternary(m) => m.gemm(pool, &prep.acts.quant, out),
+            Self::Int8(m) => m.gemm(pool, &prep.acts.quant, out),
             Self::Block(m) => m.gemm(pool, &prep.acts, out),
         }
+    }
+
+    /// Stores a ternary layer in `layout` when it applies (the 1.6-bit layout needs one scale
+    /// per matrix); other layers are left as they are.
+    pub fn relayout(&mut self, pool: &ThreadPool, layout: TernaryLayout) {
+        if let Self::Ternary(m) = self
+            && let Some(r) = m.relayout(pool, layout)
+        {
+            *m = r;
+        }
+    }
+
+    /// Repacks a float or block-quantized layer into int8 rows with per-row scales (for the
+    /// output head); ternary and already-int8 layers are returned as they are.
+    pub fn to_int8(self, pool: &ThreadPool) -> Self {
+        let Self::Block(m) = self else { return self };
+        let Some(ty) = tensor_type(m.kind()) else { return Self::Block(m) };
+        let (rows, cols) = (m.rows(), m.cols());
+        // Rows were bounds-checked when the matrix was built, so dequantizing cannot fail;
+        // should it, the layer stays as it was rather than turning into zeros.
+        let mut probe = vec![0f32; cols];
+        if dequantize_row(ty, m.row_data(rows - 1), cols, cols, 0, "output", &mut probe).is_err() {
+            return Self::Block(m);
+        }
+        let q = Int8Matrix::quantize(pool, rows, cols, &|r, buf| {
+            if dequantize_row(ty, m.row_data(r), cols, cols, 0, "output", buf).is_err() {
+                buf.fill(0.0);
+            }
+        });
+        Self::Int8(q)
     }
 
     /// Prepare (reusing `prep` if it already holds `x` in this layer's form) and apply: for
@@ -142,6 +180,19 @@ impl Linear {
         prep.invalidate();
         self.forward_shared(pool, x, prep, out);
     }
+}
+
+fn tensor_type(kind: BlockKind) -> Option<TensorType> {
+    Some(match kind {
+        BlockKind::F32 => TensorType::F32,
+        BlockKind::F16 => TensorType::F16,
+        BlockKind::BF16 => TensorType::BF16,
+        BlockKind::Q4_0 => TensorType::Q4_0,
+        BlockKind::Q4_1 => TensorType::Q4_1,
+        BlockKind::Q8_0 => TensorType::Q8_0,
+        BlockKind::Q4K => TensorType::Q4K,
+        BlockKind::Q6K => TensorType::Q6K,
+    })
 }
 
 impl Prepared {

@@ -14,16 +14,23 @@ use crate::error::{ModelError, Result};
 use crate::session::Session;
 use crate::tokenizer::{self, Tokenizer};
 use crate::weights::Weights;
+pub use ternlm_kernels::ternary::TernaryLayout;
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Threads for the kernels (the calling thread counts as one).
     pub threads: usize,
+    /// How ternary weights are stored for the kernels (2-bit, or 1.6-bit to read fewer bytes
+    /// per token at more arithmetic).
+    pub ternary_layout: TernaryLayout,
+    /// Repack the output head into int8 rows (one f32 scale per row): half the bytes of an
+    /// F16 head, at a small perplexity cost (see the README).
+    pub int8_head: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { threads: default_threads() }
+        Self { threads: default_threads(), ternary_layout: TernaryLayout::Bits2, int8_head: false }
     }
 }
 
@@ -89,7 +96,7 @@ impl Model {
             )));
         }
         let pool = ThreadPool::new(opts.threads.max(1));
-        let weights = Weights::load(&file, &config, &pool)?;
+        let weights = Weights::load(&file, &config, &pool, opts)?;
         let template_source = tokenizer::chat_template(file.as_ref())?;
         let template = match &template_source {
             Some(src) => {

@@ -103,7 +103,7 @@ impl Weights {
         layers + self.output.bytes() + self.output_norm.len() * 4 + embd_row
     }
 
-    pub fn load(file: &Arc<GgufFile>, cfg: &Config, pool: &ThreadPool) -> Result<Self> {
+    pub fn load(file: &Arc<GgufFile>, cfg: &Config, pool: &ThreadPool, opts: &crate::LoadOptions) -> Result<Self> {
         let (d, ff, q, kv) = (cfg.n_embd, cfg.n_ff, cfg.q_dim(), cfg.kv_dim());
         let embedding = Embedding::load(file, d, cfg.n_vocab)?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
@@ -130,6 +130,18 @@ impl Weights {
             Some(_) => Linear::load(file, pool, "output.weight", d, cfg.n_vocab)?,
             None => Linear::from_tensor(file, pool, embedding.info())?,
         };
+        let mut layers = layers;
+        let mut output = output;
+        if opts.ternary_layout != crate::TernaryLayout::Bits2 {
+            for l in &mut layers {
+                for m in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down] {
+                    m.relayout(pool, opts.ternary_layout);
+                }
+            }
+        }
+        if opts.int8_head {
+            output = output.to_int8(pool);
+        }
         let rope_freqs = match file.view().tensor("rope_freqs.weight") {
             Some(info) => Some(vector_of(file, info, cfg.rope_dims / 2)?),
             None => None,

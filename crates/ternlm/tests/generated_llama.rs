@@ -202,7 +202,7 @@ fn build(path: &std::path::Path) -> Weights {
 fn llama_with_spm_and_separate_output_matches_a_naive_forward() {
     let path = std::env::temp_dir().join(format!("ternlm-generated-llama-{}.gguf", std::process::id()));
     let w = build(&path);
-    let model = Model::load(&path, &LoadOptions { threads: 2 }).unwrap();
+    let model = Model::load(&path, &LoadOptions { threads: 2, ..Default::default() }).unwrap();
     let _ = std::fs::remove_file(&path);
 
     // SentencePiece: BOS from the metadata default, a space prefix, merges by score, and

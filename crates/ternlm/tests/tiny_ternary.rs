@@ -21,7 +21,7 @@ fn run_cases(dir: &str) -> usize {
     for case in &cases {
         let file = case["model"].as_str().unwrap().to_string();
         if !models.iter().any(|(f, _)| *f == file) {
-            let m = Model::load(fixtures().join(dir).join(&file), &LoadOptions { threads: 2 }).expect("fixture model loads");
+            let m = Model::load(fixtures().join(dir).join(&file), &LoadOptions { threads: 2, ..Default::default() }).expect("fixture model loads");
             models.push((file.clone(), m));
         }
         let model = &models.iter().find(|(f, _)| *f == file).unwrap().1;

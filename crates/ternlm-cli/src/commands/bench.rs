@@ -56,7 +56,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         println!("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
     }
     for &t in &threads {
-        let model = Model::load(&path, &LoadOptions { threads: t }).with_context(|| format!("loading {}", path.display()))?;
+        let model = Model::load(&path, &LoadOptions { threads: t, ternary_layout: a.weights.ternary_layout.into(), int8_head: a.weights.int8_head }).with_context(|| format!("loading {}", path.display()))?;
         let isa = ternlm::isa::active().name();
         let params: u64 = model.file().view().tensors.iter().map(|i| i.n_elements()).sum();
         let size = model.file().len();

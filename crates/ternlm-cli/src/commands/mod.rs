@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod dummy;
 mod info;
+mod perplexity;
 mod run;
 mod tokenize;
 
@@ -22,6 +23,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Info(a) => info::info(a),
         Command::Bench(a) => bench::bench(a),
         Command::Dummy(a) => dummy::dummy(a),
+        Command::Perplexity(a) => perplexity::perplexity(a),
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{GROUP, Kernels};
+use super::{GROUP, GROUP16, Kernels};
 
 pub(crate) struct Avx2;
 
@@ -30,6 +30,16 @@ impl Kernels for Avx2 {
             // SAFETY: AVX2 is enabled (the dispatcher only picks this level on CPUs that have
             // it); the asserts above bound every pointer the kernel forms.
             unsafe { gemv_row(w.as_ptr().add(r * row_bytes), nb, block / GROUP, x.as_ptr(), &mut raw[r * nb..]) };
+        }
+    }
+
+    fn gemv16_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc16: usize, x: &[i8], raw: &mut [i32]) {
+        assert!(w.len() >= n_rows.saturating_sub(1) * row_bytes + kc16 / 5 && x.len() >= kc16 && raw.len() >= n_rows);
+        assert!(row_bytes >= kc16 / 5 && kc16.is_multiple_of(GROUP16));
+        for (r, out) in raw.iter_mut().enumerate().take(n_rows) {
+            // SAFETY: AVX2 is enabled (the dispatcher only picks this level on CPUs that have
+            // it); the asserts above bound every pointer the kernel forms.
+            *out = unsafe { gemv16_row(w.as_ptr().add(r * row_bytes), kc16 / GROUP16, x.as_ptr()) };
         }
     }
 
@@ -121,6 +131,46 @@ unsafe fn gemv_row(w: *const u8, nb: usize, gpb: usize, x: *const i8, raw: &mut 
             }
             raw[b] = hsum(acc32);
         }
+    }
+}
+
+/// Groups the 1.6-bit decode kernel sums in int16 before widening (5 `maddubs` per group,
+/// each at most 512 in magnitude: 12·5·512 = 30720).
+const GEMV16_FLUSH_GROUPS: usize = 12;
+
+/// One 1.6-bit row against one token. Digit `n` of a byte `m` is `(3m) >> 8`, which is
+/// `[m ≥ 86] + [m ≥ 171]` (two saturating subtractions clamped to 1), and the next digit's
+/// byte is `3m mod 256` (two byte adds).
+#[target_feature(enable = "avx2")]
+unsafe fn gemv16_row(w: *const u8, groups: usize, x: *const i8) -> i32 {
+    // SAFETY: the caller bounds `w` (groups·32 bytes) and `x` (groups·160 values).
+    unsafe {
+        let (c85, c170, one) = (_mm256_set1_epi8(85), _mm256_set1_epi8(170u8 as i8), _mm256_set1_epi8(1));
+        let ones = _mm256_set1_epi16(1);
+        let mut acc32 = _mm256_setzero_si256();
+        let mut g = 0;
+        while g < groups {
+            let stop = (g + GEMV16_FLUSH_GROUPS).min(groups);
+            let mut acc16 = _mm256_setzero_si256();
+            while g < stop {
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(g * 32 + PREFETCH) as *const i8);
+                let mut m = _mm256_loadu_si256(w.add(g * 32) as *const __m256i);
+                let xp = x.add(g * GROUP16) as *const __m256i;
+                for n in 0..5 {
+                    let d = _mm256_add_epi8(
+                        _mm256_min_epu8(_mm256_subs_epu8(m, c85), one),
+                        _mm256_min_epu8(_mm256_subs_epu8(m, c170), one),
+                    );
+                    acc16 = _mm256_add_epi16(acc16, _mm256_maddubs_epi16(d, _mm256_loadu_si256(xp.add(n))));
+                    if n < 4 {
+                        m = _mm256_add_epi8(_mm256_add_epi8(m, m), m);
+                    }
+                }
+                g += 1;
+            }
+            acc32 = _mm256_add_epi32(acc32, _mm256_madd_epi16(acc16, ones));
+        }
+        hsum(acc32)
     }
 }
 

@@ -21,6 +21,11 @@ impl Kernels for Avx512 {
         }
     }
 
+    /// The 1.6-bit decode is the AVX2 kernel (its digit extraction has no VNNI form).
+    fn gemv16_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc16: usize, x: &[i8], raw: &mut [i32]) {
+        super::avx2::Avx2::gemv16_raw(w, row_bytes, n_rows, kc16, x, raw);
+    }
+
     fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]) {
         let nb = kc / block;
         assert!(n_rows == 0 || codes.len() >= (n_rows - 1) * ld + kc);

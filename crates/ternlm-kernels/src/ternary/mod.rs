@@ -31,6 +31,22 @@ use crate::sync_out::SyncOut;
 
 /// Trits per interleaved group (32 bytes).
 pub const GROUP: usize = 128;
+/// Trits per group of the 1.6-bit layout (32 bytes, 5 trits per byte).
+pub const GROUP16: usize = 160;
+
+/// How a [`TernaryMatrix`] stores its trits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TernaryLayout {
+    /// 2 bits per trit, groups of 128 (see the module docs). Fastest to unpack.
+    #[default]
+    Bits2,
+    /// 1.6 bits per trit: groups of 160 trits in 32 bytes, byte `j` holding trits `j + 32n`
+    /// (n = 0..5) as base-3 digits scaled into the byte the way TQ1_0 stores them, so digit
+    /// `n` is `((byte · 3^n) mod 256 · 3) >> 8`. Decode reads 20% fewer bytes and does about
+    /// twice the arithmetic; it pays where memory, not arithmetic, limits decode. Only for
+    /// matrices with one scale; a ragged tail (`cols % 160`) stays 2-bit.
+    Bits1_6,
+}
 /// Rows a prefill task unpacks at once: 16 outputs fill a 64-byte cache line, so no two
 /// threads write one line (a tile of 8 was measured much slower from that false sharing).
 const GEMM_ROW_TILE: usize = 16;
@@ -46,6 +62,7 @@ pub struct TernaryMatrix {
     block_len: usize,
     /// `rows * cols / block_len` scales, or one when the whole tensor shares a scale.
     scales: Vec<f32>,
+    layout: TernaryLayout,
 }
 
 /// Why packed parts do not make a matrix.
@@ -65,6 +82,9 @@ impl std::error::Error for ShapeError {}
 pub(crate) trait Kernels {
     /// `raw[r * nb + b]` for `n_rows` packed rows starting at `w`, one token `x`.
     fn gemv_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc: usize, block: usize, x: &[i8], raw: &mut [i32]);
+    /// The 1.6-bit layout's decode: `raw[r]` = `Σ code·x` over the first `kc16` columns
+    /// (whole groups of [`GROUP16`]) of `n_rows` rows, one token.
+    fn gemv16_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc16: usize, x: &[i8], raw: &mut [i32]);
     /// `raw[(t * n_rows + r) * nb + b]` for `n_rows` rows of unpacked codes (`ld` apart) and
     /// `n_tok` tokens (`ldx` apart).
     #[allow(clippy::too_many_arguments)]
@@ -160,7 +180,7 @@ impl TernaryMatrix {
         } else {
             (block_len, scales)
         };
-        Ok(Self { rows, cols, packed, block_len, scales })
+        Ok(Self { rows, cols, packed, block_len, scales, layout: TernaryLayout::Bits2 })
     }
 
     pub fn rows(&self) -> usize {
@@ -179,17 +199,76 @@ impl TernaryMatrix {
     pub const ACT_FORMAT: ActFormat = ActFormat::PerToken;
 
     fn row_bytes(&self) -> usize {
-        Self::packed_row_bytes(self.cols)
+        match self.layout {
+            TernaryLayout::Bits2 => Self::packed_row_bytes(self.cols),
+            TernaryLayout::Bits1_6 => {
+                let kc16 = self.cols / GROUP16 * GROUP16;
+                kc16 / 5 + (self.cols - kc16) / 4
+            }
+        }
+    }
+
+    pub fn layout(&self) -> TernaryLayout {
+        self.layout
+    }
+
+    /// Codes of row `r` in column order, whatever the layout.
+    fn row_codes(&self, r: usize, codes: &mut [u8]) {
+        let rb = self.row_bytes();
+        let row = &self.packed[r * rb..(r + 1) * rb];
+        match self.layout {
+            TernaryLayout::Bits2 => Self::unpack_codes(row, self.cols, codes),
+            TernaryLayout::Bits1_6 => {
+                let kc16 = self.cols / GROUP16 * GROUP16;
+                for (bytes, out) in row[..kc16 / 5].chunks_exact(32).zip(codes[..kc16].chunks_exact_mut(GROUP16)) {
+                    for (j, &b) in bytes.iter().enumerate() {
+                        for n in 0..5 {
+                            out[32 * n + j] = trit16(b, n);
+                        }
+                    }
+                }
+                for k in 0..self.cols - kc16 {
+                    codes[kc16 + k] = (row[kc16 / 5 + k / 4] >> (2 * (k % 4))) & 3;
+                }
+            }
+        }
     }
 
     /// Unpacks row `r` into `trits`.
     pub fn unpack_row(&self, r: usize, trits: &mut [i8]) {
-        let rb = self.row_bytes();
         let mut codes = vec![0u8; self.cols];
-        Self::unpack_codes(&self.packed[r * rb..(r + 1) * rb], self.cols, &mut codes);
+        self.row_codes(r, &mut codes);
         for (t, c) in trits.iter_mut().zip(codes) {
             *t = c as i8 - 1;
         }
+    }
+
+    /// The same matrix in `layout`, repacked in parallel; `None` when the layout does not
+    /// apply (the 1.6-bit layout needs one scale for the whole matrix).
+    pub fn relayout(&self, pool: &ThreadPool, layout: TernaryLayout) -> Option<Self> {
+        if layout == self.layout {
+            return Some(self.clone());
+        }
+        if layout == TernaryLayout::Bits1_6 && self.scales.len() != 1 {
+            return None;
+        }
+        let mut m = Self { packed: HugeBuf::zeroed(0), layout, ..self.clone_meta() };
+        let rb = m.row_bytes();
+        let mut packed = HugeBuf::zeroed(self.rows * rb);
+        let rows_per_task = 64;
+        pool.for_each_chunk_mut(&mut packed, rows_per_task * rb, &|task, out| {
+            let mut codes = vec![0u8; self.cols];
+            for (i, dst) in out.chunks_exact_mut(rb).enumerate() {
+                self.row_codes(task * rows_per_task + i, &mut codes);
+                pack_codes(layout, &codes, dst);
+            }
+        });
+        m.packed = packed;
+        Some(m)
+    }
+
+    fn clone_meta(&self) -> Self {
+        Self { rows: self.rows, cols: self.cols, packed: HugeBuf::zeroed(0), block_len: self.block_len, scales: self.scales.clone(), layout: self.layout }
     }
 
     /// How the SIMD kernels see the row: the grouped part's length and its scale blocks.
@@ -255,9 +334,14 @@ impl TernaryMatrix {
     }
 
     fn run<K: Kernels>(&self, pool: &ThreadPool, acts: &QuantActs, out: &mut [f32], (kc, block): (usize, usize)) {
+        let out_ptr = out;
         let nb = if kc == 0 { 0 } else { kc / block };
         let rb = self.row_bytes();
-        let out = SyncOut::new(out);
+        let out = SyncOut::new(out_ptr);
+        if acts.n < GEMM_MIN_TOKENS && self.layout == TernaryLayout::Bits1_6 {
+            self.decode16::<K>(pool, acts, out);
+            return;
+        }
         if acts.n < GEMM_MIN_TOKENS {
             let parts = pool.n_threads() * 16;
             pool.for_each(parts, &|p| {
@@ -309,8 +393,7 @@ impl TernaryMatrix {
                     raw.resize(GEMM_ROW_TILE * acts.n * nb, 0);
                     let codes = codes.as_mut_slice();
                     for i in 0..n_rows {
-                        let r = r0 + i;
-                        Self::unpack_codes(&self.packed[r * rb..(r + 1) * rb], self.cols, &mut codes[i * ld..i * ld + self.cols]);
+                        self.row_codes(r0 + i, &mut codes[i * ld..i * ld + self.cols]);
                     }
                     K::gemm_raw(codes, ld, n_rows, xs, ld, acts.n, kc, block, &mut raw[..n_rows * acts.n * nb]);
                     if nb == 1 && kc == self.cols && self.scales.len() == 1 {
@@ -338,6 +421,33 @@ impl TernaryMatrix {
         });
     }
 
+    /// Decode in the 1.6-bit layout (one shared scale): raw sums over whole 160-groups, the
+    /// 2-bit tail in scalar code.
+    fn decode16<K: Kernels>(&self, pool: &ThreadPool, acts: &QuantActs, out: SyncOut) {
+        let rb = self.row_bytes();
+        let kc16 = self.cols / GROUP16 * GROUP16;
+        let parts = pool.n_threads() * 16;
+        let scale = self.scales[0];
+        pool.for_each(parts, &|p| {
+            let range = split_range(self.rows, parts, 16, p);
+            if range.is_empty() {
+                return;
+            }
+            SCRATCH.with_borrow_mut(|(_, raw)| {
+                raw.resize(range.len(), 0);
+                let w = &self.packed[range.start * rb..range.end * rb];
+                for t in 0..acts.n {
+                    let x = acts.row(t);
+                    K::gemv16_raw(w, rb, range.len(), kc16, x, raw);
+                    for (i, r) in range.clone().enumerate() {
+                        let tail = scalar::tail_dot(&w[i * rb + kc16 / 5..(i + 1) * rb], &x[kc16..]);
+                        out.set(t * self.rows + r, (raw[i] + tail - acts.tsum[t]) as f32 * scale / acts.inv[t]);
+                    }
+                }
+            });
+        });
+    }
+
     /// The reference path for scale blocks that do not align with groups: unpack each row
     /// and sum per block.
     fn run_unaligned(&self, pool: &ThreadPool, acts: &QuantActs, out: &mut [f32]) {
@@ -359,6 +469,37 @@ impl TernaryMatrix {
                 }
             }
         });
+    }
+}
+
+/// Digit `n` (0..5) of a 1.6-bit byte, as a code in {0, 1, 2}.
+#[inline(always)]
+pub(crate) fn trit16(b: u8, n: usize) -> u8 {
+    const POW3: [u8; 5] = [1, 3, 9, 27, 81];
+    ((u16::from(b.wrapping_mul(POW3[n])) * 3) >> 8) as u8
+}
+
+/// Packs a row of codes (column order) into `layout`.
+fn pack_codes(layout: TernaryLayout, codes: &[u8], out: &mut [u8]) {
+    let cols = codes.len();
+    out.fill(0);
+    match layout {
+        TernaryLayout::Bits2 => {
+            let trits: Vec<i8> = codes.iter().map(|&c| c as i8 - 1).collect();
+            TernaryMatrix::pack_row(&trits, out);
+        }
+        TernaryLayout::Bits1_6 => {
+            let kc16 = cols / GROUP16 * GROUP16;
+            for (g, group) in codes[..kc16].chunks_exact(GROUP16).enumerate() {
+                for j in 0..32 {
+                    let v = (0..5).fold(0u16, |v, n| v * 3 + u16::from(group[32 * n + j]));
+                    out[g * 32 + j] = (v * 256).div_ceil(243) as u8;
+                }
+            }
+            for (k, &c) in codes[kc16..].iter().enumerate() {
+                out[kc16 / 5 + k / 4] |= c << (2 * (k % 4));
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The reference ternary kernels: plain loops over the packed layout and over unpacked codes.
 //! Every SIMD level must produce exactly these integer sums.
 
-use super::{GROUP, Kernels};
+use super::{GROUP, GROUP16, Kernels, trit16};
 
 pub(crate) struct Scalar;
 
@@ -28,6 +28,21 @@ impl Kernels for Scalar {
                 }
                 raw[r * nb + b] = sum;
             }
+        }
+    }
+
+    fn gemv16_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc16: usize, x: &[i8], raw: &mut [i32]) {
+        for (r, out) in raw.iter_mut().enumerate().take(n_rows) {
+            let row = &w[r * row_bytes..];
+            let mut sum = 0i32;
+            for g in 0..kc16 / GROUP16 {
+                for (j, &b) in row[g * 32..g * 32 + 32].iter().enumerate() {
+                    for n in 0..5 {
+                        sum += i32::from(trit16(b, n)) * i32::from(x[g * GROUP16 + 32 * n + j]);
+                    }
+                }
+            }
+            *out = sum;
         }
     }
 

@@ -87,6 +87,38 @@ fn pack_group_copies_tq2_order_and_reverses_i2s_order() {
 }
 
 #[test]
+fn every_five_trit_byte_decodes_to_its_digits() {
+    for v in 0..243u16 {
+        let digits: Vec<u8> = (0..5).map(|n| ((v / 3u16.pow(4 - n)) % 3) as u8).collect();
+        let mut codes = vec![0u8; GROUP16];
+        for (n, &d) in digits.iter().enumerate() {
+            codes[32 * n] = d;
+        }
+        let mut out = vec![0u8; 32];
+        pack_codes(TernaryLayout::Bits1_6, &codes, &mut out);
+        let back: Vec<u8> = (0..5).map(|n| trit16(out[0], n)).collect();
+        assert_eq!(back, digits, "value {v} stored as byte {}", out[0]);
+    }
+}
+
+#[test]
+fn relayout_round_trips_and_refuses_per_block_scales() {
+    let (rows, cols) = (3, 2 * GROUP16 + 36);
+    let trits: Vec<i8> = (0..rows * cols).map(|i| ((i * 7 + i / 11) % 3) as i8 - 1).collect();
+    let pool = ThreadPool::new(2);
+    let m = TernaryMatrix::from_parts(rows, cols, pack(&trits, rows, cols), cols, vec![0.5]).unwrap();
+    let d = m.relayout(&pool, TernaryLayout::Bits1_6).unwrap();
+    assert!(d.bytes() < m.bytes());
+    let mut back = vec![0i8; cols];
+    for r in 0..rows {
+        d.unpack_row(r, &mut back);
+        assert_eq!(back, trits[r * cols..(r + 1) * cols]);
+    }
+    let per_block = TernaryMatrix::from_parts(1, 256, pack(&trits[..256], 1, 256), 128, vec![1.0, 2.0]).unwrap();
+    assert!(per_block.relayout(&pool, TernaryLayout::Bits1_6).is_none());
+}
+
+#[test]
 fn bad_parts_are_rejected() {
     assert!(TernaryMatrix::from_parts(2, 6, vec![0; 4], 6, vec![1.0]).is_err());
     assert!(TernaryMatrix::from_parts(2, 8, vec![0; 3], 8, vec![1.0]).is_err());
@@ -124,6 +156,20 @@ fn raw_kernels_survive_extreme_values() {
             _ => unreachable!(),
         }
         assert!(raw.iter().all(|&v| v == -256 * kc as i32), "{level:?} gemm: {raw:?}");
+        // 1.6-bit: byte 255 holds five 2s.
+        let kc16 = 30 * GROUP16;
+        let dense = vec![255u8; rows * kc16 / 5];
+        let mut raw = vec![0i32; rows];
+        match level {
+            Isa::Scalar => scalar::Scalar::gemv16_raw(&dense, kc16 / 5, rows, kc16, &xs, &mut raw),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::Avx2::gemv16_raw(&dense, kc16 / 5, rows, kc16, &xs, &mut raw),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::Avx512::gemv16_raw(&dense, kc16 / 5, rows, kc16, &xs, &mut raw),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!(),
+        }
+        assert!(raw.iter().all(|&v| v == -256 * kc16 as i32), "{level:?} gemv16: {raw:?}");
     }
 }
 
@@ -136,7 +182,7 @@ proptest! {
     #[test]
     fn every_level_matches_the_definition(
         rows in 1usize..21,
-        groups in 0usize..5,
+        groups in 0usize..7,
         tail in 0usize..32,
         scales_kind in 0u8..3,
         unaligned_block in prop::sample::select(vec![4usize, 8, 32]),
@@ -177,10 +223,16 @@ proptest! {
                 prop_assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "t{t} r{r}: {got} vs {want}");
             }
         }
+        let dense = m.relayout(&pool, TernaryLayout::Bits1_6);
+        prop_assert_eq!(dense.is_some(), scales.len() == 1);
         for level in levels() {
             let mut out = vec![0f32; n * rows];
             m.gemm_at(level, &pool, &acts, &mut out);
             prop_assert_eq!(&out, &reference, "{:?} differs from scalar", level);
+            if let Some(d) = &dense {
+                d.gemm_at(level, &pool, &acts, &mut out);
+                prop_assert_eq!(&out, &reference, "{:?} differs from scalar in the 1.6-bit layout", level);
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ pub fn smollm2() -> &'static Model {
             Some(p) => PathBuf::from(p),
             None => ternlm_hub::resolve_model(None, false).expect("the default model is cached or can be fetched"),
         };
-        Model::load(&path, &LoadOptions { threads: 2 }).expect("SmolLM2 loads")
+        Model::load(&path, &LoadOptions { threads: 2, ..Default::default() }).expect("SmolLM2 loads")
     })
 }
 
