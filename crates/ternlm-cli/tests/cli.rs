@@ -224,3 +224,58 @@ fn prompt_longer_than_the_context_fails_cleanly() {
     assert_clean_failure(&ternlm(&["run", "-m", t.to_str().unwrap(), "-p", "x", "--top-p", "7"], None), "--top-p");
 }
 
+
+#[test]
+fn bench_json_has_the_contract_fields_and_sane_numbers() {
+    let path = tiny();
+    let out = ternlm(&["bench", "-m", path.to_str().unwrap(), "-t", "2", "-p", "16", "-n", "8", "-r", "2", "--json"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for (j, test) in lines.iter().zip(["pp16", "tg8"]) {
+        assert_eq!(j["test"], test);
+        assert_eq!(j["threads"], 2);
+        for key in ["model", "isa", "tokens_per_s", "min", "max", "bytes_per_token", "gbps"] {
+            assert!(!j[key].is_null(), "{test}: missing {key}");
+        }
+        let (med, min, max) = (j["tokens_per_s"].as_f64().unwrap(), j["min"].as_f64().unwrap(), j["max"].as_f64().unwrap());
+        assert!(min > 0.0 && min <= med && med <= max, "{test}: {min} <= {med} <= {max}");
+        assert_eq!(j["samples"].as_array().unwrap().len(), 2);
+        assert!(j["bw_ceiling_gbps"].as_f64().unwrap() > 0.0);
+    }
+    // Generation reads every weight once per token: at least the file's ternary and head bytes.
+    assert!(lines[1]["bytes_per_token"].as_u64().unwrap() > 1_000_000);
+}
+
+#[test]
+fn bench_table_and_weight_options() {
+    let path = tiny();
+    let out = ternlm(&["bench", "-m", path.to_str().unwrap(), "-p", "8", "-n", "4", "-r", "1", "--no-probe", "--ternary-layout", "1.6", "--int8-head"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = stdout(&out);
+    assert!(table.starts_with("| model |") && table.contains("| pp8 |") && table.contains("| tg4 |"), "{table}");
+}
+
+#[test]
+fn dummy_rejects_unknown_shapes_and_types() {
+    let out_path = scratch("x.gguf");
+    let o = out_path.to_str().unwrap();
+    assert_clean_failure(&ternlm(&["dummy", "--shape", "7b", "-o", o], None), "2b4t");
+    assert_clean_failure(&ternlm(&["dummy", "--shape", "2b4t", "--type", "q4_0", "-o", o], None), "tq2_0");
+    assert_clean_failure(&ternlm(&["dummy", "--shape", "2b4t", "--head", "q4_k", "-o", o], None), "q6_k");
+    assert!(!out_path.exists());
+}
+
+#[test]
+fn perplexity_of_a_model_on_text() {
+    let text = scratch("text.txt");
+    std::fs::write(&text, "the quick brown fox jumps over the lazy dog. ".repeat(60)).unwrap();
+    let path = tiny();
+    let out = ternlm(&["perplexity", "-m", path.to_str().unwrap(), "-f", text.to_str().unwrap(), "-c", "64", "--chunks", "2", "--json"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let ppl = j["perplexity"].as_f64().unwrap();
+    assert!(ppl.is_finite() && ppl > 1.0, "{ppl}");
+    assert_eq!(j["chunks"], 2);
+    assert_eq!(j["tokens_scored"], 2 * 31);
+}
