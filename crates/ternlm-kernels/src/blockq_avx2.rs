@@ -3,6 +3,10 @@
 //! returns exactly what its portable twin in [`crate::blockq`] returns: integer block sums are
 //! exact, and the float accumulation follows ggml's AVX2 lane order (see `blockq::lanes8`).
 
+// Register tiles are indexed by row and token on purpose: the index form is what maps onto
+// the tile's registers.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use crate::act_quant::QuantActs;

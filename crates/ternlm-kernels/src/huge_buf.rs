@@ -76,6 +76,12 @@ impl std::fmt::Debug for HugeBuf {
     }
 }
 
+impl From<Vec<u8>> for HugeBuf {
+    fn from(v: Vec<u8>) -> Self {
+        Self::from_vec(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,11 +98,5 @@ mod tests {
             }
         }
         assert_eq!(&*HugeBuf::from_vec(vec![1, 2, 3]), &[1, 2, 3]);
-    }
-}
-
-impl From<Vec<u8>> for HugeBuf {
-    fn from(v: Vec<u8>) -> Self {
-        Self::from_vec(v)
     }
 }

@@ -96,7 +96,7 @@ impl ThreadPool {
         let mut spins = 0u32;
         while sh.finished.load(Ordering::Acquire) < self.workers.len() {
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 {
+            if spins.is_multiple_of(1024) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -162,7 +162,7 @@ fn wait_for_job(shared: &Shared, seen: u64) -> u64 {
             return g;
         }
         spins = spins.wrapping_add(1);
-        if spins % 256 == 0 && start.elapsed() > SPIN {
+        if spins.is_multiple_of(256) && start.elapsed() > SPIN {
             break;
         }
         std::hint::spin_loop();

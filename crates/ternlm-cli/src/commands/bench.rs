@@ -114,8 +114,10 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
                 );
             }
         }
-        if !a.json {
-            if let Some(c) = ceiling {
+        if !a.json
+            && let Some(c) = ceiling
+        {
+            {
                 println!("\nthreads {t}: read bandwidth ceiling {:.2} GB/s (probe), load {:.0} ms", c / 1e9, model.load_time().as_secs_f64() * 1e3);
             }
         }

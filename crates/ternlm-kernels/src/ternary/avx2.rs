@@ -7,6 +7,10 @@
 //! (16·4·512 = 32768: the only way to reach it is -32768, which fits); the prefill kernel adds
 //! one per 32 columns and flushes every 64 steps (64·512 = 32768, likewise).
 
+// Register tiles are indexed by row and token on purpose: the index form is what maps onto
+// the tile's registers.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use super::{GROUP, GROUP16, Kernels};

@@ -3,6 +3,10 @@
 //! uses the 256-bit form on the same layout as AVX2 (it is bound by memory, not arithmetic);
 //! prefill uses 512-bit vectors over unpacked codes.
 
+// Register tiles are indexed by row and token on purpose: the index form is what maps onto
+// the tile's registers.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use super::{GROUP, Kernels};

@@ -311,6 +311,7 @@ impl TernaryMatrix {
     /// Combines raw sums into outputs: subtract the activation sums (codes are `t + 1`), add
     /// the ragged tail, scale per block, divide by the token's multiplier.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn finish(&self, r: usize, t: usize, raw: &[i32], tail: i32, acts: &QuantActs, kc: usize, block: usize) -> f32 {
         let groups = self.cols.div_ceil(PER_TOKEN_GROUP);
         let gsum = &acts.bsums[t * groups..(t + 1) * groups];
