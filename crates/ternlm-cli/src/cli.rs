@@ -213,6 +213,9 @@ pub struct DummyArgs {
     /// Seed of the random weights.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Declare this architecture (bitnet or bitnet-25) instead of the type's default.
+    #[arg(long)]
+    pub arch: Option<String>,
     /// Where to write the GGUF file.
     #[arg(short = 'o', long = "output")]
     pub output: std::path::PathBuf,

@@ -103,6 +103,9 @@ pub struct DummySpec {
     /// F16, Q6_K or Q8_0 (the tied embedding and output head).
     pub head_type: TensorType,
     pub seed: u64,
+    /// Architecture to declare instead of the type's default (`bitnet` for TQ types,
+    /// `bitnet-25` for I2_S): older bitnet.cpp builds load I2_S only as `bitnet`.
+    pub arch: Option<String>,
 }
 
 /// What was written, for the caller to report.
@@ -150,7 +153,11 @@ pub fn write_dummy(spec: &DummySpec, path: &Path) -> Result<DummyReport> {
     if !matches!(spec.head_type, TensorType::F16 | TensorType::Q6K | TensorType::Q8_0) {
         return Err(ModelError::Invalid(format!("--head must be f16, q6_k or q8_0, not {}", spec.head_type)));
     }
-    let arch = if spec.linear_type == TensorType::I2S { "bitnet-25" } else { "bitnet" };
+    let arch = match spec.arch.as_deref() {
+        None => if spec.linear_type == TensorType::I2S { "bitnet-25" } else { "bitnet" },
+        Some(a @ ("bitnet" | "bitnet-25")) => a,
+        Some(other) => return Err(ModelError::Invalid(format!("--arch must be bitnet or bitnet-25, not {other:?}"))),
+    };
     let mut rng = Rng(spec.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut report = DummyReport::default();
 

@@ -96,7 +96,7 @@ fn dummy_models_of_every_type_load_and_agree() {
     std::fs::create_dir_all(&dir).unwrap();
     for (ty, head) in [(TensorType::TQ2_0, TensorType::Q6K), (TensorType::TQ1_0, TensorType::Q8_0), (TensorType::I2S, TensorType::F16)] {
         let path = dir.join(format!("{ty}-{head}.gguf"));
-        let report = write_dummy(&DummySpec { shape, linear_type: ty, head_type: head, seed: 3 }, &path).unwrap();
+        let report = write_dummy(&DummySpec { shape, linear_type: ty, head_type: head, seed: 3, arch: None }, &path).unwrap();
         assert!(report.fallbacks.is_empty() && report.bytes > 0);
         let model = Model::load(&path, &LoadOptions { threads: 2, ..Default::default() }).unwrap();
         let expect_arch = if ty == TensorType::I2S { "bitnet-25" } else { "bitnet" };

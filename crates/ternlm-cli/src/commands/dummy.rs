@@ -25,7 +25,7 @@ pub fn dummy(a: DummyArgs) -> Result<ExitCode> {
     let linear_type = parse_type(&a.ty, &[TensorType::TQ2_0, TensorType::TQ1_0, TensorType::I2S], "--type")?;
     let head_type = parse_type(&a.head, &[TensorType::F16, TensorType::Q6K, TensorType::Q8_0], "--head")?;
     let start = Instant::now();
-    let spec = DummySpec { shape, linear_type, head_type, seed: a.seed };
+    let spec = DummySpec { shape, linear_type, head_type, seed: a.seed, arch: a.arch.clone() };
     let report = write_dummy(&spec, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
     for f in &report.fallbacks {
         eprintln!("note: {f}");
