@@ -29,9 +29,6 @@ fn pool() -> ThreadPool {
     ThreadPool::new(std::env::var("TERNLM_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1))
 }
 
-fn levels() -> Vec<Isa> {
-    [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|&l| l <= Isa::detect()).collect()
-}
 
 fn noise(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed | 1;
@@ -58,7 +55,7 @@ fn ternary(rows: usize, cols: usize) -> TernaryMatrix {
 /// Ternary x int8: (rows, cols, tokens) = FFN up (decode), FFN down (decode), FFN up (pp128).
 #[divan::bench(args = [(FF, D, 1), (D, FF, 1), (FF, D, 128)], consts = [0, 1, 2])]
 fn ternary_gemm<const LEVEL: usize>(b: Bencher, (rows, cols, n): (usize, usize, usize)) {
-    let Some(&level) = levels().get(LEVEL) else { return };
+    let Some(&level) = Isa::available().get(LEVEL) else { return };
     let m = ternary(rows, cols);
     let mut acts = QuantActs::default();
     acts.quantize(ActFormat::PerToken, &noise(n * cols, 3), cols);
@@ -73,7 +70,7 @@ fn ternary_gemm<const LEVEL: usize>(b: Bencher, (rows, cols, n): (usize, usize, 
 /// Block-quantized / float weights as output heads and ordinary linears, one token.
 #[divan::bench(args = [BlockKind::Q6K, BlockKind::Q8_0, BlockKind::F16, BlockKind::Q4_1, BlockKind::Q4_0, BlockKind::Q4K], consts = [0, 1, 2])]
 fn block_gemv<const LEVEL: usize>(b: Bencher, kind: BlockKind) {
-    let Some(&level) = levels().get(LEVEL) else { return };
+    let Some(&level) = Isa::available().get(LEVEL) else { return };
     let rows = HEAD_ROWS;
     let bytes_len = rows * D / kind.block_len() * kind.block_bytes();
     // Random bytes with small finite f16 values at every 2-byte slot make valid blocks.

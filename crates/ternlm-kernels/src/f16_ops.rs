@@ -163,9 +163,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn levels() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|&l| l <= Isa::detect()).collect()
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
@@ -185,7 +182,7 @@ mod tests {
             let mut acc_ref: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
             mad_f16(Isa::Scalar, &mut acc_ref, &wh, s);
             scale_f16(Isa::Scalar, &mut acc_ref, s * 0.5);
-            for level in levels() {
+            for level in Isa::available() {
                 prop_assert_eq!(dot_f16(level, f16_bytes(&wh), &x).to_bits(), want.to_bits());
                 let mut acc: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
                 mad_f16(level, &mut acc, &wh, s);

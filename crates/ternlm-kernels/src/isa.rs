@@ -46,6 +46,11 @@ impl Isa {
         Self::Scalar
     }
 
+    /// Every level this CPU can run, lowest first (tests and benchmarks compare them).
+    pub fn available() -> Vec<Self> {
+        [Self::Scalar, Self::Avx2, Self::Avx512].into_iter().filter(|&l| l <= Self::detect()).collect()
+    }
+
     fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "scalar" => Some(Self::Scalar),

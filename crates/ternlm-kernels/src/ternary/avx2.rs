@@ -52,34 +52,26 @@ impl Kernels for Avx2 {
         assert!(n_rows == 0 || codes.len() >= (n_rows - 1) * ld + kc);
         assert!(n_tok == 0 || xs.len() >= (n_tok - 1) * ldx + kc);
         assert!(raw.len() >= n_rows * n_tok * nb && block.is_multiple_of(32) && kc.is_multiple_of(block));
-        let mut t = 0;
-        while t < n_tok {
-            let nt = (n_tok - t).min(4);
-            let mut r = 0;
-            while r < n_rows {
-                let nr = (n_rows - r).min(2);
-                let c = codes[r * ld..].as_ptr();
-                let x = xs[t * ldx..].as_ptr();
-                let o = &mut raw[(t * n_rows + r) * nb..];
-                let os = n_rows * nb;
-                // SAFETY: AVX2 is enabled; the asserts above bound every pointer formed, and
-                // the tile writes (ti·os + ri·nb + b) < raw's length for ti < nt, ri < nr.
-                unsafe {
-                    match (nr, nt) {
-                        (2, 4) => gemm_tile::<2, 4>(c, ld, x, ldx, nb, block, o, os),
-                        (2, 3) => gemm_tile::<2, 3>(c, ld, x, ldx, nb, block, o, os),
-                        (2, 2) => gemm_tile::<2, 2>(c, ld, x, ldx, nb, block, o, os),
-                        (2, _) => gemm_tile::<2, 1>(c, ld, x, ldx, nb, block, o, os),
-                        (_, 4) => gemm_tile::<1, 4>(c, ld, x, ldx, nb, block, o, os),
-                        (_, 3) => gemm_tile::<1, 3>(c, ld, x, ldx, nb, block, o, os),
-                        (_, 2) => gemm_tile::<1, 2>(c, ld, x, ldx, nb, block, o, os),
-                        (_, _) => gemm_tile::<1, 1>(c, ld, x, ldx, nb, block, o, os),
-                    }
+        super::for_each_tile(n_rows, n_tok, |r, t, nr, nt| {
+            let c = codes[r * ld..].as_ptr();
+            let x = xs[t * ldx..].as_ptr();
+            let o = &mut raw[(t * n_rows + r) * nb..];
+            let os = n_rows * nb;
+            // SAFETY: AVX2 is enabled; the asserts above bound every pointer formed, and the
+            // tile writes (ti·os + ri·nb + b) < raw's length for ti < nt, ri < nr.
+            unsafe {
+                match (nr, nt) {
+                    (2, 4) => gemm_tile::<2, 4>(c, ld, x, ldx, nb, block, o, os),
+                    (2, 3) => gemm_tile::<2, 3>(c, ld, x, ldx, nb, block, o, os),
+                    (2, 2) => gemm_tile::<2, 2>(c, ld, x, ldx, nb, block, o, os),
+                    (2, _) => gemm_tile::<2, 1>(c, ld, x, ldx, nb, block, o, os),
+                    (_, 4) => gemm_tile::<1, 4>(c, ld, x, ldx, nb, block, o, os),
+                    (_, 3) => gemm_tile::<1, 3>(c, ld, x, ldx, nb, block, o, os),
+                    (_, 2) => gemm_tile::<1, 2>(c, ld, x, ldx, nb, block, o, os),
+                    (_, _) => gemm_tile::<1, 1>(c, ld, x, ldx, nb, block, o, os),
                 }
-                r += nr;
             }
-            t += nt;
-        }
+        });
     }
 }
 

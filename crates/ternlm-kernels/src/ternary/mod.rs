@@ -473,6 +473,16 @@ impl TernaryMatrix {
     }
 }
 
+/// Walks `n_rows x n_tok` in prefill register tiles of at most 2 rows by 4 tokens (tokens
+/// outer, so a tile's activations stay in L1 across the rows), calling `tile(r, t, nr, nt)`.
+pub(crate) fn for_each_tile(n_rows: usize, n_tok: usize, mut tile: impl FnMut(usize, usize, usize, usize)) {
+    for t in (0..n_tok).step_by(4) {
+        for r in (0..n_rows).step_by(2) {
+            tile(r, t, (n_rows - r).min(2), (n_tok - t).min(4));
+        }
+    }
+}
+
 /// Digit `n` (0..5) of a 1.6-bit byte, as a code in {0, 1, 2}.
 #[inline(always)]
 pub(crate) fn trit16(b: u8, n: usize) -> u8 {

@@ -5,9 +5,6 @@
 use super::*;
 use proptest::prelude::*;
 
-fn levels() -> Vec<Isa> {
-    [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|&l| l <= Isa::detect()).collect()
-}
 
 fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     let mut state = seed | 1;
@@ -133,7 +130,7 @@ fn raw_kernels_survive_extreme_values() {
     let codes = vec![2u8; rows * kc];
     let packed = vec![0b10_10_10_10u8; rows * kc / 4];
     let xs = vec![-128i8; 4 * kc];
-    for level in levels() {
+    for level in Isa::available() {
         let mut raw = vec![0i32; rows];
         match level {
             Isa::Scalar => scalar::Scalar::gemv_raw(&packed, kc / 4, rows, kc, kc, &xs, &mut raw),
@@ -225,7 +222,7 @@ proptest! {
         }
         let dense = m.relayout(&pool, TernaryLayout::Bits1_6);
         prop_assert_eq!(dense.is_some(), scales.len() == 1);
-        for level in levels() {
+        for level in Isa::available() {
             let mut out = vec![0f32; n * rows];
             m.gemm_at(level, &pool, &acts, &mut out);
             prop_assert_eq!(&out, &reference, "{:?} differs from scalar", level);
