@@ -111,9 +111,14 @@ pub fn forward(
             FfnActivation::Silu => silu,
             FfnActivation::Relu2 => relu2,
         };
-        for (g, u) in s.gate.iter_mut().zip(&s.up) {
-            *g = act(*g) * u;
-        }
+        // Elementwise, but `exp` per value adds up over a prefill batch: spread it.
+        let (gate, up) = (&mut s.gate, &s.up);
+        let chunk = if n > 1 { gate.len().div_ceil(pool.n_threads() * 4).max(1024) } else { gate.len().max(1) };
+        pool.for_each_chunk_mut(gate, chunk, &|i, g| {
+            for (g, u) in g.iter_mut().zip(&up[i * chunk..]) {
+                *g = act(*g) * u;
+            }
+        });
         if let Some(norm) = &layer.ffn_sub_norm {
             rms_norm_inplace(&mut s.gate, norm, cfg.rms_eps);
         }
