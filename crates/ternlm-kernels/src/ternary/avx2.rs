@@ -28,8 +28,7 @@ const GEMM_FLUSH_STEPS: usize = 64;
 impl Kernels for Avx2 {
     fn gemv_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc: usize, block: usize, x: &[i8], raw: &mut [i32]) {
         let nb = kc / block;
-        assert!(w.len() >= n_rows.saturating_sub(1) * row_bytes + kc / 4 && x.len() >= kc && raw.len() >= n_rows * nb);
-        assert!(row_bytes >= kc / 4 && block.is_multiple_of(GROUP) && kc.is_multiple_of(block));
+        super::check_gemv(w, row_bytes, n_rows, kc, block, x, raw);
         for r in 0..n_rows {
             // SAFETY: AVX2 is enabled (the dispatcher only picks this level on CPUs that have
             // it); the asserts above bound every pointer the kernel forms.
@@ -49,9 +48,7 @@ impl Kernels for Avx2 {
 
     fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]) {
         let nb = kc / block;
-        assert!(n_rows == 0 || codes.len() >= (n_rows - 1) * ld + kc);
-        assert!(n_tok == 0 || xs.len() >= (n_tok - 1) * ldx + kc);
-        assert!(raw.len() >= n_rows * n_tok * nb && block.is_multiple_of(32) && kc.is_multiple_of(block));
+        super::check_gemm(codes, ld, n_rows, xs, ldx, n_tok, kc, block, raw, 32);
         super::for_each_tile(n_rows, n_tok, |r, t, nr, nt| {
             let c = codes[r * ld..].as_ptr();
             let x = xs[t * ldx..].as_ptr();
@@ -59,24 +56,13 @@ impl Kernels for Avx2 {
             let os = n_rows * nb;
             // SAFETY: AVX2 is enabled; the asserts above bound every pointer formed, and the
             // tile writes (ti·os + ri·nb + b) < raw's length for ti < nt, ri < nr.
-            unsafe {
-                match (nr, nt) {
-                    (2, 4) => gemm_tile::<2, 4>(c, ld, x, ldx, nb, block, o, os),
-                    (2, 3) => gemm_tile::<2, 3>(c, ld, x, ldx, nb, block, o, os),
-                    (2, 2) => gemm_tile::<2, 2>(c, ld, x, ldx, nb, block, o, os),
-                    (2, _) => gemm_tile::<2, 1>(c, ld, x, ldx, nb, block, o, os),
-                    (_, 4) => gemm_tile::<1, 4>(c, ld, x, ldx, nb, block, o, os),
-                    (_, 3) => gemm_tile::<1, 3>(c, ld, x, ldx, nb, block, o, os),
-                    (_, 2) => gemm_tile::<1, 2>(c, ld, x, ldx, nb, block, o, os),
-                    (_, _) => gemm_tile::<1, 1>(c, ld, x, ldx, nb, block, o, os),
-                }
-            }
+            unsafe { dispatch_tile!(gemm_tile, nr, nt, c, ld, x, ldx, nb, block, o, os) }
         });
     }
 }
 
 #[inline(always)]
-unsafe fn hsum(v: __m256i) -> i32 {
+pub(super) unsafe fn hsum(v: __m256i) -> i32 {
     // SAFETY: register-only intrinsics; the caller runs with AVX2 enabled.
     unsafe {
         let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));

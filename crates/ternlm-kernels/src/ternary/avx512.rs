@@ -16,8 +16,7 @@ pub(crate) struct Avx512;
 impl Kernels for Avx512 {
     fn gemv_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc: usize, block: usize, x: &[i8], raw: &mut [i32]) {
         let nb = kc / block;
-        assert!(w.len() >= n_rows.saturating_sub(1) * row_bytes + kc / 4 && x.len() >= kc && raw.len() >= n_rows * nb);
-        assert!(row_bytes >= kc / 4 && block.is_multiple_of(GROUP) && kc.is_multiple_of(block));
+        super::check_gemv(w, row_bytes, n_rows, kc, block, x, raw);
         for r in 0..n_rows {
             // SAFETY: AVX-512 F/BW/VL/VNNI are enabled (the dispatcher only picks this level on
             // CPUs that have them); the asserts above bound every pointer the kernel forms.
@@ -32,9 +31,7 @@ impl Kernels for Avx512 {
 
     fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]) {
         let nb = kc / block;
-        assert!(n_rows == 0 || codes.len() >= (n_rows - 1) * ld + kc);
-        assert!(n_tok == 0 || xs.len() >= (n_tok - 1) * ldx + kc);
-        assert!(raw.len() >= n_rows * n_tok * nb && block.is_multiple_of(64) && kc.is_multiple_of(block));
+        super::check_gemm(codes, ld, n_rows, xs, ldx, n_tok, kc, block, raw, 64);
         super::for_each_tile(n_rows, n_tok, |r, t, nr, nt| {
             let c = codes[r * ld..].as_ptr();
             let x = xs[t * ldx..].as_ptr();
@@ -42,32 +39,11 @@ impl Kernels for Avx512 {
             let os = n_rows * nb;
             // SAFETY: AVX-512 is enabled; the asserts above bound every pointer formed, and the
             // tile writes (ti·os + ri·nb + b) < raw's length for ti < nt, ri < nr.
-            unsafe {
-                match (nr, nt) {
-                    (2, 4) => gemm_tile::<2, 4>(c, ld, x, ldx, nb, block, o, os),
-                    (2, 3) => gemm_tile::<2, 3>(c, ld, x, ldx, nb, block, o, os),
-                    (2, 2) => gemm_tile::<2, 2>(c, ld, x, ldx, nb, block, o, os),
-                    (2, _) => gemm_tile::<2, 1>(c, ld, x, ldx, nb, block, o, os),
-                    (_, 4) => gemm_tile::<1, 4>(c, ld, x, ldx, nb, block, o, os),
-                    (_, 3) => gemm_tile::<1, 3>(c, ld, x, ldx, nb, block, o, os),
-                    (_, 2) => gemm_tile::<1, 2>(c, ld, x, ldx, nb, block, o, os),
-                    (_, _) => gemm_tile::<1, 1>(c, ld, x, ldx, nb, block, o, os),
-                }
-            }
+            unsafe { dispatch_tile!(gemm_tile, nr, nt, c, ld, x, ldx, nb, block, o, os) }
         });
     }
 }
 
-#[inline(always)]
-unsafe fn hsum256(v: __m256i) -> i32 {
-    // SAFETY: register-only intrinsics; the caller runs with AVX2 enabled.
-    unsafe {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-        _mm_cvtsi128_si32(s)
-    }
-}
 
 /// Decode: as AVX2's (one row streamed at a time, prefetching ahead), with `vpdpbusd` in
 /// place of `maddubs` + widening.
@@ -92,7 +68,7 @@ unsafe fn gemv_row(w: *const u8, nb: usize, gpb: usize, x: *const i8, raw: &mut 
                 acc = _mm256_dpbusd_epi32(acc, c2, _mm256_loadu_si256(xp.add(2)));
                 acc = _mm256_dpbusd_epi32(acc, c3, _mm256_loadu_si256(xp.add(3)));
             }
-            raw[b] = hsum256(acc);
+            raw[b] = super::avx2::hsum(acc);
         }
     }
 }

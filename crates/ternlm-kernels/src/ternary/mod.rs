@@ -14,6 +14,23 @@
 //! for every token through [`Kernels::gemm_raw`]. Each ISA level implements both; the scalar
 //! level is the reference the others are tested against.
 
+/// Calls `$tile::<R, T>(args...)` for a register tile of `$nr` rows (1 or 2) by `$nt` tokens
+/// (1 to 4), the shapes [`for_each_tile`] produces; each ISA level passes its own tile.
+macro_rules! dispatch_tile {
+    ($tile:ident, $nr:expr, $nt:expr, $($arg:expr),*) => {
+        match ($nr, $nt) {
+            (2, 4) => $tile::<2, 4>($($arg),*),
+            (2, 3) => $tile::<2, 3>($($arg),*),
+            (2, 2) => $tile::<2, 2>($($arg),*),
+            (2, _) => $tile::<2, 1>($($arg),*),
+            (_, 4) => $tile::<1, 4>($($arg),*),
+            (_, 3) => $tile::<1, 3>($($arg),*),
+            (_, 2) => $tile::<1, 2>($($arg),*),
+            (_, _) => $tile::<1, 1>($($arg),*),
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -471,6 +488,22 @@ impl TernaryMatrix {
             }
         });
     }
+}
+
+/// The bounds every SIMD decode kernel relies on: `n_rows` packed rows of `row_bytes` holding
+/// `kc` grouped columns in blocks of `block`, one token of at least `kc` values, `raw` room
+/// for every row's block sums.
+pub(crate) fn check_gemv(w: &[u8], row_bytes: usize, n_rows: usize, kc: usize, block: usize, x: &[i8], raw: &[i32]) {
+    assert!(w.len() >= n_rows.saturating_sub(1) * row_bytes + kc / 4 && x.len() >= kc && raw.len() >= n_rows * (kc / block));
+    assert!(row_bytes >= kc / 4 && block.is_multiple_of(GROUP) && kc.is_multiple_of(block));
+}
+
+/// The bounds every SIMD prefill kernel relies on (`step`: columns per vector step).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_gemm(codes: &[u8], ld: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &[i32], step: usize) {
+    assert!(n_rows == 0 || codes.len() >= (n_rows - 1) * ld + kc);
+    assert!(n_tok == 0 || xs.len() >= (n_tok - 1) * ldx + kc);
+    assert!(raw.len() >= n_rows * n_tok * (kc / block) && block.is_multiple_of(step) && kc.is_multiple_of(block));
 }
 
 /// Walks `n_rows x n_tok` in prefill register tiles of at most 2 rows by 4 tokens (tokens
