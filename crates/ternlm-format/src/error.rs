@@ -46,6 +46,10 @@ pub enum FormatError {
         expected: &'static str,
         found: &'static str,
     },
+    #[error("{path}: {reason}")]
+    Safetensors { path: PathBuf, reason: String },
+    #[error("tensor {name:?} in {file}: {reason}")]
+    StTensor { file: PathBuf, name: String, reason: String },
     #[error("bad GGUF alignment {0} (must be a power of two between 1 and 65536)")]
     BadAlignment(u64),
 }

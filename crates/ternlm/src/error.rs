@@ -27,6 +27,8 @@ pub enum ModelError {
     EmptyPrompt,
     #[error("{0}")]
     Invalid(String),
+    #[error("{path}: {reason}")]
+    Checkpoint { path: std::path::PathBuf, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;

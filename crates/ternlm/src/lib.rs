@@ -18,6 +18,7 @@ pub mod config;
 pub mod dummy;
 pub mod error;
 pub mod forward;
+pub mod hf;
 pub mod kv_cache;
 pub mod linear;
 pub mod model;

@@ -85,7 +85,14 @@ impl Model {
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let start = Instant::now();
         let path = path.as_ref().to_path_buf();
-        let file = Arc::new(GgufFile::open(&path)?);
+        let file = if crate::hf::is_checkpoint_dir(&path) {
+            // A Hugging Face checkpoint: converted in memory by the same code as `ternlm
+            // convert`, ternary linears kept lossless (I2_S, one f32 scale per matrix).
+            let conv = crate::hf::Conversion::plan(&path, &crate::hf::ConvertOptions::default())?;
+            Arc::new(conv.to_gguf(opts.threads.max(1))?)
+        } else {
+            Arc::new(GgufFile::open(&path)?)
+        };
         let tokenizer = Tokenizer::from_metadata(file.as_ref())?;
         let config = Config::from_metadata(file.as_ref(), Some(tokenizer.n_vocab()))?;
         if tokenizer.n_vocab() != config.n_vocab {

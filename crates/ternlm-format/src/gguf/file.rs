@@ -1,5 +1,6 @@
-//! A GGUF file on disk: the mmap plus its parsed header, handing out each tensor's bytes as a
-//! borrowed slice (no copies).
+//! A GGUF file: the mmap of a file on disk (or a GGUF image built in memory, as when a
+//! Hugging Face checkpoint is converted at load) plus its parsed header, handing out each
+//! tensor's bytes as a borrowed slice (no copies).
 
 use std::fs::File;
 use std::ops::Deref;
@@ -11,9 +12,25 @@ use super::metadata::{Metadata, MetadataValue};
 use super::reader::{GgufView, TensorInfo};
 use crate::error::{FormatError, Result};
 
+/// The bytes behind a [`GgufFile`].
+enum Backing {
+    Map(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Map(m) => m,
+            Self::Owned(v) => v,
+        }
+    }
+}
+
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    mmap: Backing,
     view: GgufView,
 }
 
@@ -31,7 +48,13 @@ impl GgufFile {
         // every engine that maps model files accepts it.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
         let view = GgufView::parse(&mmap)?;
-        Ok(Self { path, mmap, view })
+        Ok(Self { path, mmap: Backing::Map(mmap), view })
+    }
+
+    /// A GGUF image held in memory; `path` is what errors and `ternlm info` call it.
+    pub fn from_bytes(path: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self> {
+        let view = GgufView::parse(&bytes)?;
+        Ok(Self { path: path.as_ref().to_path_buf(), mmap: Backing::Owned(bytes), view })
     }
 
     pub fn path(&self) -> &Path {
@@ -62,11 +85,13 @@ impl GgufFile {
         let page = 4096;
         let start = (info.offset as usize).div_ceil(page) * page;
         let end = ((info.offset + info.size) as usize) / page * page;
-        if end > start {
+        if let Backing::Map(map) = &self.mmap
+            && end > start
+        {
             // SAFETY: the map is a read-only view of a file we never write; discarding its
             // pages only makes later reads fetch the same bytes from the file again, so no
             // borrowed slice can observe a change.
-            let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
         }
     }
 

@@ -16,7 +16,17 @@ pub struct TensorData<'a> {
     pub data: &'a [u8],
 }
 
-const ALIGN: usize = 32;
+/// What the header says of a tensor whose bytes are produced later.
+#[derive(Clone, Debug)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub ty: TensorType,
+    pub size: u64,
+}
+
+/// The alignment of every tensor's data (GGUF's default `general.alignment`).
+pub const ALIGN: usize = 32;
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u64).to_le_bytes());
@@ -70,7 +80,7 @@ fn put_value(out: &mut Vec<u8>, v: &MetadataValue) {
 
 /// Serializes a whole GGUF v3 file into memory.
 pub fn to_bytes(metadata: &[(String, MetadataValue)], tensors: &[TensorData<'_>]) -> Result<Vec<u8>> {
-    let mut out = header(metadata, tensors)?;
+    let mut out = header(metadata, &specs_of(tensors))?;
     for t in tensors {
         out.extend_from_slice(t.data);
         out.resize(out.len().div_ceil(ALIGN) * ALIGN, 0);
@@ -78,8 +88,13 @@ pub fn to_bytes(metadata: &[(String, MetadataValue)], tensors: &[TensorData<'_>]
     Ok(out)
 }
 
-/// Header, key/values and tensor infos, padded to where the data section starts.
-fn header(metadata: &[(String, MetadataValue)], tensors: &[TensorData<'_>]) -> Result<Vec<u8>> {
+fn specs_of(tensors: &[TensorData<'_>]) -> Vec<TensorSpec> {
+    tensors.iter().map(|t| TensorSpec { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty, size: t.data.len() as u64 }).collect()
+}
+
+/// Header, key/values and tensor infos, padded to where the data section starts; each
+/// tensor's data then follows in order, padded to [`ALIGN`].
+pub fn header(metadata: &[(String, MetadataValue)], tensors: &[TensorSpec]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     out.extend_from_slice(b"GGUF");
     out.extend_from_slice(&3u32.to_le_bytes());
@@ -104,7 +119,7 @@ fn header(metadata: &[(String, MetadataValue)], tensors: &[TensorData<'_>]) -> R
         }
         out.extend_from_slice(&t.ty.id().to_le_bytes());
         out.extend_from_slice(&(offset as u64).to_le_bytes());
-        offset += t.data.len().div_ceil(ALIGN) * ALIGN;
+        offset += (t.size as usize).div_ceil(ALIGN) * ALIGN;
     }
     out.resize(out.len().div_ceil(ALIGN) * ALIGN, 0);
     Ok(out)
@@ -115,7 +130,7 @@ fn header(metadata: &[(String, MetadataValue)], tensors: &[TensorData<'_>]) -> R
 pub fn write(path: &Path, metadata: &[(String, MetadataValue)], tensors: &[TensorData<'_>]) -> Result<()> {
     let io = |source| FormatError::Io { path: path.to_path_buf(), source };
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io)?);
-    f.write_all(&header(metadata, tensors)?).map_err(io)?;
+    f.write_all(&header(metadata, &specs_of(tensors))?).map_err(io)?;
     let zeros = [0u8; ALIGN];
     for t in tensors {
         f.write_all(t.data).map_err(io)?;
