@@ -16,7 +16,8 @@ pub fn models_dir() -> Result<PathBuf> {
     Ok(home()?.join("models"))
 }
 
-/// Whether downloads are forbidden (`TERNLM_OFFLINE` set to anything but empty or `0`).
+/// Whether downloads are forbidden (`TERNLM_OFFLINE` or the hub's own `HF_HUB_OFFLINE` set
+/// to anything but empty or `0`).
 pub fn offline() -> bool {
-    std::env::var("TERNLM_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0")
+    ["TERNLM_OFFLINE", "HF_HUB_OFFLINE"].iter().any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0"))
 }

