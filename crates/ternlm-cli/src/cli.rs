@@ -28,11 +28,21 @@ pub enum Command {
     /// Perplexity of a model over a text file (llama-perplexity style: chunks of --ctx-size
     /// tokens, the second half of each scored).
     Perplexity(PerplexityArgs),
+    /// Convert a Hugging Face checkpoint (a folder, hf:ORG/REPO or a catalog name) to GGUF.
+    Convert(ConvertArgs),
+    /// Download a model into the cache: a catalog name or hf:ORG/REPO[@REV][:FILE].
+    Pull(PullArgs),
+    /// List the models in the cache, with their sizes.
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// Remove a model from the cache.
+    Rm(RmArgs),
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model: a GGUF path or a catalog name (default: smollm2-135m, fetched on first use).
+    /// Model: a GGUF file, a Hugging Face checkpoint folder, hf:ORG/REPO[@REV][:FILE] or a
+    /// catalog name (default: smollm2-135m, fetched on first use).
     #[arg(short = 'm', long = "model")]
     pub model: Option<String>,
     /// Threads for computation (default: the number of physical cores).
@@ -234,4 +244,57 @@ pub struct PerplexityArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// The checkpoint: a folder with config.json and *.safetensors, hf:ORG/REPO[@REV] or a
+    /// catalog name (pulled first when not cached).
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// Where to write the GGUF file.
+    #[arg(short = 'o', long = "output")]
+    pub output: std::path::PathBuf,
+    /// Type of the linear layers: i2_s, tq2_0, tq1_0 (ternary checkpoints), q8_0 or f16
+    /// (default: i2_s for ternary checkpoints, the checkpoint's float type otherwise).
+    #[arg(long = "type")]
+    pub ty: Option<String>,
+    /// Type of the token embedding and output head: f16, q6_k or q8_0 (default: the
+    /// checkpoint's float type).
+    #[arg(long)]
+    pub head: Option<String>,
+    /// Threads for the conversion (default: the number of physical cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// A catalog name (see `ternlm list --catalog`) or hf:ORG/REPO[@REV][:FILE].
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Use only the cache; fail rather than download (also TERNLM_OFFLINE=1 or
+    /// HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+    /// No progress bars.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Also list the catalog: every name `pull` and `--model` know.
+    #[arg(long)]
+    pub catalog: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// What to remove: a catalog name, hf:ORG/REPO[@REV] or a name `ternlm list` shows.
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }

@@ -20,7 +20,13 @@ fn human(bytes: u64) -> String {
 pub fn info(args: InfoArgs) -> Result<ExitCode> {
     let arg = args.model.as_deref().or(args.model_flag.as_deref());
     let path = model_path(arg)?;
-    let file = GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file = if ternlm::hf::is_checkpoint_dir(&path) {
+        // A checkpoint folder: describe the GGUF it loads as.
+        let conv = ternlm::hf::Conversion::plan(&path, &Default::default()).with_context(|| format!("reading {}", path.display()))?;
+        conv.to_gguf(ternlm::default_threads())?
+    } else {
+        GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?
+    };
     let tok = Tokenizer::from_metadata(&file)?;
     let cfg = Config::from_metadata(&file, Some(tok.n_vocab()))?;
     let mut types: BTreeMap<&str, (usize, u64)> = BTreeMap::new();

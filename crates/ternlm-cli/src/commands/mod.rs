@@ -2,6 +2,8 @@
 
 mod bench;
 mod chat;
+mod convert;
+mod cache;
 mod dummy;
 mod info;
 mod perplexity;
@@ -24,6 +26,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench(a) => bench::bench(a),
         Command::Dummy(a) => dummy::dummy(a),
         Command::Perplexity(a) => perplexity::perplexity(a),
+        Command::Convert(a) => convert::convert(a),
+        Command::Pull(a) => cache::pull(a),
+        Command::List(a) => cache::list(a),
+        Command::Rm(a) => cache::rm(a),
     }
 }
 

@@ -1,0 +1,57 @@
+//! `ternlm convert`: a Hugging Face checkpoint to a GGUF file, with the same conversion that
+//! loads checkpoint folders directly.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use ternlm::format::TensorType;
+use ternlm::hf::{ConvertOptions, Conversion, is_checkpoint_dir};
+
+use crate::cli::ConvertArgs;
+use crate::load::model_path;
+
+fn parse_type(s: &str, allowed: &[TensorType], flag: &str) -> Result<TensorType> {
+    let norm = s.to_ascii_lowercase().replace('-', "_");
+    allowed
+        .iter()
+        .copied()
+        .find(|t| t.name().to_ascii_lowercase() == norm)
+        .with_context(|| format!("{flag} {s:?} is not one of {}", allowed.iter().map(|t| t.name().to_ascii_lowercase()).collect::<Vec<_>>().join(", ")))
+}
+
+pub fn convert(a: ConvertArgs) -> Result<ExitCode> {
+    use TensorType::{F16, I2S, Q6K, Q8_0, TQ1_0, TQ2_0};
+    let linear_type = a.ty.as_deref().map(|t| parse_type(t, &[I2S, TQ2_0, TQ1_0, Q8_0, F16], "--type")).transpose()?;
+    let head_type = a.head.as_deref().map(|t| parse_type(t, &[F16, Q6K, Q8_0], "--head")).transpose()?;
+    let threads = match a.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(t) => t,
+        None => ternlm::default_threads(),
+    };
+    let src = model_path(Some(&a.src))?;
+    if !is_checkpoint_dir(&src) {
+        bail!("{} is not a Hugging Face checkpoint folder (it needs config.json and *.safetensors)", src.display());
+    }
+    let start = Instant::now();
+    let conv = Conversion::plan(&src, &ConvertOptions { linear_type, head_type }).with_context(|| format!("reading {}", src.display()))?;
+    for n in &conv.notes {
+        eprintln!("note: {n}");
+    }
+    let bytes = conv.write(&a.output, threads).with_context(|| format!("writing {}", a.output.display()))?;
+    let linear = conv.tensors.iter().find(|t| t.name == "blk.0.attn_q.weight").map_or("?", |t| t.ty.name());
+    let head = conv.tensors.iter().find(|t| t.name == "token_embd.weight").map_or("?", |t| t.ty.name());
+    let params: u64 = conv.tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
+    eprintln!(
+        "wrote {}: {} ({}), {} linears, {} embedding, {:.2} G parameters, {:.1} MB in {:.1} s",
+        a.output.display(),
+        conv.config.architecture,
+        conv.config.gguf_arch,
+        linear,
+        head,
+        params as f64 / 1e9,
+        bytes as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,185 @@
+//! The Hugging Face side of the `ternlm` binary on tiny generated checkpoints: `run` on a
+//! checkpoint folder and on the file `convert` made from it print the same greedy text;
+//! `info` reads folders; `list` and `rm` manage the cache; and broken checkpoints (unknown
+//! architecture, missing shard, wrong shape or dtype, truncated safetensors header) end as
+//! one clear line naming the file and tensor.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use safetensors::tensor::TensorView;
+use ternlm::hf::tiny::{TinyKind, write_tiny};
+
+fn scratch(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hfcli-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn tiny(kind: TinyKind, shards: bool) -> PathBuf {
+    let dir = scratch(kind.name());
+    write_tiny(&dir, kind, 11, shards).unwrap();
+    dir
+}
+
+fn ternlm_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ternlm"));
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("ternlm runs")
+}
+
+fn ternlm(args: &[&str]) -> Output {
+    ternlm_env(args, &[])
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+fn assert_clean_failure(o: &Output, needles: &[&str]) {
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "expected failure, stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got: {err}");
+    assert!(err.starts_with("ternlm: error: ") && !err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr should mention {n:?}: {err}");
+    }
+}
+
+#[test]
+fn folder_and_converted_file_generate_the_same_text() {
+    for (kind, ty) in [(TinyKind::BitNetPacked, "tq2_0"), (TinyKind::Bitnet1bitLlm, "i2_s"), (TinyKind::LlamaTernary, "i2_s"), (TinyKind::LlamaFloat, "f16")] {
+        let dir = tiny(kind, kind == TinyKind::LlamaTernary);
+        let out = dir.with_extension("gguf");
+        let o = ternlm(&["convert", dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", ty]);
+        assert!(o.status.success(), "{}: {}", kind.name(), text(&o.stderr));
+        assert!(text(&o.stderr).contains("wrote"), "{}", text(&o.stderr));
+        let run = |m: &Path| {
+            let o = ternlm(&["run", "-m", m.to_str().unwrap(), "-p", "the cat is on the", "-n", "12", "--temperature", "0", "--raw", "--json"]);
+            assert!(o.status.success(), "{}: {}", kind.name(), text(&o.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            v["tokens"].clone()
+        };
+        let (a, b) = (run(&dir), run(&out));
+        assert_eq!(a.as_array().map(Vec::len), Some(12), "{}", kind.name());
+        assert_eq!(a, b, "{}: folder and converted file disagree", kind.name());
+    }
+}
+
+#[test]
+fn info_reads_a_checkpoint_folder() {
+    let dir = tiny(TinyKind::BitNetPacked, false);
+    let o = ternlm(&["info", dir.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["architecture"], "bitnet-25", "{v}");
+}
+
+#[test]
+fn convert_rejects_bad_types() {
+    let dir = tiny(TinyKind::LlamaFloat, false);
+    let out = dir.with_extension("gguf");
+    let o = ternlm(&["convert", dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", "tq2_0"]);
+    assert_clean_failure(&o, &["ternary checkpoint"]);
+    assert!(!out.exists());
+    let o = ternlm(&["convert", dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "--head", "q4_0"]);
+    assert_clean_failure(&o, &["--head"]);
+}
+
+fn run_on(dir: &Path) -> Output {
+    ternlm(&["run", "-m", dir.to_str().unwrap(), "-p", "hi", "-n", "2", "--raw"])
+}
+
+/// Rewrites `model.safetensors` with `edit` applied to its tensors.
+fn edit_tensors(dir: &Path, edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
+        st.iter().map(|(n, v)| (n.to_string(), v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView<'_>)> = tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn broken_checkpoints_fail_cleanly_naming_file_and_tensor() {
+    // Unknown architecture.
+    let dir = tiny(TinyKind::LlamaFloat, false);
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("LlamaForCausalLM", "MambaForCausalLM");
+    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    assert_clean_failure(&run_on(&dir), &["MambaForCausalLM", "config.json"]);
+
+    // A shard the index lists is missing.
+    let dir = tiny(TinyKind::BitNetPacked, true);
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    assert_clean_failure(&run_on(&dir), &["model-00002-of-00002.safetensors", "missing"]);
+
+    // A tensor of the wrong shape.
+    let dir = tiny(TinyKind::LlamaFloat, false);
+    edit_tensors(&dir, |t| {
+        let e = t.iter_mut().find(|e| e.0 == "model.layers.1.mlp.up_proj.weight").unwrap();
+        e.2 = vec![e.2[1], e.2[0]];
+    });
+    assert_clean_failure(&run_on(&dir), &["model.layers.1.mlp.up_proj.weight", "model.safetensors", "shape"]);
+
+    // A tensor of the wrong dtype.
+    let dir = tiny(TinyKind::LlamaFloat, false);
+    edit_tensors(&dir, |t| {
+        let e = t.iter_mut().find(|e| e.0 == "model.norm.weight").unwrap();
+        e.1 = safetensors::Dtype::I16;
+    });
+    assert_clean_failure(&run_on(&dir), &["model.norm.weight", "dtype"]);
+
+    // A packed ternary weight without its scale.
+    let dir = tiny(TinyKind::BitNetPacked, false);
+    edit_tensors(&dir, |t| t.retain(|e| e.0 != "model.layers.0.self_attn.k_proj.weight_scale"));
+    assert_clean_failure(&run_on(&dir), &["model.layers.0.self_attn.k_proj.weight", "weight_scale"]);
+
+    // A truncated safetensors header.
+    let dir = tiny(TinyKind::LlamaFloat, false);
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("model.safetensors"), &bytes[..100]).unwrap();
+    assert_clean_failure(&run_on(&dir), &["model.safetensors", "not a valid safetensors file"]);
+
+    // A missing tokenizer.
+    let dir = tiny(TinyKind::LlamaFloat, false);
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    assert_clean_failure(&run_on(&dir), &["tokenizer.json", "missing"]);
+}
+
+#[test]
+fn list_and_rm_manage_the_cache() {
+    let home = scratch("home");
+    let model = home.join("models/hf--org--tiny");
+    write_tiny(&model, TinyKind::LlamaFloat, 3, false).unwrap();
+    std::fs::write(
+        model.join(".ternlm-manifest.json"),
+        r#"{"repo":"org/tiny","revision":"main","commit":"0123456789abcdef","files":[{"path":"config.json","size":null,"sha256":null,"blob_id":null}]}"#,
+    )
+    .unwrap();
+    let env = [("TERNLM_HOME", home.as_path())];
+    let o = ternlm_env(&["list"], &env);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("hf--org--tiny") && out.contains("hf:org/tiny@main") && out.contains("MB"), "{out}");
+    let o = ternlm_env(&["list", "--json", "--catalog"], &env);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["models"][0]["bytes"].as_u64().unwrap() > 100_000, "{v}");
+    assert!(v["catalog"].as_array().unwrap().iter().any(|e| e["name"] == "bitnet-2b"), "{v}");
+
+    // A cached hub snapshot runs by its hf: name without asking any server.
+    let o = ternlm_env(&["run", "-m", "hf:org/tiny", "-p", "the", "-n", "3", "--temperature", "0", "--raw"], &env);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    let o = ternlm_env(&["rm", "hf:org/tiny"], &env);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!model.exists());
+    assert_clean_failure(&ternlm_env(&["rm", "hf:org/tiny"], &env), &["not in the cache"]);
+    assert_clean_failure(&ternlm_env(&["rm", "../etc"], &env), &["not a name in the cache"]);
+}
