@@ -88,7 +88,8 @@ impl Model {
         let file = if crate::hf::is_checkpoint_dir(&path) {
             // A Hugging Face checkpoint: converted in memory by the same code as `ternlm
             // convert`, ternary linears kept lossless (I2_S, one f32 scale per matrix).
-            let conv = crate::hf::Conversion::plan(&path, &crate::hf::ConvertOptions::default())?;
+            // The checkpoint's pages are unmapped when `conv` goes out of scope.
+            let conv = crate::hf::Conversion::plan(&path, &crate::hf::ConvertOptions::for_loading())?;
             Arc::new(conv.to_gguf(opts.threads.max(1))?)
         } else {
             Arc::new(GgufFile::open(&path)?)

@@ -21,9 +21,9 @@ fn parse_type(s: &str, allowed: &[TensorType], flag: &str) -> Result<TensorType>
 }
 
 pub fn convert(a: ConvertArgs) -> Result<ExitCode> {
-    use TensorType::{F16, I2S, Q6K, Q8_0, TQ1_0, TQ2_0};
-    let linear_type = a.ty.as_deref().map(|t| parse_type(t, &[I2S, TQ2_0, TQ1_0, Q8_0, F16], "--type")).transpose()?;
-    let head_type = a.head.as_deref().map(|t| parse_type(t, &[F16, Q6K, Q8_0], "--head")).transpose()?;
+    use TensorType::{BF16, F16, I2S, Q6K, Q8_0, TQ1_0, TQ2_0};
+    let linear_type = a.ty.as_deref().map(|t| parse_type(t, &[I2S, TQ2_0, TQ1_0, Q8_0, F16, BF16], "--type")).transpose()?;
+    let head_type = a.head.as_deref().map(|t| parse_type(t, &[F16, Q6K, Q8_0, BF16], "--head")).transpose()?;
     let threads = match a.threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(t) => t,
@@ -34,7 +34,7 @@ pub fn convert(a: ConvertArgs) -> Result<ExitCode> {
         bail!("{} is not a Hugging Face checkpoint folder (it needs config.json and *.safetensors)", src.display());
     }
     let start = Instant::now();
-    let conv = Conversion::plan(&src, &ConvertOptions { linear_type, head_type }).with_context(|| format!("reading {}", src.display()))?;
+    let conv = Conversion::plan(&src, &ConvertOptions { linear_type, head_type, bf16_as_f16: false }).with_context(|| format!("reading {}", src.display()))?;
     for n in &conv.notes {
         eprintln!("note: {n}");
     }

@@ -21,7 +21,7 @@ use ternlm_format::safetensors::Checkpoint;
 use ternlm_format::{GgufFile, MetadataValue as V, TensorType};
 
 pub use config::{Family, HfConfig, LinearClass};
-use tensors::{Planned, Source, check_float, check_ternary, produce};
+use tensors::{Planned, Source, check_float, check_ternary, produce_into};
 
 use crate::error::{ModelError, Result};
 
@@ -42,6 +42,21 @@ pub struct ConvertOptions {
     pub linear_type: Option<TensorType>,
     /// Token embedding and output head. Default: the checkpoint's own float type.
     pub head_type: Option<TensorType>,
+    /// Store BF16 tensors (float linears, embedding, head) as F16 unless a type is given:
+    /// the F16 kernels are the fast ones, and F16 holds every bf16 value of normal size
+    /// exactly.
+    pub bf16_as_f16: bool,
+}
+
+impl ConvertOptions {
+    /// What loading a checkpoint folder uses: lossless ternary (I2_S), F16 for bf16.
+    pub fn for_loading() -> Self {
+        Self { linear_type: None, head_type: None, bf16_as_f16: true }
+    }
+
+    fn keep(&self, src: TensorType) -> TensorType {
+        if self.bf16_as_f16 && src == TensorType::BF16 { TensorType::F16 } else { src }
+    }
 }
 
 /// A checkpoint planned for conversion: GGUF metadata and every tensor's name, shape, type
@@ -92,7 +107,7 @@ impl Conversion {
         let embed = ckpt.require("model.embed_tokens.weight")?;
         let embed_ty = check_float(&embed, cfg.vocab_size, d)?;
         let head_ty = |src_ty: TensorType, name: &str, notes: &mut Vec<String>| match opts.head_type {
-            None => src_ty,
+            None => opts.keep(src_ty),
             Some(t) if t.is_ternary() => src_ty,
             Some(t) => fit(t, d, name, notes),
         };
@@ -105,7 +120,7 @@ impl Conversion {
         let linear_ty = |cols: usize, name: &str, src_ty: Option<TensorType>| -> Result<TensorType> {
             let want = match (opts.linear_type, cfg.ternary) {
                 (None, true) => TensorType::I2S,
-                (None, false) => src_ty.unwrap_or(TensorType::F16),
+                (None, false) => opts.keep(src_ty.unwrap_or(TensorType::F16)),
                 (Some(t), false) if t.is_ternary() => {
                     return Err(ModelError::Invalid(format!(
                         "--type {t} needs a ternary checkpoint; {} in {} is a plain float model (use f16 or q8_0)",
@@ -244,8 +259,9 @@ impl Conversion {
                             break;
                         }
                         let Some(slot) = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take() else { continue };
-                        match produce(&self.ckpt, &self.config, &self.tensors[i]) {
-                            Ok(bytes) => slot[..bytes.len()].copy_from_slice(&bytes),
+                        let size = self.tensors[i].size() as usize;
+                        match produce_into(&self.ckpt, &self.config, &self.tensors[i], &mut slot[..size]) {
+                            Ok(()) => {}
                             Err(e) => {
                                 first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
                                 break;

@@ -81,12 +81,7 @@ fn scale_name(weight: &str) -> String {
 /// `W ≈ scale · trits` (the divide-by-scale `bitlinear` convention already inverted).
 pub fn ternary_values(ckpt: &Checkpoint, t: &StTensor<'_>, rows: usize, cols: usize, class: LinearClass) -> Result<(Vec<i8>, f32)> {
     if t.dtype == Dtype::U8 {
-        let stored = ckpt.require(&scale_name(t.name))?.scalar()?;
-        let scale = match class {
-            LinearClass::AutoBitLinear => stored,
-            LinearClass::BitLinear if stored != 0.0 => 1.0 / stored,
-            LinearClass::BitLinear => return Err(t.error("has a weight_scale of 0, which bitlinear divides by").into()),
-        };
+        let scale = packed_scale(ckpt, t, class)?;
         // Row r = i * (rows/4) + p is 2-bit field i of packed row p: four contiguous blocks.
         let quarter = rows / 4;
         let mut trits = vec![0i8; rows * cols];
@@ -115,6 +110,67 @@ pub fn ternary_values(ckpt: &Checkpoint, t: &StTensor<'_>, rows: usize, cols: us
     Ok((trits, 1.0 / inv))
 }
 
+/// bf16 bytes to f16 bytes, a chunk at a time through f32 (F16C converts 8 at once).
+fn bf16_to_f16(src: &[u8], out: &mut [u8]) {
+    use half::slice::HalfFloatSliceExt;
+    let mut wide = [0f32; 4096];
+    let mut narrow = [half::f16::ZERO; 4096];
+    for (s, o) in src.chunks(2 * 4096).zip(out.chunks_mut(2 * 4096)) {
+        let n = s.len() / 2;
+        for (w, c) in wide.iter_mut().zip(s.chunks_exact(2)) {
+            *w = f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16);
+        }
+        narrow[..n].convert_from_f32_slice(&wide[..n]);
+        for (c, h) in o.chunks_exact_mut(2).zip(&narrow[..n]) {
+            c.copy_from_slice(&h.to_le_bytes());
+        }
+    }
+}
+
+/// The scale of a packed linear such that `W = scale · trits`.
+fn packed_scale(ckpt: &Checkpoint, t: &StTensor<'_>, class: LinearClass) -> Result<f32> {
+    let stored = ckpt.require(&scale_name(t.name))?.scalar()?;
+    match class {
+        LinearClass::AutoBitLinear => Ok(stored),
+        LinearClass::BitLinear if stored != 0.0 => Ok(1.0 / stored),
+        LinearClass::BitLinear => Err(t.error("has a weight_scale of 0, which bitlinear divides by").into()),
+    }
+}
+
+/// The HF row that output row `r` comes from (Q/K rows are permuted for llama's rope).
+fn source_row(r: usize, rows: usize, permute_heads: Option<usize>) -> usize {
+    let Some(n_head) = permute_heads else { return r };
+    let hd = rows / n_head;
+    let (h, k) = (r / hd, r % hd);
+    h * hd + (k % 2) * (hd / 2) + k / 2
+}
+
+/// I2_S straight from transformers' packing (both store `trit + 1` in two bits), without
+/// unpacking to trits: the load path of packed checkpoints, which it keeps fast.
+fn packed_to_i2s(ckpt: &Checkpoint, t: &StTensor<'_>, rows: usize, cols: usize, permute_heads: Option<usize>, class: LinearClass) -> Result<Vec<u8>> {
+    // A field of 3 has both its bits set.
+    if let Some(at) = t.data.iter().position(|b| b & (b >> 1) & 0x55 != 0) {
+        return Err(t.error(format!("packed row {} holds the invalid 2-bit code 3", at / cols)).into());
+    }
+    let scale = packed_scale(ckpt, t, class)?;
+    let quarter = rows / 4;
+    let row_bytes = cols / 4;
+    let mut out = vec![0u8; rows * row_bytes + 32];
+    for (r, dst) in out[..rows * row_bytes].chunks_exact_mut(row_bytes).enumerate() {
+        let s = source_row(r, rows, permute_heads);
+        let (shift, p) = (2 * (s / quarter), s % quarter);
+        let src = &t.data[p * cols..(p + 1) * cols];
+        for (blk, d) in src.chunks_exact(128).zip(dst.chunks_exact_mut(32)) {
+            for (j, o) in d.iter_mut().enumerate() {
+                let code = |k: usize| (blk[j + 32 * k] >> shift) & 3;
+                *o = (code(0) << 6) | (code(1) << 4) | (code(2) << 2) | code(3);
+            }
+        }
+    }
+    out[rows * row_bytes..rows * row_bytes + 4].copy_from_slice(&scale.to_le_bytes());
+    Ok(out)
+}
+
 /// Reorders the rows of each head from HF's rotate-half layout to the interleaved one GGUF
 /// llama models use: row `2i + j` of a head is HF row `j * head_dim/2 + i`.
 pub fn permute_rows<T: Copy>(data: &[T], row_len: usize, n_head: usize) -> Vec<T> {
@@ -131,6 +187,28 @@ pub fn permute_rows<T: Copy>(data: &[T], row_len: usize, n_head: usize) -> Vec<T
         }
     }
     out
+}
+
+/// Writes one planned tensor's bytes into `out` (exactly its size). Large float tables
+/// are converted in place rather than through a second copy, which keeps peak memory near
+/// the size of the result when a big checkpoint loads.
+pub fn produce_into(ckpt: &Checkpoint, cfg: &HfConfig, p: &Planned, out: &mut [u8]) -> Result<()> {
+    if out.len() as u64 != p.size() {
+        return Err(ModelError::Invalid(format!("converting {}: {} bytes of room for {}", p.name, out.len(), p.size())));
+    }
+    if let Source::Float { src, permute_heads: None } = &p.source {
+        let t = ckpt.require(src)?;
+        if float_type(t.dtype) == Some(p.ty) && t.data.len() == out.len() {
+            out.copy_from_slice(t.data);
+            return Ok(());
+        }
+        if p.ty == TensorType::F16 && t.dtype == Dtype::BF16 && t.data.len() == out.len() {
+            bf16_to_f16(t.data, out);
+            return Ok(());
+        }
+    }
+    out.copy_from_slice(&produce(ckpt, cfg, p)?);
+    Ok(())
 }
 
 /// Produces the bytes of one planned tensor.
@@ -152,6 +230,13 @@ pub fn produce(ckpt: &Checkpoint, cfg: &HfConfig, p: &Planned) -> Result<Vec<u8>
             match (same, permute_heads) {
                 (true, None) => t.data.to_vec(),
                 (true, Some(h)) => permute_rows(t.data, cols * t.data.len() / t.n_elements().max(1), *h),
+                // The common load-time case (a bf16 embedding into F16), without an f32 copy
+                // of the whole table.
+                (false, None) if p.ty == TensorType::F16 && t.dtype == Dtype::BF16 => {
+                    let mut out = vec![0u8; t.data.len()];
+                    bf16_to_f16(t.data, &mut out);
+                    out
+                }
                 (false, perm) => {
                     let v = t.to_f32()?;
                     let v = match perm {
@@ -161,6 +246,10 @@ pub fn produce(ckpt: &Checkpoint, cfg: &HfConfig, p: &Planned) -> Result<Vec<u8>
                     quantize_rows(p.ty, &v, cols)?
                 }
             }
+        }
+        Source::Ternary { src, permute_heads } if p.ty == TensorType::I2S && ckpt.require(src)?.dtype == Dtype::U8 => {
+            let t = ckpt.require(src)?;
+            packed_to_i2s(ckpt, &t, p.dims[1] as usize, cols, *permute_heads, cfg.linear_class)?
         }
         Source::Ternary { src, permute_heads } => {
             let t = ckpt.require(src)?;
@@ -187,6 +276,26 @@ pub fn produce(ckpt: &Checkpoint, cfg: &HfConfig, p: &Planned) -> Result<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_to_f16_matches_the_scalar_conversion() {
+        let vals: Vec<f32> = (0..10_000).map(|i| ((i as f32) - 5000.0) * 0.0137).collect();
+        let src: Vec<u8> = vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+        let want: Vec<u8> = vals.iter().flat_map(|v| half::f16::from_f32(half::bf16::from_f32(*v).to_f32()).to_le_bytes()).collect();
+        let mut got = vec![0u8; src.len()];
+        bf16_to_f16(&src, &mut got);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn source_rows_invert_the_permutation() {
+        let rows: Vec<usize> = (0..16).collect();
+        let permuted = permute_rows(&rows, 1, 2);
+        for (r, &want) in permuted.iter().enumerate() {
+            assert_eq!(source_row(r, 16, Some(2)), want);
+        }
+        assert_eq!(source_row(5, 16, None), 5);
+    }
 
     #[test]
     fn permutation_interleaves_halves_of_each_head() {

@@ -46,12 +46,24 @@ impl TinyKind {
     }
 }
 
-pub const HIDDEN: usize = 256;
-pub const FF: usize = 512;
-pub const LAYERS: usize = 2;
-pub const HEADS: usize = 4;
-pub const KV_HEADS: usize = 2;
-const HEAD_DIM: usize = HIDDEN / HEADS;
+/// The dimensions of a generated checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TinyShape {
+    pub hidden: usize,
+    pub ff: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    /// Embedding rows at least (real checkpoints pad the vocabulary past the tokenizer).
+    pub min_vocab: usize,
+}
+
+impl TinyShape {
+    /// Small enough for tests, with rows that fit every block type (multiples of 256).
+    pub const TINY: TinyShape = TinyShape { hidden: 256, ff: 512, layers: 2, heads: 4, kv_heads: 2, min_vocab: 0 };
+    /// microsoft/bitnet-b1.58-2B-4T's dimensions, for timing real-sized loads.
+    pub const B2B4T: TinyShape = TinyShape { hidden: 2560, ff: 6912, layers: 30, heads: 20, kv_heads: 5, min_vocab: 128_256 };
+}
 
 struct Rng(u64);
 
@@ -240,41 +252,51 @@ fn tokenizer_json(kind: TinyKind) -> (serde_json::Value, usize, &'static str, &'
 /// Writes a tiny checkpoint of `kind` into `dir` (created if needed); `shards` splits the
 /// weights over two files with a `model.safetensors.index.json`.
 pub fn write_tiny(dir: &Path, kind: TinyKind, seed: u64, shards: bool) -> Result<()> {
+    write_shaped(dir, kind, seed, shards, TinyShape::TINY)
+}
+
+/// [`write_tiny`] at any shape.
+pub fn write_shaped(dir: &Path, kind: TinyKind, seed: u64, shards: bool, shape: TinyShape) -> Result<()> {
     use safetensors::Dtype;
+    let TinyShape { hidden: d, ff, layers, heads, kv_heads, min_vocab } = shape;
+    if d % heads != 0 || heads % kv_heads != 0 || (d / heads) % 2 != 0 {
+        return Err(ModelError::Invalid(format!("{shape:?} does not split into heads")));
+    }
+    let head_dim = d / heads;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let (tok, n_tok, bos, eos) = tokenizer_json(kind);
     // Real checkpoints pad the embedding past the tokenizer; so does this one.
-    let vocab = n_tok.div_ceil(64) * 64;
+    let vocab = n_tok.div_ceil(64).max(min_vocab.div_ceil(64)) * 64;
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let float_dtype = match kind {
         TinyKind::Bitnet1bitLlm => Dtype::F16,
         _ => Dtype::BF16,
     };
     let mut tensors: Vec<Owned> = Vec::new();
-    let embd = rng.uniform(vocab * HIDDEN, 1.0);
-    tensors.push(floats("model.embed_tokens.weight".into(), vec![vocab, HIDDEN], &embd, float_dtype));
+    let embd = rng.uniform(vocab * d, 1.0);
+    tensors.push(floats("model.embed_tokens.weight".into(), vec![vocab, d], &embd, float_dtype));
     let norm = |rng: &mut Rng, n: usize| -> Vec<f32> { rng.uniform(n, 0.2).iter().map(|v| 1.0 + v).collect() };
     let (attn_sub, ffn_sub) = match kind {
         TinyKind::BitNetPacked | TinyKind::BitNetMaster => (Some("self_attn.attn_sub_norm"), Some("mlp.ffn_sub_norm")),
         TinyKind::Bitnet1bitLlm => (Some("self_attn.inner_attn_ln"), Some("mlp.ffn_layernorm")),
         _ => (None, None),
     };
-    for l in 0..LAYERS {
+    for l in 0..layers {
         let p = |s: &str| format!("model.layers.{l}.{s}.weight");
-        tensors.push(floats(p("input_layernorm"), vec![HIDDEN], &norm(&mut rng, HIDDEN), float_dtype));
-        tensors.push(floats(p("post_attention_layernorm"), vec![HIDDEN], &norm(&mut rng, HIDDEN), float_dtype));
+        tensors.push(floats(p("input_layernorm"), vec![d], &norm(&mut rng, d), float_dtype));
+        tensors.push(floats(p("post_attention_layernorm"), vec![d], &norm(&mut rng, d), float_dtype));
         if let (Some(a), Some(f)) = (attn_sub, ffn_sub) {
-            tensors.push(floats(p(a), vec![HIDDEN], &norm(&mut rng, HIDDEN), float_dtype));
-            tensors.push(floats(p(f), vec![FF], &norm(&mut rng, FF), float_dtype));
+            tensors.push(floats(p(a), vec![d], &norm(&mut rng, d), float_dtype));
+            tensors.push(floats(p(f), vec![ff], &norm(&mut rng, ff), float_dtype));
         }
         for (name, rows, cols) in [
-            ("self_attn.q_proj", HEADS * HEAD_DIM, HIDDEN),
-            ("self_attn.k_proj", KV_HEADS * HEAD_DIM, HIDDEN),
-            ("self_attn.v_proj", KV_HEADS * HEAD_DIM, HIDDEN),
-            ("self_attn.o_proj", HIDDEN, HEADS * HEAD_DIM),
-            ("mlp.gate_proj", FF, HIDDEN),
-            ("mlp.up_proj", FF, HIDDEN),
-            ("mlp.down_proj", HIDDEN, FF),
+            ("self_attn.q_proj", heads * head_dim, d),
+            ("self_attn.k_proj", kv_heads * head_dim, d),
+            ("self_attn.v_proj", kv_heads * head_dim, d),
+            ("self_attn.o_proj", d, heads * head_dim),
+            ("mlp.gate_proj", ff, d),
+            ("mlp.up_proj", ff, d),
+            ("mlp.down_proj", d, ff),
         ] {
             let amp = 1.0 / (cols as f32).sqrt();
             match kind {
@@ -290,10 +312,10 @@ pub fn write_tiny(dir: &Path, kind: TinyKind, seed: u64, shards: bool) -> Result
             }
         }
     }
-    tensors.push(floats("model.norm.weight".into(), vec![HIDDEN], &norm(&mut rng, HIDDEN), float_dtype));
+    tensors.push(floats("model.norm.weight".into(), vec![d], &norm(&mut rng, d), float_dtype));
     let tied = kind != TinyKind::Bitnet1bitLlm && kind != TinyKind::LlamaTernary;
     if !tied {
-        tensors.push(floats("lm_head.weight".into(), vec![vocab, HIDDEN], &rng.uniform(vocab * HIDDEN, 0.5), float_dtype));
+        tensors.push(floats("lm_head.weight".into(), vec![vocab, d], &rng.uniform(vocab * d, 0.5), float_dtype));
     }
 
     let groups: Vec<(String, Vec<&Owned>)> = if shards {
@@ -338,11 +360,11 @@ pub fn write_tiny(dir: &Path, kind: TinyKind, seed: u64, shards: bool) -> Result
         "architectures": [arch],
         "model_type": if arch == "LlamaForCausalLM" { "llama" } else { "bitnet" },
         "hidden_act": act,
-        "hidden_size": HIDDEN,
-        "intermediate_size": FF,
-        "num_hidden_layers": LAYERS,
-        "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS,
+        "hidden_size": d,
+        "intermediate_size": ff,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
         "max_position_embeddings": 512,
         "rms_norm_eps": 1e-5,
         "rope_theta": if kind == TinyKind::Bitnet1bitLlm { 10000.0 } else { 500000.0 },
