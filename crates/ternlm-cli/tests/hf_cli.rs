@@ -183,3 +183,41 @@ fn list_and_rm_manage_the_cache() {
     assert_clean_failure(&ternlm_env(&["rm", "hf:org/tiny"], &env), &["not in the cache"]);
     assert_clean_failure(&ternlm_env(&["rm", "../etc"], &env), &["not a name in the cache"]);
 }
+
+#[test]
+fn pull_resumes_from_a_hub_and_runs_offline() {
+    use ternlm_hub::fake_hub::{FakeFile, FakeHub, FakeRepo};
+    let src = tiny(TinyKind::LlamaTernary, true);
+    let files = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| FakeFile::new(&p.file_name().unwrap().to_string_lossy(), std::fs::read(&p).unwrap()))
+        .collect();
+    let repo = FakeRepo { name: "org/falcon-tiny".into(), commit: "ab".repeat(20), files, token: None };
+    let hub = FakeHub::start(vec![repo], vec!["model-00002-of-00002.safetensors".into()]).unwrap();
+    let home = scratch("home");
+    let endpoint = PathBuf::from(&hub.url);
+    let env = [("TERNLM_HOME", home.as_path()), ("HF_ENDPOINT", endpoint.as_path())];
+
+    let o = ternlm_env(&["pull", "hf:org/falcon-tiny"], &env);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("model-00002-of-00002.safetensors interrupted") && err.contains("resuming at byte"), "{err}");
+    let dir = home.join("models/hf--org--falcon-tiny");
+    assert!(text(&o.stdout).starts_with(&dir.display().to_string()), "{}", text(&o.stdout));
+    let resumed = hub.requests().iter().filter(|(p, r)| p.starts_with("/cdn/") && p.ends_with("model-00002-of-00002.safetensors") && r.is_some()).count();
+    assert_eq!(resumed, 1, "{:?}", hub.requests());
+
+    // Offline, the cached snapshot runs and gives the folder's own tokens.
+    let offline = PathBuf::from("1");
+    let env_off = [env[0], env[1], ("HF_HUB_OFFLINE", offline.as_path())];
+    let args = |m: &str| -> Vec<String> { ["run", "-m", m, "-p", "the cat", "-n", "6", "--temperature", "0", "--raw"].iter().map(|s| s.to_string()).collect() };
+    let a: Vec<String> = args("hf:org/falcon-tiny");
+    let o = ternlm_env(&a.iter().map(String::as_str).collect::<Vec<_>>(), &env_off);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let b = args(src.to_str().unwrap());
+    let direct = ternlm(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(text(&o.stdout), text(&direct.stdout));
+    let o = ternlm_env(&["pull", "--offline", "hf:org/not-cached"], &env);
+    assert_clean_failure(&o, &["not cached", "offline"]);
+}

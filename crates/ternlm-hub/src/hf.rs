@@ -190,9 +190,12 @@ impl Progress {
         pb
     }
 
+    /// A line above the bars, or on stderr when there are none: interruptions are news.
     fn note(&self, msg: String) {
         if self.show {
             let _ = self.multi.println(msg);
+        } else {
+            eprintln!("{msg}");
         }
     }
 }

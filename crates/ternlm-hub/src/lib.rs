@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod catalog;
 pub mod error;
+pub mod fake_hub;
 pub mod hf;
 mod http;
 pub mod pypi;

@@ -38,7 +38,9 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
         ModelSpec::Path(p) => bail!("{} is a local path, not something to pull (catalog: {})", p.display(), ternlm_hub::catalog::names()),
         ModelSpec::Catalog(_) => ternlm_hub::resolve_model(Some(&a.name), show)?,
         ModelSpec::Hub(r) => {
-            eprintln!("ternlm: pulling hf:{}@{} from {}", r.repo, r.revision, hf::endpoint());
+            if !cache::offline() {
+                eprintln!("ternlm: pulling hf:{}@{} from {}", r.repo, r.revision, hf::endpoint());
+            }
             hf::pull(&r, show)?
         }
     };
