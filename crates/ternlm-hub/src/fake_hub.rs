@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+use crate::pypi::hex;
+
 /// One file of a served repository.
 #[derive(Clone, Debug)]
 pub struct FakeFile {
@@ -44,14 +46,13 @@ pub struct FakeRepo {
     pub token: Option<String>,
 }
 
+/// Requests as they arrived: path (with query) and `Range` header.
+type RequestLog = Mutex<Vec<(String, Option<String>)>>;
+
 /// A running server; it stops with the process.
 pub struct FakeHub {
     pub url: String,
-    log: Arc<Mutex<Vec<(String, Option<String>)>>>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    log: Arc<RequestLog>,
 }
 
 fn git_blob_id(bytes: &[u8]) -> String {
@@ -73,7 +74,7 @@ impl FakeHub {
     pub fn start(repos: Vec<FakeRepo>, drop_once: Vec<String>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let url = format!("http://{}", listener.local_addr()?);
-        let log: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+        let log: Arc<RequestLog> = Arc::default();
         let state = Arc::new((repos, Mutex::new(drop_once), url.clone(), log.clone()));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -94,7 +95,7 @@ impl FakeHub {
     }
 }
 
-fn handle(mut stream: TcpStream, repos: &[FakeRepo], drops: &Mutex<Vec<String>>, url: &str, log: &Mutex<Vec<(String, Option<String>)>>) {
+fn handle(mut stream: TcpStream, repos: &[FakeRepo], drops: &Mutex<Vec<String>>, url: &str, log: &RequestLog) {
     let Ok(read_half) = stream.try_clone() else { return };
     let mut reader = BufReader::new(read_half);
     let mut line = String::new();

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::cache::{models_dir, offline};
 use crate::error::{HubError, Result, io_err};
 use crate::http::agent;
+use crate::pypi::hex;
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
@@ -202,10 +203,6 @@ impl Progress {
 
 fn style(t: &str) -> ProgressStyle {
     ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Hashes a file as the hub names it: sha256, or git's blob sha1.

@@ -167,7 +167,7 @@ fn copy_hashing(mut src: impl Read, dest: &Path, pb: &ProgressBar, what: &str) -
     Ok(hex(&hasher.finalize()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

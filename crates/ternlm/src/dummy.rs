@@ -118,18 +118,22 @@ pub struct DummyReport {
 }
 
 /// A fast deterministic generator (xorshift64*); quality is irrelevant, speed is not: a 2B
-/// model has two billion weights to draw.
-struct Rng(u64);
+/// model has two billion weights to draw. Generated checkpoints (`hf::tiny`) use it too.
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn seeded(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn trits(&mut self, n: usize) -> Vec<i8> {
+    pub(crate) fn trits(&mut self, n: usize) -> Vec<i8> {
         let mut out = Vec::with_capacity(n + 8);
         while out.len() < n {
             let r = self.next();
@@ -139,7 +143,7 @@ impl Rng {
         out
     }
 
-    fn uniform(&mut self, n: usize, amplitude: f32) -> Vec<f32> {
+    pub(crate) fn uniform(&mut self, n: usize, amplitude: f32) -> Vec<f32> {
         (0..n).map(|_| ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amplitude).collect()
     }
 }
@@ -158,7 +162,7 @@ pub fn write_dummy(spec: &DummySpec, path: &Path) -> Result<DummyReport> {
         Some(a @ ("bitnet" | "bitnet-25")) => a,
         Some(other) => return Err(ModelError::Invalid(format!("--arch must be bitnet or bitnet-25, not {other:?}"))),
     };
-    let mut rng = Rng(spec.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::seeded(spec.seed);
     let mut report = DummyReport::default();
 
     // (name, dims, type, bytes); built first so the writer can lay out offsets.

@@ -9,12 +9,8 @@ use ternlm_hub::catalog::{CATALOG, HUB_CATALOG};
 use ternlm_hub::hf::{self, HfRef, MANIFEST};
 use ternlm_hub::{ModelSpec, cache};
 
+use super::human_bytes;
 use crate::cli::{ListArgs, PullArgs, RmArgs};
-
-fn human(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1e9 { format!("{:.2} GB", b / 1e9) } else { format!("{:.1} MB", b / 1e6) }
-}
 
 /// Bytes under `path`, and whether a download was left unfinished there.
 fn usage(path: &Path) -> (u64, bool) {
@@ -45,7 +41,7 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
         }
     };
     let (bytes, _) = usage(&path);
-    println!("{} ({})", path.display(), human(bytes));
+    println!("{} ({})", path.display(), human_bytes(bytes));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -87,7 +83,7 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
         let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
         println!("{:<w$}  {:>10}  {:<10}  SOURCE", "NAME", "SIZE", "STATUS");
         for (n, b, s, src, _) in &rows {
-            println!("{n:<w$}  {:>10}  {s:<10}  {src}", human(*b));
+            println!("{n:<w$}  {:>10}  {s:<10}  {src}", human_bytes(*b));
         }
     }
     if a.catalog {
@@ -122,6 +118,6 @@ pub fn rm(a: RmArgs) -> Result<ExitCode> {
     }
     let (bytes, _) = usage(&path);
     std::fs::remove_dir_all(&path).map_err(|e| anyhow::anyhow!("removing {}: {e}", path.display()))?;
-    println!("removed {} ({})", path.display(), human(bytes));
+    println!("removed {} ({})", path.display(), human_bytes(bytes));
     Ok(ExitCode::SUCCESS)
 }

@@ -8,17 +8,9 @@ use anyhow::{Context, Result, bail};
 use ternlm::format::TensorType;
 use ternlm::hf::{ConvertOptions, Conversion, is_checkpoint_dir};
 
+use super::parse_type;
 use crate::cli::ConvertArgs;
 use crate::load::model_path;
-
-fn parse_type(s: &str, allowed: &[TensorType], flag: &str) -> Result<TensorType> {
-    let norm = s.to_ascii_lowercase().replace('-', "_");
-    allowed
-        .iter()
-        .copied()
-        .find(|t| t.name().to_ascii_lowercase() == norm)
-        .with_context(|| format!("{flag} {s:?} is not one of {}", allowed.iter().map(|t| t.name().to_ascii_lowercase()).collect::<Vec<_>>().join(", ")))
-}
 
 pub fn convert(a: ConvertArgs) -> Result<ExitCode> {
     use TensorType::{BF16, F16, I2S, Q6K, Q8_0, TQ1_0, TQ2_0};

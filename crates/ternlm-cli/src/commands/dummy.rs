@@ -7,16 +7,8 @@ use anyhow::{Context, Result, bail};
 use ternlm::dummy::{DummySpec, SHAPES, Shape, write_dummy};
 use ternlm::format::TensorType;
 
+use super::parse_type;
 use crate::cli::DummyArgs;
-
-fn parse_type(s: &str, allowed: &[TensorType], flag: &str) -> Result<TensorType> {
-    let norm = s.to_ascii_lowercase().replace('-', "_");
-    allowed
-        .iter()
-        .copied()
-        .find(|t| t.name().to_ascii_lowercase() == norm)
-        .with_context(|| format!("{flag} {s:?} is not one of {}", allowed.iter().map(|t| t.name().to_ascii_lowercase()).collect::<Vec<_>>().join(", ")))
-}
 
 pub fn dummy(a: DummyArgs) -> Result<ExitCode> {
     let Some(shape) = Shape::by_name(&a.shape) else {

@@ -9,13 +9,9 @@ use serde_json::json;
 use ternlm::format::{GgufFile, Metadata};
 use ternlm::{Config, Tokenizer};
 
+use super::human_bytes;
 use crate::cli::InfoArgs;
 use crate::load::model_path;
-
-fn human(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1e9 { format!("{:.2} GB", b / 1e9) } else { format!("{:.1} MB", b / 1e6) }
-}
 
 pub fn info(args: InfoArgs) -> Result<ExitCode> {
     let arg = args.model.as_deref().or(args.model_flag.as_deref());
@@ -66,7 +62,7 @@ pub fn info(args: InfoArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    println!("file:          {} ({}, GGUF v{})", path.display(), human(file.len()), file.version);
+    println!("file:          {} ({}, GGUF v{})", path.display(), human_bytes(file.len()), file.version);
     if !name.is_empty() {
         println!("name:          {name}");
     }
@@ -81,7 +77,7 @@ pub fn info(args: InfoArgs) -> Result<ExitCode> {
     println!("vocabulary:    {}", cfg.n_vocab);
     println!("tensors:       {}", file.tensors.len());
     for (ty, (n, bytes)) in &types {
-        println!("  {ty:<8} {n:>5} tensors  {}", human(*bytes));
+        println!("  {ty:<8} {n:>5} tensors  {}", human_bytes(*bytes));
     }
     println!(
         "tokenizer:     {} (pre {}), {} tokens, bos {}, eos {}, add_bos {}",

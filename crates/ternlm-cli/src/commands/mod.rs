@@ -33,6 +33,23 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The tensor type named by `s` (case-insensitive, `-` or `_`), if it is one of `allowed`.
+pub(crate) fn parse_type(s: &str, allowed: &[ternlm::format::TensorType], flag: &str) -> Result<ternlm::format::TensorType> {
+    use anyhow::Context;
+    let norm = s.to_ascii_lowercase().replace('-', "_");
+    allowed
+        .iter()
+        .copied()
+        .find(|t| t.name().to_ascii_lowercase() == norm)
+        .with_context(|| format!("{flag} {s:?} is not one of {}", allowed.iter().map(|t| t.name().to_ascii_lowercase()).collect::<Vec<_>>().join(", ")))
+}
+
+/// Bytes as MB or GB, for people.
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 { format!("{:.2} GB", b / 1e9) } else { format!("{:.1} MB", b / 1e6) }
+}
+
 /// The sampler the flags describe; a missing seed is drawn from the clock.
 pub(crate) fn sampler_config(s: &SamplingArgs) -> Result<SamplerConfig> {
     if !(s.temperature.is_finite() && s.temperature >= 0.0) {

@@ -60,7 +60,7 @@ pub fn check_float(t: &StTensor<'_>, rows: usize, cols: usize) -> Result<TensorT
 pub fn check_ternary(ckpt: &Checkpoint, t: &StTensor<'_>, rows: usize, cols: usize) -> Result<()> {
     match t.dtype {
         Dtype::U8 => {
-            if rows % 4 != 0 {
+            if !rows.is_multiple_of(4) {
                 return Err(t.error(format!("packs 4 rows per byte but has {rows} rows")).into());
             }
             t.expect_shape(&[rows / 4, cols])?;

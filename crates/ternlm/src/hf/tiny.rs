@@ -9,6 +9,7 @@ use half::{bf16, f16};
 use safetensors::tensor::TensorView;
 use serde_json::json;
 
+use crate::dummy::Rng;
 use crate::error::{ModelError, Result};
 
 /// Which real checkpoint a tiny one imitates.
@@ -63,25 +64,6 @@ impl TinyShape {
     pub const TINY: TinyShape = TinyShape { hidden: 256, ff: 512, layers: 2, heads: 4, kv_heads: 2, min_vocab: 0 };
     /// microsoft/bitnet-b1.58-2B-4T's dimensions, for timing real-sized loads.
     pub const B2B4T: TinyShape = TinyShape { hidden: 2560, ff: 6912, layers: 30, heads: 20, kv_heads: 5, min_vocab: 128_256 };
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn uniform(&mut self, n: usize, amp: f32) -> Vec<f32> {
-        (0..n).map(|_| ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amp).collect()
-    }
-
-    fn trits(&mut self, n: usize) -> Vec<i8> {
-        (0..n).map(|_| ((self.next() >> 33) % 3) as i8 - 1).collect()
-    }
 }
 
 /// GPT-2's byte-to-character map used by byte-level BPE vocabularies.
@@ -267,7 +249,7 @@ pub fn write_shaped(dir: &Path, kind: TinyKind, seed: u64, shards: bool, shape: 
     let (tok, n_tok, bos, eos) = tokenizer_json(kind);
     // Real checkpoints pad the embedding past the tokenizer; so does this one.
     let vocab = n_tok.div_ceil(64).max(min_vocab.div_ceil(64)) * 64;
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::seeded(seed);
     let float_dtype = match kind {
         TinyKind::Bitnet1bitLlm => Dtype::F16,
         _ => Dtype::BF16,
