@@ -9,10 +9,10 @@
 //! (sha256 for LFS files, the git blob sha1 otherwise) before it is moved into place; a file
 //! that fails is deleted, never cached. `HF_TOKEN` is sent as a bearer token for gated repos.
 //!
-//! Why not the `hf-hub` crate: its blocking client is built on ureq 2 with a bundled
-//! (webpki) root list, which fails behind proxies whose CA is only in the system store; it
-//! does not verify file hashes; and ternlm already has one HTTP stack (ureq 3 with the
-//! platform verifier) for its package-index downloads.
+//! Why not the `hf-hub` crate: its blocking client is built on ureq 2, whose default TLS
+//! bundles a (webpki) root list that fails behind proxies whose CA is only in the system
+//! store; it does not check downloads against the hub's sha256; and ternlm already has one
+//! HTTP stack (ureq 3 with the platform verifier) for its package-index downloads.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
