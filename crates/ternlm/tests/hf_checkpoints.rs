@@ -318,3 +318,27 @@ fn chat_template_and_special_tokens_come_from_tokenizer_config() {
     assert!(m.tokenizer.is_eog(eot[0]));
     assert_eq!(m.tokenizer.encode("the", true, false).unwrap()[0], m.tokenizer.bos.unwrap(), "LLaMA-3 style adds BOS");
 }
+
+#[test]
+fn ragged_ternary_rows_fall_back_to_q8_0_with_a_note() {
+    // 1bitLLM's 3B has an FFN of 8640, which no 2-bit layout can row-pack: the down
+    // projection falls back to Q8_0 (holding scale * trit exactly) and says so.
+    use ternlm::hf::tiny::{TinyShape, write_shaped};
+    let dir = tmp("ragged");
+    write_shaped(&dir, TinyKind::Bitnet1bitLlm, 5, false, TinyShape { ff: 320, ..TinyShape::TINY }).unwrap();
+    let conv = Conversion::plan(&dir, &ConvertOptions::for_loading()).unwrap();
+    assert_eq!(conv.notes.len(), 2, "{:?}", conv.notes);
+    assert!(conv.notes[0].contains("blk.0.ffn_down.weight") && conv.notes[0].contains("Q8_0"), "{:?}", conv.notes);
+    let e = Conversion::plan(&dir, &ConvertOptions { linear_type: Some(TQ2_0), ..Default::default() }).err().unwrap().to_string();
+    assert!(e.contains("ffn_gate") || e.contains("ffn_down"), "{e}");
+    let model = Model::load(&dir, &opts()).unwrap();
+    let tokens = model.tokenizer.encode(PROMPT, true, false).unwrap();
+    let got = logits(&model, &tokens);
+    let reference = Reference::new(&dir);
+    let want = reference.forward(&tokens, 0.0);
+    let noise = rel_max_diff(&reference.forward(&tokens, 1e-4), &want);
+    let d = rel_max_diff(&got, &want);
+    eprintln!("ragged: directory vs reference {d:.2e} (noise floor {noise:.2e})");
+    // The Q8_0 layer skips activation quantization, a deviation of its own.
+    assert!(d < 4.0 * noise + 0.01, "{d} vs noise {noise}");
+}

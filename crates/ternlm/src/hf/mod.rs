@@ -117,7 +117,7 @@ impl Conversion {
         let ty = head_ty(embed_ty, "token_embd.weight", &mut notes);
         planned.push(Planned { name: "token_embd.weight".into(), dims: vec![d as u64, cfg.vocab_size as u64], ty, source: Source::Float { src: embed.name.to_string(), permute_heads: None } });
 
-        let linear_ty = |cols: usize, name: &str, src_ty: Option<TensorType>| -> Result<TensorType> {
+        let linear_ty = |cols: usize, name: &str, src_ty: Option<TensorType>, notes: &mut Vec<String>| -> Result<TensorType> {
             let want = match (opts.linear_type, cfg.ternary) {
                 (None, true) => TensorType::I2S,
                 (None, false) => opts.keep(src_ty.unwrap_or(TensorType::F16)),
@@ -131,6 +131,11 @@ impl Conversion {
                 (Some(t), _) => t,
             };
             if want.row_bytes(cols).is_none() {
+                if opts.linear_type.is_none() && want == TensorType::I2S {
+                    // 1bitLLM's 3B has an FFN of 8640: its down projection cannot be I2_S.
+                    // Q8_0 holds `scale · trit` exactly; the layer then runs as a float layer.
+                    return Ok(fit(want, cols, name, notes));
+                }
                 return Err(ModelError::Invalid(format!("{name}: rows of {cols} are not whole {want} blocks of {} (choose another --type)", want.block_len())));
             }
             Ok(want)
@@ -159,10 +164,10 @@ impl Conversion {
                 let permute_heads = perm.filter(|_| cfg.permute_qk());
                 let (ty, source) = if cfg.ternary {
                     check_ternary(&ckpt, &t, rows, cols)?;
-                    (linear_ty(cols, &gg(g), None)?, Source::Ternary { src: hf(h), permute_heads })
+                    (linear_ty(cols, &gg(g), None, &mut notes)?, Source::Ternary { src: hf(h), permute_heads })
                 } else {
                     let src_ty = check_float(&t, rows, cols)?;
-                    (linear_ty(cols, &gg(g), Some(src_ty))?, Source::Float { src: hf(h), permute_heads })
+                    (linear_ty(cols, &gg(g), Some(src_ty), &mut notes)?, Source::Float { src: hf(h), permute_heads })
                 };
                 planned.push(Planned { name: gg(g), dims: vec![cols as u64, rows as u64], ty, source });
             }
