@@ -72,12 +72,17 @@ fn folder_and_converted_file_generate_the_same_text() {
 }
 
 #[test]
-fn info_reads_a_checkpoint_folder() {
+fn info_and_tokenize_read_a_checkpoint_folder() {
     let dir = tiny(TinyKind::BitNetPacked, false);
     let o = ternlm(&["info", dir.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["architecture"], "bitnet-25", "{v}");
+    let o = ternlm(&["tokenize", "-m", dir.to_str().unwrap(), "--text", "the cat", "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // BOS (LLaMA-3 style), then the merged word, then bytes for what the tiny vocabulary lacks.
+    assert_eq!(v["pieces"], serde_json::json!(["", "the", " ", "c", "a", "t"]), "{v}");
 }
 
 #[test]

@@ -63,6 +63,18 @@ fn physical_cores() -> Option<usize> {
     (!cores.is_empty()).then_some(cores.len())
 }
 
+/// The GGUF view of a model path: the mapped file, or, for a Hugging Face checkpoint
+/// folder, the GGUF image it converts to in memory (on `threads` threads), by the same code
+/// as `ternlm convert`, ternary linears kept lossless (I2_S, one f32 scale per matrix). The
+/// checkpoint's own pages are unmapped once the image is built.
+pub fn open_model_file(path: &Path, threads: usize) -> Result<GgufFile> {
+    if crate::hf::is_checkpoint_dir(path) {
+        let conv = crate::hf::Conversion::plan(path, &crate::hf::ConvertOptions::for_loading())?;
+        return conv.to_gguf(threads.max(1));
+    }
+    Ok(GgufFile::open(path)?)
+}
+
 pub struct Model {
     path: PathBuf,
     file: Arc<GgufFile>,
@@ -85,15 +97,7 @@ impl Model {
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let start = Instant::now();
         let path = path.as_ref().to_path_buf();
-        let file = if crate::hf::is_checkpoint_dir(&path) {
-            // A Hugging Face checkpoint: converted in memory by the same code as `ternlm
-            // convert`, ternary linears kept lossless (I2_S, one f32 scale per matrix).
-            // The checkpoint's pages are unmapped when `conv` goes out of scope.
-            let conv = crate::hf::Conversion::plan(&path, &crate::hf::ConvertOptions::for_loading())?;
-            Arc::new(conv.to_gguf(opts.threads.max(1))?)
-        } else {
-            Arc::new(GgufFile::open(&path)?)
-        };
+        let file = Arc::new(open_model_file(&path, opts.threads)?);
         let tokenizer = Tokenizer::from_metadata(file.as_ref())?;
         let config = Config::from_metadata(file.as_ref(), Some(tokenizer.n_vocab()))?;
         if tokenizer.n_vocab() != config.n_vocab {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use ternlm::format::{GgufFile, Metadata};
+use ternlm::format::Metadata;
 use ternlm::{Config, Tokenizer};
 
 use super::human_bytes;
@@ -16,13 +16,8 @@ use crate::load::model_path;
 pub fn info(args: InfoArgs) -> Result<ExitCode> {
     let arg = args.model.as_deref().or(args.model_flag.as_deref());
     let path = model_path(arg)?;
-    let file = if ternlm::hf::is_checkpoint_dir(&path) {
-        // A checkpoint folder: describe the GGUF it loads as.
-        let conv = ternlm::hf::Conversion::plan(&path, &Default::default()).with_context(|| format!("reading {}", path.display()))?;
-        conv.to_gguf(ternlm::default_threads())?
-    } else {
-        GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?
-    };
+    // A checkpoint folder is described as the GGUF it loads as (which converts it).
+    let file = ternlm::open_model_file(&path, ternlm::default_threads()).with_context(|| format!("reading {}", path.display()))?;
     let tok = Tokenizer::from_metadata(&file)?;
     let cfg = Config::from_metadata(&file, Some(tok.n_vocab()))?;
     let mut types: BTreeMap<&str, (usize, u64)> = BTreeMap::new();

@@ -6,14 +6,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde_json::json;
 use ternlm::Tokenizer;
-use ternlm::format::GgufFile;
 
 use crate::cli::TokenizeArgs;
 use crate::load::model_path;
 
 pub fn tokenize(args: TokenizeArgs) -> Result<ExitCode> {
     let path = model_path(args.model.as_deref())?;
-    let file = GgufFile::open(&path).with_context(|| format!("loading {}", path.display()))?;
+    let file = ternlm::open_model_file(&path, ternlm::default_threads()).with_context(|| format!("loading {}", path.display()))?;
     let tok = Tokenizer::from_metadata(&file)?;
     let mut ids = tok.encode(&args.text, false, !args.no_parse_special)?;
     let add_bos = if args.bos {
