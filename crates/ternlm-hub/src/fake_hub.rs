@@ -147,6 +147,11 @@ fn handle(mut stream: TcpStream, repos: &[FakeRepo], drops: &Mutex<Vec<String>>,
             return send(&mut stream, "302 Found", &format!("Location: {loc}\r\nX-Repo-Commit: {}\r\n", repo.commit), b"");
         }
         if let Some(file) = path.strip_prefix(&format!("/cdn/{}/", repo.name)) {
+            // Same host as the API, so a gated repository's files still want the token
+            // (as the hub's own resolve cache does).
+            if !authorized(repo) {
+                return send(&mut stream, "401 Unauthorized", "", b"");
+            }
             let Some(f) = repo.files.iter().find(|f| f.path == file) else { break };
             let body = &f.served;
             let start: usize = range.as_deref().and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.trim_end_matches('-').parse().ok()).unwrap_or(0);
