@@ -237,13 +237,17 @@ pub fn produce(ckpt: &Checkpoint, cfg: &HfConfig, p: &Planned) -> Result<Vec<u8>
                     bf16_to_f16(t.data, &mut out);
                     out
                 }
-                (false, perm) => {
-                    let v = t.to_f32()?;
-                    let v = match perm {
-                        Some(h) => permute_rows(&v, cols, *h),
-                        None => v,
-                    };
-                    quantize_rows(p.ty, &v, cols)?
+                (false, Some(h)) => quantize_rows(p.ty, &permute_rows(&t.to_f32()?, cols, *h), cols)?,
+                (false, None) => {
+                    // A block of rows at a time, so a 128k-row embedding never exists as f32
+                    // all at once.
+                    let elem = t.data.len() / t.n_elements().max(1);
+                    let mut out = Vec::with_capacity(p.size() as usize);
+                    for chunk in t.data.chunks(1024 * cols * elem) {
+                        let part = ternlm_format::safetensors::StTensor { data: chunk, ..t };
+                        out.extend_from_slice(&quantize_rows(p.ty, &part.to_f32()?, cols)?);
+                    }
+                    out
                 }
             }
         }
