@@ -1,7 +1,7 @@
 //! Hyperparameters read from GGUF metadata (`{arch}.*` keys) and checked for sanity before
-//! anything is allocated from them.
+//! anything is allocated from them, and written back as those keys for files ternlm makes.
 
-use ternlm_format::Metadata;
+use ternlm_format::{Metadata, MetadataValue as V};
 
 use crate::arch::ArchSpec;
 use crate::error::{ModelError, Result};
@@ -80,11 +80,61 @@ impl Config {
         Ok(Self { arch, n_vocab, n_embd, n_layer, n_ff, n_head, n_head_kv, head_dim, rope_dims, rope_base, rms_eps, n_ctx_train })
     }
 
+    /// The `{arch}.*` keys [`Self::from_metadata`] reads (the tokenizer's size included).
+    pub fn to_metadata(&self) -> Vec<(String, V)> {
+        let arch = &self.arch.name;
+        let k = |key: &str| format!("{arch}.{key}");
+        let u = |v: usize| V::U32(v as u32);
+        vec![
+            (k("context_length"), u(self.n_ctx_train)),
+            (k("embedding_length"), u(self.n_embd)),
+            (k("block_count"), u(self.n_layer)),
+            (k("feed_forward_length"), u(self.n_ff)),
+            (k("attention.head_count"), u(self.n_head)),
+            (k("attention.head_count_kv"), u(self.n_head_kv)),
+            (k("attention.key_length"), u(self.head_dim)),
+            (k("attention.value_length"), u(self.head_dim)),
+            (k("rope.dimension_count"), u(self.rope_dims)),
+            (k("rope.freq_base"), V::F32(self.rope_base)),
+            (k("attention.layer_norm_rms_epsilon"), V::F32(self.rms_eps)),
+            (k("vocab_size"), u(self.n_vocab)),
+        ]
+    }
+
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
     }
 
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::ArchSpec;
+
+    #[test]
+    fn metadata_round_trips() {
+        let c = Config {
+            arch: ArchSpec::for_name("bitnet-25").unwrap(),
+            n_vocab: 300,
+            n_embd: 256,
+            n_layer: 2,
+            n_ff: 512,
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 64,
+            rope_dims: 64,
+            rope_base: 500000.0,
+            rms_eps: 1e-5,
+            n_ctx_train: 4096,
+        };
+        let mut md = c.to_metadata();
+        md.push(("general.architecture".into(), V::String("bitnet-25".into())));
+        let bytes = ternlm_format::gguf::writer::to_bytes(&md, &[]).unwrap();
+        let view = ternlm_format::GgufView::parse(&bytes).unwrap();
+        assert_eq!(Config::from_metadata(&view, None).unwrap(), c);
     }
 }

@@ -215,23 +215,27 @@ pub fn write_dummy(spec: &DummySpec, path: &Path) -> Result<DummyReport> {
         TensorType::TQ2_0 => 37,
         _ => 40, // bitnet.cpp's LLAMA_FTYPE_MOSTLY_I2_S
     };
-    let k = |key: &str| format!("{arch}.{key}");
     let mut md: Vec<(String, V)> = vec![
         ("general.architecture".into(), V::String(arch.into())),
         ("general.name".into(), V::String(format!("ternlm-dummy-{}-{}-{}", s.name, spec.linear_type, spec.head_type).to_lowercase())),
         ("general.file_type".into(), V::U32(file_type)),
         ("general.quantization_version".into(), V::U32(2)),
-        (k("context_length"), V::U32(s.n_ctx as u32)),
-        (k("embedding_length"), V::U32(s.n_embd as u32)),
-        (k("block_count"), V::U32(s.n_layer as u32)),
-        (k("feed_forward_length"), V::U32(s.n_ff as u32)),
-        (k("attention.head_count"), V::U32(s.n_head as u32)),
-        (k("attention.head_count_kv"), V::U32(s.n_head_kv as u32)),
-        (k("rope.dimension_count"), V::U32(s.head_dim() as u32)),
-        (k("rope.freq_base"), V::F32(s.rope_base)),
-        (k("attention.layer_norm_rms_epsilon"), V::F32(s.rms_eps)),
-        (k("vocab_size"), V::U32(s.n_vocab as u32)),
     ];
+    let hp = crate::Config {
+        arch: crate::arch::ArchSpec::for_name(arch)?,
+        n_vocab: s.n_vocab,
+        n_embd: s.n_embd,
+        n_layer: s.n_layer,
+        n_ff: s.n_ff,
+        n_head: s.n_head,
+        n_head_kv: s.n_head_kv,
+        head_dim: s.head_dim(),
+        rope_dims: s.head_dim(),
+        rope_base: s.rope_base,
+        rms_eps: s.rms_eps,
+        n_ctx_train: s.n_ctx,
+    };
+    md.extend(hp.to_metadata());
     md.extend(tokenizer_metadata(s.n_vocab));
 
     let data: Vec<TensorData<'_>> =

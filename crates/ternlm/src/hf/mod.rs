@@ -202,7 +202,6 @@ impl Conversion {
 
     fn metadata(dir: &Path, cfg: &HfConfig, planned: &[Planned]) -> Result<Vec<(String, V)>> {
         let arch = cfg.gguf_arch;
-        let k = |key: &str| format!("{arch}.{key}");
         let name = dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
         let linear = planned.iter().find(|p| p.name == "blk.0.attn_q.weight").map(|p| p.ty);
         let mut md: Vec<(String, V)> = vec![
@@ -213,20 +212,21 @@ impl Conversion {
         if let Some(ft) = linear.and_then(file_type) {
             md.push(("general.file_type".into(), V::U32(ft)));
         }
-        md.extend([
-            (k("context_length"), V::U32(cfg.max_position_embeddings as u32)),
-            (k("embedding_length"), V::U32(cfg.hidden_size as u32)),
-            (k("block_count"), V::U32(cfg.num_layers as u32)),
-            (k("feed_forward_length"), V::U32(cfg.intermediate_size as u32)),
-            (k("attention.head_count"), V::U32(cfg.num_heads as u32)),
-            (k("attention.head_count_kv"), V::U32(cfg.num_kv_heads as u32)),
-            (k("attention.key_length"), V::U32(cfg.head_dim as u32)),
-            (k("attention.value_length"), V::U32(cfg.head_dim as u32)),
-            (k("rope.dimension_count"), V::U32(cfg.head_dim as u32)),
-            (k("rope.freq_base"), V::F32(cfg.rope_theta)),
-            (k("attention.layer_norm_rms_epsilon"), V::F32(cfg.rms_norm_eps)),
-            (k("vocab_size"), V::U32(cfg.vocab_size as u32)),
-        ]);
+        let hp = crate::Config {
+            arch: crate::arch::ArchSpec::for_name(arch)?,
+            n_vocab: cfg.vocab_size,
+            n_embd: cfg.hidden_size,
+            n_layer: cfg.num_layers,
+            n_ff: cfg.intermediate_size,
+            n_head: cfg.num_heads,
+            n_head_kv: cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+            rope_dims: cfg.head_dim,
+            rope_base: cfg.rope_theta,
+            rms_eps: cfg.rms_norm_eps,
+            n_ctx_train: cfg.max_position_embeddings,
+        };
+        md.extend(hp.to_metadata());
         md.extend(tokenizer::tokenizer_metadata(dir, cfg)?);
         Ok(md)
     }
