@@ -106,14 +106,13 @@ impl Conversion {
 
         let embed = ckpt.require("model.embed_tokens.weight")?;
         let embed_ty = check_float(&embed, cfg.vocab_size, d)?;
-        let head_ty = |src_ty: TensorType, name: &str, notes: &mut Vec<String>| match opts.head_type {
-            None => opts.keep(src_ty),
-            Some(t) if t.is_ternary() => src_ty,
-            Some(t) => fit(t, d, name, notes),
-        };
         if opts.head_type.is_some_and(TensorType::is_ternary) {
             return Err(ModelError::Invalid("the output head cannot be ternary: choose f16, q6_k or q8_0".into()));
         }
+        let head_ty = |src_ty: TensorType, name: &str, notes: &mut Vec<String>| match opts.head_type {
+            None => opts.keep(src_ty),
+            Some(t) => fit(t, d, name, notes),
+        };
         let ty = head_ty(embed_ty, "token_embd.weight", &mut notes);
         planned.push(Planned { name: "token_embd.weight".into(), dims: vec![d as u64, cfg.vocab_size as u64], ty, source: Source::Float { src: embed.name.to_string(), permute_heads: None } });
 
