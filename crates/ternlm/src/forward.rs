@@ -1,6 +1,12 @@
 //! The forward pass shared by every architecture: a batch of consecutive tokens in, logits
 //! out, the KV cache extended. Prefill runs a whole prompt as one batch (each weight row is
 //! unpacked once for all tokens); decode is the same code with a batch of one.
+//!
+//! [`forward_batch`] runs several sequences in one step, each with its own KV cache: their
+//! tokens are stacked into one activation matrix, so every linear layer is one matrix
+//! product for all of them (what continuous batching in a server needs), while attention
+//! runs per sequence over its own cache. Every row's arithmetic is independent of the other
+//! rows, so a sequence's logits do not depend on what it is batched with.
 
 use ternlm_kernels::ThreadPool;
 use ternlm_kernels::attention::{AttnShape, attention};
@@ -41,6 +47,15 @@ fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut buf[..n]
 }
 
+/// One sequence's part of a batched step: its cache, the tokens to run after what the cache
+/// holds, and which of their logits to return.
+#[derive(Debug)]
+pub struct Segment<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [u32],
+    pub logits: Logits,
+}
+
 /// Runs `tokens` at positions `cache.len()..` and returns logits (`n_vocab` per row asked).
 pub fn forward(
     cfg: &Config,
@@ -51,30 +66,49 @@ pub fn forward(
     which: Logits,
     s: &mut Scratch,
 ) -> Result<Vec<f32>> {
-    let n = tokens.len();
-    if n == 0 {
-        return Err(ModelError::EmptyPrompt);
-    }
-    let pos0 = cache.len();
-    if pos0 + n > cache.n_ctx() {
-        return Err(ModelError::ContextFull { ctx: cache.n_ctx() });
-    }
-    for &t in tokens {
-        if t as usize >= cfg.n_vocab {
+    let mut segs = [Segment { cache, tokens, logits: which }];
+    Ok(forward_batch(cfg, w, pool, &mut segs, s)?.pop().unwrap_or_default())
+}
+
+/// Runs every segment's tokens in one step and returns each segment's logits, in order.
+/// Nothing is written to any cache unless every segment is valid.
+pub fn forward_batch(cfg: &Config, w: &Weights, pool: &ThreadPool, segs: &mut [Segment<'_>], s: &mut Scratch) -> Result<Vec<Vec<f32>>> {
+    for seg in segs.iter() {
+        if seg.tokens.is_empty() {
+            return Err(ModelError::EmptyPrompt);
+        }
+        if seg.cache.len() + seg.tokens.len() > seg.cache.n_ctx() {
+            return Err(ModelError::ContextFull { ctx: seg.cache.n_ctx() });
+        }
+        if let Some(&t) = seg.tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
             return Err(ModelError::BadToken { id: t, n_vocab: cfg.n_vocab });
         }
     }
     let (d, q_dim, kv_dim, ff, hd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff, cfg.head_dim);
-    cache.reserve_to(pos0 + n);
+    // Row offset and first position of each segment.
+    let mut starts = Vec::with_capacity(segs.len());
+    let mut n = 0;
+    for seg in segs.iter_mut() {
+        starts.push((n, seg.cache.len()));
+        n += seg.tokens.len();
+        seg.cache.reserve_to(seg.cache.len() + seg.tokens.len());
+    }
+    if n == 0 {
+        return Err(ModelError::EmptyPrompt);
+    }
 
     sized(&mut s.x, n * d);
-    for (i, &t) in tokens.iter().enumerate() {
-        w.embedding.lookup(t, &mut s.x[i * d..(i + 1) * d])?;
+    for (seg, &(row0, _)) in segs.iter().zip(&starts) {
+        for (i, &t) in seg.tokens.iter().enumerate() {
+            w.embedding.lookup(t, &mut s.x[(row0 + i) * d..(row0 + i + 1) * d])?;
+        }
     }
 
     s.rope.clear();
-    for i in 0..n {
-        rope_cache(pos0 + i, cfg.rope_dims, cfg.rope_base, w.rope_freqs.as_deref(), &mut s.rope);
+    for (seg, &(_, pos0)) in segs.iter().zip(&starts) {
+        for i in 0..seg.tokens.len() {
+            rope_cache(pos0 + i, cfg.rope_dims, cfg.rope_base, w.rope_freqs.as_deref(), &mut s.rope);
+        }
     }
     let half = cfg.rope_dims / 2;
 
@@ -90,10 +124,14 @@ pub fn forward(
             rope(&mut s.q[i * q_dim..(i + 1) * q_dim], hd, cfg.arch.rope, cs);
             rope(&mut s.k[i * kv_dim..(i + 1) * kv_dim], hd, cfg.arch.rope, cs);
         }
-        cache.write(li, pos0, &s.k, &s.v);
-        let (kc, vc) = cache.layer(li);
-        let shape = AttnShape { n_heads: cfg.n_head, n_kv_heads: cfg.n_head_kv, head_dim: hd, pos0, n_tokens: n };
-        attention(pool, shape, &s.q, kc, vc, sized(&mut s.attn, n * q_dim));
+        sized(&mut s.attn, n * q_dim);
+        for (seg, &(row0, pos0)) in segs.iter_mut().zip(&starts) {
+            let m = seg.tokens.len();
+            seg.cache.write(li, pos0, &s.k[row0 * kv_dim..(row0 + m) * kv_dim], &s.v[row0 * kv_dim..(row0 + m) * kv_dim]);
+            let (kc, vc) = seg.cache.layer(li);
+            let shape = AttnShape { n_heads: cfg.n_head, n_kv_heads: cfg.n_head_kv, head_dim: hd, pos0, n_tokens: m };
+            attention(pool, shape, &s.q[row0 * q_dim..(row0 + m) * q_dim], kc, vc, &mut s.attn[row0 * q_dim..(row0 + m) * q_dim]);
+        }
         if let Some(norm) = &layer.attn_sub_norm {
             rms_norm_inplace(&mut s.attn, norm, cfg.rms_eps);
         }
@@ -127,15 +165,25 @@ pub fn forward(
             *x += p;
         }
     }
-    cache.set_len(pos0 + n);
-
-    let rows = match which {
-        Logits::Last => &s.x[(n - 1) * d..],
-        Logits::All => &s.x[..],
-    };
-    let m = rows.len() / d;
-    rms_norm(rows, &w.output_norm, cfg.rms_eps, sized(&mut s.h, m * d));
+    // The rows that need logits, gathered so the head is one matrix product too.
+    let mut picked: Vec<(usize, usize)> = Vec::with_capacity(segs.len());
+    let mut m = 0;
+    for (seg, &(row0, pos0)) in segs.iter_mut().zip(&starts) {
+        let k = seg.tokens.len();
+        seg.cache.set_len(pos0 + k);
+        let (first, count) = match seg.logits {
+            Logits::Last => (row0 + k - 1, 1),
+            Logits::All => (row0, k),
+        };
+        picked.push((m, count));
+        if m * d != first * d {
+            s.x.copy_within(first * d..(first + count) * d, m * d);
+        }
+        m += count;
+    }
+    rms_norm(&s.x[..m * d], &w.output_norm, cfg.rms_eps, sized(&mut s.h, m * d));
     let mut logits = vec![0f32; m * cfg.n_vocab];
     w.output.forward(pool, &s.h, &mut s.prep, &mut logits);
-    Ok(logits)
+    let v = cfg.n_vocab;
+    Ok(picked.iter().map(|&(at, count)| logits[at * v..(at + count) * v].to_vec()).collect())
 }
