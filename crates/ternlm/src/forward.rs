@@ -24,6 +24,8 @@ use crate::weights::Weights;
 pub enum Logits {
     Last,
     All,
+    /// None at all: a chunk of a prompt whose end comes in a later step.
+    None,
 }
 
 /// Reusable activation buffers, so decoding allocates nothing per token once warm.
@@ -174,6 +176,7 @@ pub fn forward_batch(cfg: &Config, w: &Weights, pool: &ThreadPool, segs: &mut [S
         let (first, count) = match seg.logits {
             Logits::Last => (row0 + k - 1, 1),
             Logits::All => (row0, k),
+            Logits::None => (row0, 0),
         };
         picked.push((m, count));
         if m * d != first * d {
@@ -181,9 +184,11 @@ pub fn forward_batch(cfg: &Config, w: &Weights, pool: &ThreadPool, segs: &mut [S
         }
         m += count;
     }
-    rms_norm(&s.x[..m * d], &w.output_norm, cfg.rms_eps, sized(&mut s.h, m * d));
     let mut logits = vec![0f32; m * cfg.n_vocab];
-    w.output.forward(pool, &s.h, &mut s.prep, &mut logits);
+    if m > 0 {
+        rms_norm(&s.x[..m * d], &w.output_norm, cfg.rms_eps, sized(&mut s.h, m * d));
+        w.output.forward(pool, &s.h, &mut s.prep, &mut logits);
+    }
     let v = cfg.n_vocab;
     Ok(picked.iter().map(|&(at, count)| logits[at * v..(at + count) * v].to_vec()).collect())
 }

@@ -42,14 +42,19 @@ fn check(model: &Model, prompts: &[&str], steps: usize) {
     for (i, l) in last.iter().enumerate() {
         assert_eq!(l, &alone[i][0], "prompt {i}: batched prefill logits differ from running alone");
     }
-    for step in 1..=steps {
+    for (step, want) in alone_steps(&alone, steps) {
         let next: Vec<[u32; 1]> = last.iter().map(|l| [argmax(l)]).collect();
         let mut segs: Vec<Segment<'_>> = caches.iter_mut().zip(&next).map(|(c, t)| Segment { cache: c, tokens: t, logits: Logits::Last }).collect();
         last = forward_batch(cfg, &model.weights, model.pool(), &mut segs, &mut scratch).unwrap();
         for (i, l) in last.iter().enumerate() {
-            assert_eq!(l, &alone[i][step], "prompt {i}, step {step}: batched decode logits differ from running alone");
+            assert_eq!(l, want[i], "prompt {i}, step {step}: batched decode logits differ from running alone");
         }
     }
+}
+
+/// For each decode step, every prompt's logits when it ran alone.
+fn alone_steps(alone: &[Vec<Vec<f32>>], steps: usize) -> Vec<(usize, Vec<&Vec<f32>>)> {
+    (1..=steps).map(|step| (step, alone.iter().map(|a| &a[step]).collect())).collect()
 }
 
 const PROMPTS: [&str; 4] = ["The capital of Germany is", "Once upon a time, in a land far away, there lived", "1 2 3", "def fibonacci(n):"];

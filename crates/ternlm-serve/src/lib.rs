@@ -1,0 +1,11 @@
+//! Serving ternlm models to many clients at once. [`Scheduler`] owns the model's compute on
+//! a thread of its own and runs continuous batching: every step decodes one token for each
+//! active sequence and feeds a slice of any waiting prompt, all in one batched forward pass
+//! (one matrix product per linear layer for every sequence together), so a new prompt never
+//! stalls the streams already running. Requests arrive through a bounded queue; results
+//! leave through each request's own sink, and a sink that reports its client gone cancels
+//! the request at the next step.
+
+pub mod scheduler;
+
+pub use scheduler::{Event, Finish, Job, Rejected, Scheduler, SchedulerConfig, Stats, TokenEvent};

@@ -1,0 +1,388 @@
+//! The continuous-batching scheduler: a bounded queue in, per-sequence KV cache slots, and a
+//! step loop on a dedicated thread (inference never runs on an async runtime's workers).
+//!
+//! Each step builds one [`forward_batch`] call: one token for every decoding sequence, then
+//! prompt tokens of admitted sequences up to `prefill_chunk` in total, so a long prompt is
+//! prefilled over several steps while the running streams keep getting a token per step.
+//! Because every row of a batched step is computed independently, a sequence's tokens do not
+//! depend on what it is batched with: greedy results are the same alone or among many.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ternlm::forward::{Scratch, Segment, forward_batch};
+use ternlm::kv_cache::KvCache;
+use ternlm::{Logits, Model, Sampler, SamplerConfig, StopReason, StreamDecoder};
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Sequences decoded together at most (KV cache slots).
+    pub parallel: usize,
+    /// Context size of each slot, prompt and generated tokens together.
+    pub n_ctx: usize,
+    /// Requests waiting for a slot at most; more are rejected.
+    pub max_queue: usize,
+    /// Prompt tokens fed per step across all prefilling sequences.
+    pub prefill_chunk: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self { parallel: 4, n_ctx: 4096, max_queue: 64, prefill_chunk: 64 }
+    }
+}
+
+/// One token as it is generated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenEvent {
+    pub id: u32,
+    /// Text that became complete with this token (possibly empty inside a UTF-8 character).
+    pub text: String,
+    /// Natural-log probability of the token under the model, when asked for.
+    pub logprob: Option<f32>,
+    /// The most likely alternatives and their log-probabilities, when asked for.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// How a request ended, with its counts and timings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finish {
+    pub reason: StopReason,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// From admission to the first generated token.
+    pub time_to_first_token: Option<Duration>,
+    /// From submission to admission into a slot.
+    pub queued: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Token(TokenEvent),
+    Done(Finish),
+    /// The request could not run (e.g. its prompt does not fit the context).
+    Error(String),
+}
+
+/// Receives a request's events; returns `false` when nobody listens any more (the client
+/// went away), which cancels the request.
+pub type Sink = Box<dyn FnMut(Event) -> bool + Send>;
+
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Report log-probabilities with this many alternatives (0: just the token's own).
+    pub logprobs: Option<usize>,
+    /// Give up (with [`StopReason::Cancelled`]) when this passes.
+    pub deadline: Option<Instant>,
+    pub sink: Sink,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Rejected {
+    #[error("the queue is full ({0} requests waiting)")]
+    QueueFull(usize),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// Counters the scheduler keeps for metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub queued: AtomicUsize,
+    pub active: AtomicUsize,
+    pub steps: AtomicUsize,
+    pub prompt_tokens: AtomicUsize,
+    pub generated_tokens: AtomicUsize,
+}
+
+pub struct Scheduler {
+    tx: Mutex<Option<SyncSender<(Job, Instant)>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<Stats>,
+    max_queue: usize,
+}
+
+struct Slot {
+    job: Job,
+    cache: KvCache,
+    /// Prompt tokens already in the cache.
+    fed: usize,
+    /// The token to feed next once the prompt is in (the last one sampled).
+    next: Option<u32>,
+    generated: usize,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    admitted: Instant,
+    queued: Duration,
+    first_token: Option<Duration>,
+}
+
+impl Scheduler {
+    pub fn start(model: Arc<Model>, cfg: SchedulerConfig) -> Self {
+        let (tx, rx) = sync_channel(cfg.max_queue.max(1));
+        let stats = Arc::new(Stats::default());
+        let st = stats.clone();
+        let max_queue = cfg.max_queue.max(1);
+        let thread = std::thread::Builder::new()
+            .name("ternlm-scheduler".into())
+            .spawn(move || run(&model, &cfg, &rx, &st))
+            .ok();
+        Self { tx: Mutex::new(Some(tx)), thread: Mutex::new(thread), stats, max_queue }
+    }
+
+    /// Queues a request, or says why not (a full queue is the caller's cue for HTTP 429).
+    pub fn submit(&self, job: Job) -> Result<(), Rejected> {
+        let guard = self.tx.lock().map_err(|_| Rejected::ShuttingDown)?;
+        let tx = guard.as_ref().ok_or(Rejected::ShuttingDown)?;
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        match tx.try_send((job, Instant::now())) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(match e {
+                    TrySendError::Full(_) => Rejected::QueueFull(self.max_queue),
+                    TrySendError::Disconnected(_) => Rejected::ShuttingDown,
+                })
+            }
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Stops taking requests and lets the queued and running ones finish, then joins the
+    /// thread. (Callers that want a hard stop set each job's deadline.)
+    pub fn shutdown(&self) {
+        if let Ok(mut g) = self.tx.lock() {
+            g.take();
+        }
+        if let Some(t) = self.thread.lock().ok().and_then(|mut g| g.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// `log_softmax(logits)[id]` and the `k` most likely (id, logprob), best first.
+fn logprobs(logits: &[f32], id: u32, k: usize) -> (f32, Vec<(u32, f32)>) {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let lse = max + logits.iter().map(|&v| f64::from(v - max).exp()).sum::<f64>().ln() as f32;
+    let mut top: Vec<(u32, f32)> = Vec::new();
+    if k > 0 {
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        let k = k.min(idx.len());
+        idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+        idx.truncate(k);
+        idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+        top = idx.into_iter().map(|i| (i, logits[i as usize] - lse)).collect();
+    }
+    (logits[id as usize] - lse, top)
+}
+
+fn finish(slot: &mut Slot, reason: StopReason) {
+    let done = Finish {
+        reason,
+        prompt_tokens: slot.job.prompt.len(),
+        completion_tokens: slot.generated,
+        time_to_first_token: slot.first_token,
+        queued: slot.queued,
+    };
+    (slot.job.sink)(Event::Done(done));
+}
+
+fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stats: &Stats) {
+    let mcfg = &model.config;
+    let n_ctx = cfg.n_ctx.clamp(2, 1 << 20);
+    let parallel = cfg.parallel.max(1);
+    let mut waiting: VecDeque<(Job, Instant)> = VecDeque::new();
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut spare: Vec<KvCache> = Vec::new();
+    let mut scratch = Scratch::default();
+    let mut open = true;
+    loop {
+        // Intake: block only when there is nothing to do.
+        if slots.is_empty() && waiting.is_empty() {
+            if !open {
+                return;
+            }
+            match rx.recv() {
+                Ok(j) => waiting.push_back(j),
+                Err(_) => return,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(j) => waiting.push_back(j),
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        // Admission into free slots.
+        while slots.len() < parallel {
+            let Some((mut job, submitted)) = waiting.pop_front() else { break };
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
+            let problem = if job.prompt.is_empty() {
+                Some("the prompt is empty".to_string())
+            } else if job.prompt.len() >= n_ctx {
+                Some(format!("the prompt is {} tokens but the context holds {n_ctx} (with room for at least one generated token)", job.prompt.len()))
+            } else {
+                model.tokenizer.check_ids(&job.prompt).err().map(|e| e.to_string())
+            };
+            if let Some(msg) = problem {
+                (job.sink)(Event::Error(msg));
+                continue;
+            }
+            let mut cache = spare.pop().unwrap_or_else(|| KvCache::new(mcfg.n_layer, n_ctx, mcfg.kv_dim()));
+            cache.truncate(0);
+            let mut sampler = Sampler::new(job.sampler.clone());
+            for &t in &job.prompt {
+                sampler.accept(t);
+            }
+            stats.prompt_tokens.fetch_add(job.prompt.len(), Ordering::Relaxed);
+            slots.push(Slot {
+                job,
+                cache,
+                fed: 0,
+                next: None,
+                generated: 0,
+                sampler,
+                decoder: StreamDecoder::new(),
+                admitted: Instant::now(),
+                queued: submitted.elapsed(),
+                first_token: None,
+            });
+        }
+        stats.active.store(slots.len(), Ordering::Relaxed);
+        if slots.is_empty() {
+            continue;
+        }
+
+        // Deadlines.
+        let now = Instant::now();
+        let mut i = 0;
+        while i < slots.len() {
+            if slots[i].job.deadline.is_some_and(|d| now >= d) {
+                let mut s = slots.swap_remove(i);
+                finish(&mut s, StopReason::Cancelled);
+                spare.push(s.cache);
+            } else {
+                i += 1;
+            }
+        }
+        if slots.is_empty() {
+            continue;
+        }
+
+        // One step: decoders first (one token each), then prompt slices within the budget.
+        let mut budget = cfg.prefill_chunk.max(1);
+        let decoding = slots.iter().any(|s| s.next.is_some());
+        let mut plan: Vec<(usize, Vec<u32>, Logits)> = Vec::with_capacity(slots.len());
+        for (i, s) in slots.iter().enumerate() {
+            if let Some(t) = s.next {
+                plan.push((i, vec![t], Logits::Last));
+            }
+        }
+        for (i, s) in slots.iter().enumerate() {
+            if s.next.is_none() && s.fed < s.job.prompt.len() && (budget > 0 || (!decoding && plan.is_empty())) {
+                let take = (s.job.prompt.len() - s.fed).min(budget.max(1));
+                budget = budget.saturating_sub(take);
+                let end = s.fed + take;
+                let logits = if end == s.job.prompt.len() { Logits::Last } else { Logits::None };
+                plan.push((i, s.job.prompt[s.fed..end].to_vec(), logits));
+            }
+        }
+        let outputs = {
+            let mut chosen: Vec<Option<&mut Slot>> = slots.iter_mut().map(Some).collect();
+            let mut segs: Vec<Segment<'_>> = Vec::with_capacity(plan.len());
+            for (i, toks, logits) in &plan {
+                if let Some(s) = chosen[*i].take() {
+                    segs.push(Segment { cache: &mut s.cache, tokens: toks, logits: *logits });
+                }
+            }
+            forward_batch(mcfg, &model.weights, model.pool(), &mut segs, &mut scratch)
+        };
+        stats.steps.fetch_add(1, Ordering::Relaxed);
+        let outputs = match outputs {
+            Ok(o) => o,
+            Err(e) => {
+                // A step that cannot run fails every sequence in it rather than looping.
+                for (i, _, _) in &plan {
+                    (slots[*i].job.sink)(Event::Error(format!("inference failed: {e}")));
+                }
+                let mut failed: Vec<usize> = plan.iter().map(|p| p.0).collect();
+                failed.sort_unstable_by(|a, b| b.cmp(a));
+                for i in failed {
+                    spare.push(slots.swap_remove(i).cache);
+                }
+                continue;
+            }
+        };
+
+        // Sample, emit, and retire finished sequences.
+        let mut done: Vec<(usize, StopReason)> = Vec::new();
+        for ((i, toks, _), logits) in plan.iter().zip(outputs) {
+            let s = &mut slots[*i];
+            if s.next.is_none() {
+                s.fed += toks.len();
+                if s.fed < s.job.prompt.len() {
+                    continue;
+                }
+            }
+            let id = s.sampler.sample(&logits);
+            s.sampler.accept(id);
+            s.generated += 1;
+            stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
+            if s.first_token.is_none() {
+                s.first_token = Some(s.admitted.elapsed());
+            }
+            let tok = &model.tokenizer;
+            if tok.is_eog(id) {
+                done.push((*i, StopReason::Eos));
+                continue;
+            }
+            let (logprob, top) = match s.job.logprobs {
+                Some(k) => {
+                    let (lp, top) = logprobs(&logits, id, k);
+                    (Some(lp), top)
+                }
+                None => (None, Vec::new()),
+            };
+            let text = s.decoder.push(tok.piece(id));
+            if !(s.job.sink)(Event::Token(TokenEvent { id, text, logprob, top })) {
+                done.push((*i, StopReason::Cancelled));
+            } else if s.generated >= s.job.max_tokens {
+                done.push((*i, StopReason::Length));
+            } else if s.cache.len() + 1 > s.cache.n_ctx() {
+                done.push((*i, StopReason::ContextFull));
+            } else {
+                s.next = Some(id);
+            }
+        }
+        done.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
+        for (i, reason) in done {
+            let mut s = slots.swap_remove(i);
+            let tail = s.decoder.finish();
+            if !tail.is_empty() && reason != StopReason::Cancelled {
+                (s.job.sink)(Event::Token(TokenEvent { id: u32::MAX, text: tail, logprob: None, top: Vec::new() }));
+            }
+            finish(&mut s, reason);
+            spare.push(s.cache);
+        }
+        stats.active.store(slots.len(), Ordering::Relaxed);
+    }
+}
