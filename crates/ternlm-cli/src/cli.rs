@@ -37,6 +37,8 @@ pub enum Command {
     List(ListArgs),
     /// Remove a model from the cache.
     Rm(RmArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API with continuous batching.
+    Serve(ServeArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -297,4 +299,37 @@ pub struct RmArgs {
     /// What to remove: a catalog name, hf:ORG/REPO[@REV] or a name `ternlm list` shows.
     #[arg(value_name = "NAME")]
     pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on (127.0.0.1: this machine only).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Sequences generated together (each gets a KV cache of --ctx-size tokens).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Require `Authorization: Bearer KEY` on /v1 (also TERNLM_API_KEY).
+    #[arg(long = "api-key", env = "TERNLM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Requests that may wait for a free sequence; beyond that clients get 429.
+    #[arg(long = "max-queue", default_value_t = 64)]
+    pub max_queue: usize,
+    /// Prompt tokens fed per step while other sequences decode.
+    #[arg(long = "prefill-chunk", default_value_t = 64)]
+    pub prefill_chunk: usize,
+    /// Longest a request may run, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Largest request body, in bytes.
+    #[arg(long = "max-body", default_value_t = 4 << 20)]
+    pub max_body: usize,
+    /// The model id clients name (default: the model's catalog name or file name).
+    #[arg(long)]
+    pub alias: Option<String>,
 }

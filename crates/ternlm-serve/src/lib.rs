@@ -4,8 +4,14 @@
 //! (one matrix product per linear layer for every sequence together), so a new prompt never
 //! stalls the streams already running. Requests arrive through a bounded queue; results
 //! leave through each request's own sink, and a sink that reports its client gone cancels
-//! the request at the next step.
+//! the request at the next step. [`server`] puts the OpenAI HTTP API in front of it.
 
+pub mod api;
+pub mod error;
+pub mod metrics;
 pub mod scheduler;
+pub mod server;
+pub mod stop;
 
 pub use scheduler::{Event, Finish, Job, Rejected, Scheduler, SchedulerConfig, Stats, TokenEvent};
+pub use server::{ServeConfig, router, serve_blocking};

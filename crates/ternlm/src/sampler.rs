@@ -1,4 +1,4 @@
-//! Token sampling: repetition penalty, then top-k, top-p, min-p and temperature, then a draw
+//! Token sampling: repetition, presence and frequency penalties, then top-k, top-p, min-p and temperature, then a draw
 //! from a seeded generator (llama.cpp's order). Temperature 0 is greedy. The generator is
 //! SplitMix64, so a seed gives the same tokens on every platform and every build.
 
@@ -11,7 +11,13 @@ pub struct SamplerConfig {
     pub top_p: f32,
     pub min_p: f32,
     pub repeat_penalty: f32,
-    /// How many recent tokens the penalty looks at.
+    /// Subtracted from the logit of every token among the recent ones (OpenAI's
+    /// `presence_penalty`; 0: off).
+    pub presence_penalty: f32,
+    /// Subtracted once per occurrence among the recent tokens (OpenAI's
+    /// `frequency_penalty`; 0: off).
+    pub frequency_penalty: f32,
+    /// How many recent tokens the penalties look at.
     pub repeat_last_n: usize,
     pub seed: u64,
 }
@@ -19,7 +25,7 @@ pub struct SamplerConfig {
 impl Default for SamplerConfig {
     /// llama.cpp's defaults.
     fn default() -> Self {
-        Self { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64, seed: 0 }
+        Self { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, presence_penalty: 0.0, frequency_penalty: 0.0, repeat_last_n: 64, seed: 0 }
     }
 }
 
@@ -67,7 +73,7 @@ impl Sampler {
 
     /// Picks the next token from `logits` (one per vocabulary entry).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let penalize = self.cfg.repeat_penalty != 1.0 && self.cfg.repeat_penalty > 0.0;
+        let penalize = (self.cfg.repeat_penalty != 1.0 && self.cfg.repeat_penalty > 0.0) || self.cfg.presence_penalty != 0.0 || self.cfg.frequency_penalty != 0.0;
         if self.cfg.temperature <= 0.0 && !penalize {
             // Plain greedy decoding: no candidate list to build on every token.
             return first_max(logits);
@@ -76,10 +82,11 @@ impl Sampler {
         if penalize {
             let mut seen: Vec<u32> = self.recent.iter().copied().collect();
             seen.sort_unstable();
-            seen.dedup();
-            for t in seen {
-                if let Some(c) = cands.get_mut(t as usize) {
-                    c.1 = if c.1 > 0.0 { c.1 / self.cfg.repeat_penalty } else { c.1 * self.cfg.repeat_penalty };
+            let rp = if self.cfg.repeat_penalty > 0.0 { self.cfg.repeat_penalty } else { 1.0 };
+            for run in seen.chunk_by(|a, b| a == b) {
+                if let Some(c) = cands.get_mut(run[0] as usize) {
+                    c.1 = if c.1 > 0.0 { c.1 / rp } else { c.1 * rp };
+                    c.1 -= self.cfg.presence_penalty + self.cfg.frequency_penalty * run.len() as f32;
                 }
             }
         }
@@ -187,6 +194,13 @@ mod tests {
 
     #[test]
     fn repetition_penalty_discourages_recent_tokens() {
+        let mut p = Sampler::new(SamplerConfig { presence_penalty: 1.5, ..SamplerConfig::greedy() });
+        p.accept(0);
+        assert_eq!(p.sample(&[2.0, 1.0]), 1, "presence penalty 1.5 drops a seen 2.0 below 1.0");
+        let mut f = Sampler::new(SamplerConfig { frequency_penalty: 0.4, ..SamplerConfig::greedy() });
+        f.accept(0);
+        f.accept(0);
+        assert_eq!(f.sample(&[2.0, 1.5]), 1, "two occurrences at 0.4 each drop 2.0 to 1.2");
         let mut s = Sampler::new(SamplerConfig { repeat_penalty: 2.0, ..SamplerConfig::greedy() });
         s.accept(0);
         assert_eq!(s.sample(&[3.0, 2.0]), 1);

@@ -8,6 +8,7 @@ mod dummy;
 mod info;
 mod perplexity;
 mod run;
+mod serve;
 mod tokenize;
 
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Pull(a) => cache::pull(a),
         Command::List(a) => cache::list(a),
         Command::Rm(a) => cache::rm(a),
+        Command::Serve(a) => serve::serve(a),
     }
 }
 
@@ -73,6 +75,8 @@ pub(crate) fn sampler_config(s: &SamplingArgs) -> Result<SamplerConfig> {
         top_p: s.top_p,
         min_p: s.min_p,
         repeat_penalty: s.repeat_penalty,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
         repeat_last_n: 64,
         seed,
     })

@@ -1,0 +1,42 @@
+//! `ternlm serve`: the OpenAI-compatible server over the loaded model.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use ternlm_serve::{SchedulerConfig, ServeConfig, serve_blocking};
+
+use crate::cli::ServeArgs;
+use crate::load::{ctx_size, load_model};
+
+pub fn serve(a: ServeArgs) -> Result<ExitCode> {
+    if a.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    if a.max_queue == 0 {
+        bail!("--max-queue must be at least 1");
+    }
+    if a.api_key.as_deref().is_some_and(str::is_empty) {
+        bail!("--api-key must not be empty");
+    }
+    let model = load_model(&a.model)?;
+    let n_ctx = ctx_size(&a.model, &model)?;
+    let name = a.alias.clone().unwrap_or_else(|| {
+        let arg = a.model.model.clone().unwrap_or_else(|| ternlm_hub::catalog::DEFAULT_MODEL.to_string());
+        let p = std::path::Path::new(&arg);
+        if p.exists() { p.file_stem().map_or(arg.clone(), |s| s.to_string_lossy().into_owned()) } else { arg }
+    });
+    let cfg = ServeConfig {
+        host: a.host,
+        port: a.port,
+        model_name: name,
+        api_key: a.api_key,
+        scheduler: SchedulerConfig { parallel: a.parallel, n_ctx, max_queue: a.max_queue, prefill_chunk: a.prefill_chunk.max(1) },
+        max_body: a.max_body,
+        timeout: Duration::from_secs(a.timeout.max(1)),
+        grace: Duration::from_secs(10),
+    };
+    serve_blocking(Arc::new(model), cfg)?;
+    Ok(ExitCode::SUCCESS)
+}
