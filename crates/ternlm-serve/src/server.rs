@@ -268,47 +268,42 @@ enum Step {
 
 impl Running {
     async fn next(&mut self) -> Step {
-        loop {
-            let Some(ev) = self.rx.recv().await else {
-                return Step::Failed(ApiError::internal("the scheduler stopped"));
-            };
-            match ev {
-                Event::Token(t) => {
-                    let now = Instant::now();
-                    if t.id != u32::MAX {
-                        self.completion_tokens += 1;
-                        self.st.metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
-                        match self.last_token {
-                            None => self.st.metrics.ttft.observe((now - self.started).as_secs_f64()),
-                            Some(prev) => self.st.metrics.per_token.observe((now - prev).as_secs_f64()),
-                        }
-                        self.last_token = Some(now);
+        let Some(ev) = self.rx.recv().await else {
+            return Step::Failed(ApiError::internal("the scheduler stopped"));
+        };
+        match ev {
+            Event::Token(t) => {
+                let now = Instant::now();
+                if t.id != u32::MAX {
+                    self.completion_tokens += 1;
+                    self.st.metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
+                    match self.last_token {
+                        None => self.st.metrics.ttft.observe((now - self.started).as_secs_f64()),
+                        Some(prev) => self.st.metrics.per_token.observe((now - prev).as_secs_f64()),
                     }
-                    let token = (t.id != u32::MAX).then_some(t.clone());
-                    match self.stop.push(&t.text) {
-                        Matched::Continue(text) => return Step::Text { text, token },
-                        // Dropping the receiver cancels the job at its next step.
-                        Matched::Stop(text) => {
-                            self.rx.close();
-                            return Step::Finished { tail: text, reason: "stop" };
-                        }
+                    self.last_token = Some(now);
+                }
+                let token = (t.id != u32::MAX).then_some(t.clone());
+                match self.stop.push(&t.text) {
+                    Matched::Continue(text) => Step::Text { text, token },
+                    // Closing the receiver cancels the job at its next step.
+                    Matched::Stop(text) => {
+                        self.rx.close();
+                        Step::Finished { tail: text, reason: "stop" }
                     }
                 }
-                Event::Done(f) => {
-                    self.st.metrics.prompt_tokens.fetch_add(f.prompt_tokens as u64, Ordering::Relaxed);
-                    let tail = self.stop.finish();
-                    let reason = match f.reason {
-                        StopReason::Eos => "stop",
-                        StopReason::Length | StopReason::ContextFull => "length",
-                        StopReason::Cancelled if self.st.cancel_all.load(Ordering::Relaxed) => {
-                            return Step::Failed(ApiError::unavailable("the server is shutting down"));
-                        }
-                        StopReason::Cancelled => return Step::Failed(ApiError::timeout()),
-                    };
-                    return Step::Finished { tail, reason };
-                }
-                Event::Error(msg) => return Step::Failed(ApiError::invalid(msg, None)),
             }
+            Event::Done(f) => {
+                self.st.metrics.prompt_tokens.fetch_add(f.prompt_tokens as u64, Ordering::Relaxed);
+                let tail = self.stop.finish();
+                match f.reason {
+                    StopReason::Eos => Step::Finished { tail, reason: "stop" },
+                    StopReason::Length | StopReason::ContextFull => Step::Finished { tail, reason: "length" },
+                    StopReason::Cancelled if self.st.cancel_all.load(Ordering::Relaxed) => Step::Failed(ApiError::unavailable("the server is shutting down")),
+                    StopReason::Cancelled => Step::Failed(ApiError::timeout()),
+                }
+            }
+            Event::Error(msg) => Step::Failed(ApiError::invalid(msg, None)),
         }
     }
 
