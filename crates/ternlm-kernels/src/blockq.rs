@@ -214,24 +214,38 @@ impl BlockMatrix {
                 // checks its bounds itself.
                 unsafe { k::gemm_q32(kind, data, self.row_bytes, rows.start, rows.len(), q, &mut put) };
             } else {
-                for t in 0..q.n {
-                    let r = rows.clone();
-                    // SAFETY: as above.
-                    unsafe {
-                        match kind {
-                            k::Q32::Q4_0 => k::gemv_q32::<0>(data, self.row_bytes, r, q, t, out, self.rows),
-                            k::Q32::Q4_1 => k::gemv_q32::<1>(data, self.row_bytes, r, q, t, out, self.rows),
-                            k::Q32::Q8_0 => k::gemv_q32::<2>(data, self.row_bytes, r, q, t, out, self.rows),
+                // As for Q6_K below: a few rows at a time for every token.
+                let mut r0 = rows.start;
+                while r0 < rows.end {
+                    let r1 = (r0 + 16).min(rows.end);
+                    for t in 0..q.n {
+                        // SAFETY: as above.
+                        unsafe {
+                            match kind {
+                                k::Q32::Q4_0 => k::gemv_q32::<0>(data, self.row_bytes, r0..r1, q, t, out, self.rows),
+                                k::Q32::Q4_1 => k::gemv_q32::<1>(data, self.row_bytes, r0..r1, q, t, out, self.rows),
+                                k::Q32::Q8_0 => k::gemv_q32::<2>(data, self.row_bytes, r0..r1, q, t, out, self.rows),
+                            }
                         }
                     }
+                    r0 = r1;
                 }
             }
             return;
         }
         if self.kind == BlockKind::Q6K {
-            for t in 0..q.n {
-                // SAFETY: as above.
-                unsafe { k::gemv_q6k(self.data.bytes(), self.row_bytes, rows.clone(), q, t, out, self.rows) };
+            // Rows a few at a time, every token over them, so a batch of tokens (several
+            // sequences decoding together) reads each weight row from memory once, not once
+            // per token. Each output is the same dot product either way.
+            const ROWS_PER_PASS: usize = 16;
+            let mut r0 = rows.start;
+            while r0 < rows.end {
+                let r1 = (r0 + ROWS_PER_PASS).min(rows.end);
+                for t in 0..q.n {
+                    // SAFETY: as above.
+                    unsafe { k::gemv_q6k(self.data.bytes(), self.row_bytes, r0..r1, q, t, out, self.rows) };
+                }
+                r0 = r1;
             }
             return;
         }
