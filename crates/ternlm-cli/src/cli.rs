@@ -320,6 +320,10 @@ pub struct ServeArgs {
     /// Requests that may wait for a free sequence; beyond that clients get 429.
     #[arg(long = "max-queue", default_value_t = 64)]
     pub max_queue: usize,
+    /// Memory for the KV caches, in MB: --parallel is lowered to the sequences of
+    /// --ctx-size tokens that fit (default: no limit, --parallel caches of --ctx-size).
+    #[arg(long = "kv-budget")]
+    pub kv_budget_mb: Option<usize>,
     /// Prompt tokens fed per step while other sequences decode.
     #[arg(long = "prefill-chunk", default_value_t = 64)]
     pub prefill_chunk: usize,

@@ -13,5 +13,5 @@ pub mod scheduler;
 pub mod server;
 pub mod stop;
 
-pub use scheduler::{Event, Finish, Job, Rejected, Scheduler, SchedulerConfig, Stats, TokenEvent};
+pub use scheduler::{Event, Finish, Job, Rejected, Scheduler, SchedulerConfig, Stats, TokenEvent, kv_bytes_per_slot, slots_within};
 pub use server::{ServeConfig, router, serve_blocking};

@@ -36,6 +36,23 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// Bytes of KV cache one sequence of `n_ctx` positions can grow to (F16 keys and values).
+pub fn kv_bytes_per_slot(model: &Model, n_ctx: usize) -> usize {
+    let c = &model.config;
+    c.n_layer * n_ctx * c.kv_dim() * 2 * 2
+}
+
+/// How many sequences fit a KV memory budget, at most `parallel`; an error when not even one
+/// does.
+pub fn slots_within(model: &Model, n_ctx: usize, parallel: usize, budget_bytes: Option<usize>) -> Result<usize, String> {
+    let per = kv_bytes_per_slot(model, n_ctx).max(1);
+    match budget_bytes {
+        None => Ok(parallel.max(1)),
+        Some(b) if b < per => Err(format!("a KV budget of {:.1} MB holds no sequence of {n_ctx} tokens ({:.1} MB each)", b as f64 / 1e6, per as f64 / 1e6)),
+        Some(b) => Ok((b / per).min(parallel).max(1)),
+    }
+}
+
 /// One token as it is generated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenEvent {

@@ -194,3 +194,13 @@ fn deadlines_cancel_and_logprobs_are_reported() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_kv_budget_limits_the_sequences() {
+    let model = tiny();
+    let per = ternlm_serve::kv_bytes_per_slot(&model, 256);
+    assert_eq!(ternlm_serve::slots_within(&model, 256, 8, None), Ok(8));
+    assert_eq!(ternlm_serve::slots_within(&model, 256, 8, Some(3 * per + 1)), Ok(3));
+    assert_eq!(ternlm_serve::slots_within(&model, 256, 2, Some(5 * per)), Ok(2));
+    assert!(ternlm_serve::slots_within(&model, 256, 8, Some(per - 1)).unwrap_err().contains("holds no sequence"));
+}

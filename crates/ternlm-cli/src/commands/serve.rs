@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use ternlm_serve::{SchedulerConfig, ServeConfig, serve_blocking};
+use ternlm_serve::{SchedulerConfig, ServeConfig, kv_bytes_per_slot, serve_blocking, slots_within};
 
 use crate::cli::ServeArgs;
 use crate::load::{ctx_size, load_model};
@@ -22,6 +22,14 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     }
     let model = load_model(&a.model)?;
     let n_ctx = ctx_size(&a.model, &model)?;
+    let parallel = slots_within(&model, n_ctx, a.parallel, a.kv_budget_mb.map(|m| m * 1_000_000)).map_err(anyhow::Error::msg)?;
+    if parallel < a.parallel {
+        eprintln!("ternlm: --kv-budget holds {parallel} sequences of {n_ctx} tokens, not {}", a.parallel);
+    }
+    eprintln!(
+        "ternlm: {parallel} sequences of up to {n_ctx} tokens; KV cache up to {:.0} MB (grown as used)",
+        (parallel * kv_bytes_per_slot(&model, n_ctx)) as f64 / 1e6
+    );
     let name = a.alias.clone().unwrap_or_else(|| {
         let arg = a.model.model.clone().unwrap_or_else(|| ternlm_hub::catalog::DEFAULT_MODEL.to_string());
         let p = std::path::Path::new(&arg);
@@ -32,7 +40,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         port: a.port,
         model_name: name,
         api_key: a.api_key,
-        scheduler: SchedulerConfig { parallel: a.parallel, n_ctx, max_queue: a.max_queue, prefill_chunk: a.prefill_chunk.max(1) },
+        scheduler: SchedulerConfig { parallel, n_ctx, max_queue: a.max_queue, prefill_chunk: a.prefill_chunk.max(1) },
         max_body: a.max_body,
         timeout: Duration::from_secs(a.timeout.max(1)),
         grace: Duration::from_secs(10),
