@@ -2,10 +2,12 @@
 //! recorded text, each subcommand's output contract, and bad input of every kind ending as
 //! one clear line on stderr with a non-zero exit (never a panic).
 
-use std::io::Write;
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Output;
+
+use common::{clean_failure, run_ternlm, scratch};
 
 use ternlm_format::gguf::writer::{TensorData, write};
 use ternlm_format::{GgufFile, MetadataValue};
@@ -20,21 +22,8 @@ fn tiny() -> PathBuf {
     fixtures().join("tiny-bitnet-b158/tiny-bitnet-b158-i2_s.gguf")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
 fn ternlm(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ternlm"));
-    cmd.args(args).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("ternlm runs");
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    child.wait_with_output().unwrap()
+    run_ternlm(args, stdin, &[])
 }
 
 fn stdout(o: &Output) -> String {
@@ -43,11 +32,7 @@ fn stdout(o: &Output) -> String {
 
 /// The failure must be exactly one line naming the problem, with no panic or backtrace.
 fn assert_clean_failure(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure, stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got: {err}");
-    assert!(err.starts_with("ternlm: error: "), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace") && !err.contains("internal error"), "{err}");
+    let err = clean_failure(o);
     assert!(err.to_lowercase().contains(&needle.to_lowercase()), "stderr should mention {needle:?}: {err}");
 }
 

@@ -4,19 +4,15 @@
 //! architecture, missing shard, wrong shape or dtype, truncated safetensors header) end as
 //! one clear line naming the file and tensor.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Output;
+
+use common::{clean_failure, run_ternlm, scratch, text};
 
 use safetensors::tensor::TensorView;
 use ternlm::hf::tiny::{TinyKind, write_tiny};
-
-fn scratch(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hfcli-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 fn tiny(kind: TinyKind, shards: bool) -> PathBuf {
     let dir = scratch(kind.name());
@@ -25,27 +21,15 @@ fn tiny(kind: TinyKind, shards: bool) -> PathBuf {
 }
 
 fn ternlm_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ternlm"));
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("ternlm runs")
+    run_ternlm(args, None, env)
 }
 
 fn ternlm(args: &[&str]) -> Output {
     ternlm_env(args, &[])
 }
 
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
-
 fn assert_clean_failure(o: &Output, needles: &[&str]) {
-    let err = text(&o.stderr);
-    assert!(!o.status.success(), "expected failure, stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got: {err}");
-    assert!(err.starts_with("ternlm: error: ") && !err.contains("panicked"), "{err}");
+    let err = clean_failure(o);
     for n in needles {
         assert!(err.contains(n), "stderr should mention {n:?}: {err}");
     }

@@ -126,14 +126,6 @@ impl Checkpoint {
         Ok(())
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tensors.keys().map(String::as_str)
-    }
-
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
@@ -147,11 +139,6 @@ impl Checkpoint {
     /// The tensor `name`, or an error naming it and the checkpoint.
     pub fn require(&self, name: &str) -> Result<StTensor<'_>> {
         self.tensor(name).ok_or_else(|| st_err(&self.dir, format!("has no tensor {name:?}")))
-    }
-
-    /// Bytes of all shards together.
-    pub fn total_bytes(&self) -> u64 {
-        self.shards.iter().map(|s| s.mmap.len() as u64).sum()
     }
 }
 
@@ -176,10 +163,6 @@ impl StTensor<'_> {
             return Err(self.error(format!("has shape {:?}, expected {shape:?}", self.shape)));
         }
         Ok(())
-    }
-
-    pub fn is_float(&self) -> bool {
-        matches!(self.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
     }
 
     /// The values as f32 (F32, F16 or BF16 tensors).

@@ -117,6 +117,18 @@ pub fn cached_manifest(r: &HfRef) -> Result<Option<Manifest>> {
     Ok(serde_json::from_str(&text).ok())
 }
 
+/// The local path of `r` (its one file, or the snapshot folder) when a finished pull left
+/// everything it names in the cache.
+pub fn cached_path(r: &HfRef) -> Result<Option<PathBuf>> {
+    let Some(m) = cached_manifest(r)? else { return Ok(None) };
+    let dir = cache_dir(r)?;
+    let complete = match &r.file {
+        Some(f) => m.files.iter().any(|x| &x.path == f) && dir.join(f).is_file(),
+        None => m.files.iter().all(|x| dir.join(&x.path).is_file()),
+    };
+    Ok(complete.then(|| r.file.as_ref().map_or_else(|| dir.clone(), |f| dir.join(f))))
+}
+
 /// Files of a repository ternlm needs to run it: configs, tokenizer and safetensors.
 fn wanted(path: &str) -> bool {
     const NAMES: [&str; 7] =
@@ -328,15 +340,8 @@ pub fn download_file(r: &HfRef, commit: &str, f: &RepoFile, dest: &Path, progres
 /// file when `r` names one, else the snapshot folder.
 pub fn pull(r: &HfRef, show_progress: bool) -> Result<PathBuf> {
     let dir = cache_dir(r)?;
-    let local = |m: &Manifest| -> Option<PathBuf> {
-        let complete = match &r.file {
-            Some(f) => m.files.iter().any(|x| &x.path == f) && dir.join(f).is_file(),
-            None => m.files.iter().all(|x| dir.join(&x.path).is_file()),
-        };
-        complete.then(|| r.file.as_ref().map_or_else(|| dir.clone(), |f| dir.join(f)))
-    };
     if offline() {
-        return cached_manifest(r)?.and_then(|m| local(&m)).ok_or_else(|| HubError::Offline(format!("hf:{}", r.repo)));
+        return cached_path(r)?.ok_or_else(|| HubError::Offline(format!("hf:{}", r.repo)));
     }
     let (commit, all) = list_files(r)?;
     let files: Vec<RepoFile> = match &r.file {

@@ -49,15 +49,8 @@ pub fn resolve_model(arg: Option<&str>, show_progress: bool) -> Result<PathBuf> 
         ModelSpec::Path(p) => Ok(p),
         ModelSpec::Hub(r) => {
             // Use a finished pull without asking the hub again; `ternlm pull` refreshes.
-            if let Some(m) = hf::cached_manifest(&r)? {
-                let dir = hf::cache_dir(&r)?;
-                let complete = match &r.file {
-                    Some(f) => dir.join(f).is_file(),
-                    None => m.files.iter().all(|f| dir.join(&f.path).is_file()),
-                };
-                if complete {
-                    return Ok(r.file.as_ref().map_or(dir.clone(), |f| dir.join(f)));
-                }
+            if let Some(path) = hf::cached_path(&r)? {
+                return Ok(path);
             }
             if show_progress && !offline() {
                 eprintln!("ternlm: pulling hf:{}@{} from {}", r.repo, r.revision, hf::endpoint());

@@ -342,10 +342,11 @@ async fn run(st: Shared, kind: Kind, prompt: Vec<u32>, params: Params, echo: Str
     }
     let room = n_ctx - prompt.len();
     let max_tokens = params.max_tokens.unwrap_or(room).min(room);
+    let prompt_tokens = prompt.len();
     let (tx, rx) = unbounded_channel();
     let cancel = st.cancel_all.clone();
     let job = Job {
-        prompt: prompt.clone(),
+        prompt,
         max_tokens,
         sampler: params.sampler.clone(),
         logprobs: params.logprobs,
@@ -364,7 +365,7 @@ async fn run(st: Shared, kind: Kind, prompt: Vec<u32>, params: Params, echo: Str
         kind,
         rx,
         stop: StopMatcher::new(params.stop.clone()),
-        prompt_tokens: prompt.len(),
+        prompt_tokens,
         completion_tokens: 0,
         started: Instant::now(),
         last_token: None,

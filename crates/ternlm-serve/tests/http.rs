@@ -3,24 +3,20 @@
 //! errors for every kind of bad request, and a client that disconnects mid-stream freeing
 //! its sequence.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ternlm::{LoadOptions, Model};
 use ternlm_serve::server::AppState;
 use ternlm_serve::{SchedulerConfig, ServeConfig, router};
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("TERNLM_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
-
 /// Starts a server and returns its address and state.
 fn start(cfg: ServeConfig) -> (String, Arc<AppState>) {
-    let model = Arc::new(Model::load(fixtures().join("tiny-bitnet-b158/tiny-bitnet-b158-i2_s.gguf"), &LoadOptions { threads: 1, ..Default::default() }).unwrap());
+    let model = Arc::new(common::tiny_model(1));
     let state = AppState::new(model, cfg);
     let app = router(state.clone());
     let (tx, rx) = std::sync::mpsc::channel();

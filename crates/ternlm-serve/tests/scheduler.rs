@@ -3,6 +3,8 @@
 //! keeps getting tokens; a client that goes away is cancelled at the next step; a full queue
 //! rejects; bad prompts get an error event; deadlines cancel.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, OnceLock};
@@ -11,13 +13,9 @@ use std::time::{Duration, Instant};
 use ternlm::{LoadOptions, Model, SamplerConfig, StopReason};
 use ternlm_serve::{Event, Job, Rejected, Scheduler, SchedulerConfig};
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("TERNLM_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
-
 fn tiny() -> Arc<Model> {
     static M: OnceLock<Arc<Model>> = OnceLock::new();
-    M.get_or_init(|| Arc::new(Model::load(fixtures().join("tiny-bitnet-b158/tiny-bitnet-b158-i2_s.gguf"), &LoadOptions { threads: 2, ..Default::default() }).unwrap())).clone()
+    M.get_or_init(|| Arc::new(common::tiny_model(2))).clone()
 }
 
 fn smollm2() -> Arc<Model> {

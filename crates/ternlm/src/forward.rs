@@ -190,5 +190,9 @@ pub fn forward_batch(cfg: &Config, w: &Weights, pool: &ThreadPool, segs: &mut [S
         w.output.forward(pool, &s.h, &mut s.prep, &mut logits);
     }
     let v = cfg.n_vocab;
+    if let [_] = picked.as_slice() {
+        // One sequence (every session decode step): hand the logits over without a copy.
+        return Ok(vec![logits]);
+    }
     Ok(picked.iter().map(|&(at, count)| logits[at * v..(at + count) * v].to_vec()).collect())
 }

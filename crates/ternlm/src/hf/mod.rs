@@ -105,7 +105,7 @@ impl Conversion {
         let mut planned = Vec::new();
 
         let embed = ckpt.require("model.embed_tokens.weight")?;
-        let embed_ty = check_float(&embed, cfg.vocab_size, d)?;
+        let embed_ty = check_float(&embed, &[cfg.vocab_size, d])?;
         if opts.head_type.is_some_and(TensorType::is_ternary) {
             return Err(ModelError::Invalid("the output head cannot be ternary: choose f16, q6_k or q8_0".into()));
         }
@@ -140,9 +140,7 @@ impl Conversion {
             Ok(want)
         };
         let vector = |planned: &mut Vec<Planned>, name: String, src: String, n: usize| -> Result<()> {
-            let t = ckpt.require(&src)?;
-            t.expect_shape(&[n])?;
-            check_float_vector(&t)?;
+            check_float(&ckpt.require(&src)?, &[n])?;
             planned.push(Planned { name, dims: vec![n as u64], ty: TensorType::F32, source: Source::Vector(src) });
             Ok(())
         };
@@ -165,7 +163,7 @@ impl Conversion {
                     check_ternary(&ckpt, &t, rows, cols)?;
                     (linear_ty(cols, &gg(g), None, &mut notes)?, Source::Ternary { src: hf(h), permute_heads })
                 } else {
-                    let src_ty = check_float(&t, rows, cols)?;
+                    let src_ty = check_float(&t, &[rows, cols])?;
                     (linear_ty(cols, &gg(g), Some(src_ty), &mut notes)?, Source::Float { src: hf(h), permute_heads })
                 };
                 planned.push(Planned { name: gg(g), dims: vec![cols as u64, rows as u64], ty, source });
@@ -179,7 +177,7 @@ impl Conversion {
         vector(&mut planned, "output_norm.weight".into(), "model.norm.weight".into(), d)?;
         match ckpt.tensor("lm_head.weight") {
             Some(head) if !cfg.tie_word_embeddings => {
-                let src_ty = check_float(&head, cfg.vocab_size, d)?;
+                let src_ty = check_float(&head, &[cfg.vocab_size, d])?;
                 let ty = head_ty(src_ty, "output.weight", &mut notes);
                 planned.push(Planned { name: "output.weight".into(), dims: vec![d as u64, cfg.vocab_size as u64], ty, source: Source::Float { src: head.name.to_string(), permute_heads: None } });
             }
@@ -228,10 +226,6 @@ impl Conversion {
         md.extend(hp.to_metadata());
         md.extend(tokenizer::tokenizer_metadata(dir, cfg)?);
         Ok(md)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn specs(&self) -> Vec<TensorSpec> {
@@ -297,8 +291,4 @@ impl Conversion {
         std::fs::rename(&tmp, path).map_err(io)?;
         Ok(bytes.len() as u64)
     }
-}
-
-fn check_float_vector(t: &ternlm_format::safetensors::StTensor<'_>) -> Result<()> {
-    if t.is_float() { Ok(()) } else { Err(t.error(format!("has dtype {:?}, expected F32, F16 or BF16", t.dtype)).into()) }
 }

@@ -49,9 +49,10 @@ fn float_type(d: Dtype) -> Option<TensorType> {
     }
 }
 
-/// Checks a float matrix `[rows, cols]` (HF order) and returns its dtype's GGUF type.
-pub fn check_float(t: &StTensor<'_>, rows: usize, cols: usize) -> Result<TensorType> {
-    t.expect_shape(&[rows, cols])?;
+/// Checks a float tensor of `shape` (HF order: `[rows, cols]` for a matrix) and returns its
+/// dtype's GGUF type.
+pub fn check_float(t: &StTensor<'_>, shape: &[usize]) -> Result<TensorType> {
+    t.expect_shape(shape)?;
     float_type(t.dtype).ok_or_else(|| t.error(format!("has dtype {:?}, expected F32, F16 or BF16", t.dtype)).into())
 }
 
@@ -69,7 +70,7 @@ pub fn check_ternary(ckpt: &Checkpoint, t: &StTensor<'_>, rows: usize, cols: usi
             s.scalar()?;
             Ok(())
         }
-        _ => check_float(t, rows, cols).map(|_| ()),
+        _ => check_float(t, &[rows, cols]).map(|_| ()),
     }
 }
 
@@ -251,13 +252,12 @@ pub fn produce(ckpt: &Checkpoint, cfg: &HfConfig, p: &Planned) -> Result<Vec<u8>
                 }
             }
         }
-        Source::Ternary { src, permute_heads } if p.ty == TensorType::I2S && ckpt.require(src)?.dtype == Dtype::U8 => {
-            let t = ckpt.require(src)?;
-            packed_to_i2s(ckpt, &t, p.dims[1] as usize, cols, *permute_heads, cfg.linear_class)?
-        }
         Source::Ternary { src, permute_heads } => {
             let t = ckpt.require(src)?;
             let rows = p.dims[1] as usize;
+            if p.ty == TensorType::I2S && t.dtype == Dtype::U8 {
+                return finish_size(p, packed_to_i2s(ckpt, &t, rows, cols, *permute_heads, cfg.linear_class)?);
+            }
             let (trits, scale) = ternary_values(ckpt, &t, rows, cols, cfg.linear_class)?;
             let trits = match permute_heads {
                 Some(h) => permute_rows(&trits, cols, *h),
@@ -271,6 +271,11 @@ pub fn produce(ckpt: &Checkpoint, cfg: &HfConfig, p: &Planned) -> Result<Vec<u8>
             }
         }
     };
+    finish_size(p, bytes)
+}
+
+/// `bytes`, checked to be exactly the planned tensor's size.
+fn finish_size(p: &Planned, bytes: Vec<u8>) -> Result<Vec<u8>> {
     if bytes.len() as u64 != p.size() {
         return Err(ModelError::Invalid(format!("converting {}: produced {} bytes, expected {}", p.name, bytes.len(), p.size())));
     }
