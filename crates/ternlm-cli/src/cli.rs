@@ -198,6 +198,11 @@ pub struct BenchArgs {
     /// Tokens to generate one at a time (tg test); 0 skips it.
     #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
     pub n_gen: Vec<usize>,
+    /// Concurrent sequences to decode together, one batched step per token (what `serve`
+    /// does with that many clients); each runs `-n` tokens after a 16-token prompt, and the
+    /// test reports aggregate tokens/s. Comma-separated to compare; 0 skips it.
+    #[arg(short = 's', long = "streams", alias = "batch", value_delimiter = ',', default_value = "0")]
+    pub streams: Vec<usize>,
     /// Repetitions of each test; the table shows the median and the spread.
     #[arg(short = 'r', long = "reps", default_value_t = 5)]
     pub reps: usize,

@@ -52,8 +52,9 @@ fn ternary(rows: usize, cols: usize) -> TernaryMatrix {
     TernaryMatrix::from_parts(rows, cols, packed, cols, vec![0.5]).expect("valid matrix")
 }
 
-/// Ternary x int8: (rows, cols, tokens) = FFN up (decode), FFN down (decode), FFN up (pp128).
-#[divan::bench(args = [(FF, D, 1), (D, FF, 1), (FF, D, 128)], consts = [0, 1, 2])]
+/// Ternary x int8: (rows, cols, tokens) = FFN up and down at decode, at a batch of 8 decoding
+/// sequences, and FFN up at pp128.
+#[divan::bench(args = [(FF, D, 1), (D, FF, 1), (FF, D, 8), (D, FF, 8), (FF, D, 128)], consts = [0, 1, 2])]
 fn ternary_gemm<const LEVEL: usize>(b: Bencher, (rows, cols, n): (usize, usize, usize)) {
     let Some(&level) = Isa::available().get(LEVEL) else { return };
     let m = ternary(rows, cols);

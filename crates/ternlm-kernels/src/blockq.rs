@@ -10,7 +10,7 @@ use half::{bf16, f16};
 
 use crate::act_quant::{ActFormat, QuantActs};
 use crate::isa::Isa;
-use crate::pool::{ThreadPool, split_range};
+use crate::pool::{LineSplit, ThreadPool};
 use crate::sync_out::SyncOut;
 use crate::ternary::ShapeError;
 
@@ -165,10 +165,10 @@ impl BlockMatrix {
         let n = acts.quant.n;
         assert_eq!(acts.quant.k, self.cols, "activation width does not match the weights");
         assert_eq!(out.len(), n * self.rows);
+        let split = LineSplit::new(out.as_ptr(), self.rows, pool.n_threads() * 4, 16);
         let out = SyncOut::new(out);
-        let parts = pool.n_threads() * 4;
-        pool.for_each(parts, &|p| {
-            let rows = split_range(self.rows, parts, 8, p);
+        pool.for_each(split.count(), &|p| {
+            let rows = split.range(p);
             match isa {
                 Isa::Scalar => self.rows_portable(rows, acts, out),
                 // SAFETY: `isa` is at most the detected level (asserted above), so the CPU has
@@ -234,18 +234,15 @@ impl BlockMatrix {
             return;
         }
         if self.kind == BlockKind::Q6K {
-            // Rows a few at a time, every token over them, so a batch of tokens (several
-            // sequences decoding together) reads each weight row from memory once, not once
-            // per token. Each output is the same dot product either way.
-            const ROWS_PER_PASS: usize = 16;
-            let mut r0 = rows.start;
-            while r0 < rows.end {
-                let r1 = (r0 + ROWS_PER_PASS).min(rows.end);
-                for t in 0..q.n {
-                    // SAFETY: as above.
-                    unsafe { k::gemv_q6k(self.data.bytes(), self.row_bytes, r0..r1, q, t, out, self.rows) };
+            // SAFETY: as above.
+            unsafe {
+                if q.n == 1 {
+                    k::gemv_q6k(self.data.bytes(), self.row_bytes, rows, q, 0, out, self.rows);
+                } else {
+                    // A batch reads each row once for all its tokens; each output is the
+                    // same dot product either way.
+                    k::gemm_q6k(self.data.bytes(), self.row_bytes, rows, q, out, self.rows);
                 }
-                r0 = r1;
             }
             return;
         }

@@ -384,3 +384,111 @@ pub(crate) unsafe fn gemv_q6k(
         }
     }
 }
+
+/// How far ahead [`gemm_q6k`] prefetches, in bytes: it spends longer on each block than
+/// decode does, and a row is walked once per 4 tokens, so it looks a few rows ahead.
+const BATCH_PREFETCH: usize = 4096;
+
+thread_local! {
+    /// A batch's activations moved to unsigned (`x + 128`) for [`gemm_q6k`].
+    static UNSIGNED_ACTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Several tokens (a batch of decoding sequences): `out.set(t·out_rows + r, W[r] · x[t])` for
+/// every row in `rows` and every token, each row's blocks unpacked once per 4 tokens rather
+/// than once per token.
+///
+/// The weights become signed (`q - 32`) and the activations unsigned (`x + 128`), so one
+/// `maddubs` gives `Σ (x + 128)(q - 32)` per pair; the `128·Σ (q - 32)` it adds depends only on
+/// the row and is taken off once per block. Every int32 lane then holds exactly what
+/// [`gemv_q6k`] computes for that token (both are exact integer sums of the same terms, with
+/// no int16 saturation: pairs stay within 2·255·32), and the float steps are the same, so a
+/// sequence's logits do not depend on what it is batched with.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q6k(w: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, a: &QuantActs, out: SyncOut, out_rows: usize) {
+    let (n, k) = (a.n, a.k);
+    let nb = k / 256;
+    assert!(row_bytes >= nb * 210 && w.len() >= rows.end * row_bytes && a.q.len() >= n * k && a.d.len() >= n * nb && k == nb * 256);
+    UNSIGNED_ACTS.with_borrow_mut(|xu| {
+        xu.clear();
+        xu.extend(a.q[..n * k].iter().map(|&v| v as u8 ^ 0x80));
+        for r in rows {
+            let row = w[r * row_bytes..].as_ptr();
+            let mut t0 = 0;
+            while t0 < n {
+                let nt = (n - t0).min(4);
+                // SAFETY: AVX2, FMA and F16C are enabled here; row r holds nb blocks of 210
+                // bytes and tokens t0..t0+nt hold nb·256 values each in `xu` and nb scales in
+                // `a.d` (asserted above).
+                unsafe {
+                    match nt {
+                        4 => q6k_tile::<4>(row, nb, xu[t0 * k..].as_ptr(), k, &a.d[t0 * nb..], t0, r, out, out_rows),
+                        3 => q6k_tile::<3>(row, nb, xu[t0 * k..].as_ptr(), k, &a.d[t0 * nb..], t0, r, out, out_rows),
+                        2 => q6k_tile::<2>(row, nb, xu[t0 * k..].as_ptr(), k, &a.d[t0 * nb..], t0, r, out, out_rows),
+                        _ => q6k_tile::<1>(row, nb, xu[t0 * k..].as_ptr(), k, &a.d[t0 * nb..], t0, r, out, out_rows),
+                    }
+                }
+                t0 += nt;
+            }
+        }
+    });
+}
+
+/// One Q6_K row against `T` tokens (see [`gemm_q6k`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn q6k_tile<const T: usize>(row: *const u8, nb: usize, xu: *const u8, ldx: usize, d8: &[f32], t0: usize, r: usize, out: SyncOut, out_rows: usize) {
+    // SAFETY: the caller runs with AVX2, FMA and F16C and bounds `row` (nb blocks), `xu`
+    // (T tokens of nb·256 values, ldx apart) and `d8` (T·nb scales).
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(0x03);
+        let m32 = _mm256_set1_epi8(32);
+        let k128 = _mm256_set1_epi8(0x80u8 as i8);
+        let mut accf = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let blk = row.add(b * 210);
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(BATCH_PREFETCH) as *const i8);
+            let sc = _mm_loadu_si128(blk.add(192) as *const __m128i);
+            let mut acc = [_mm256_setzero_si256(); T];
+            let mut corr = _mm256_setzero_si256();
+            for half in 0..2 {
+                let ql = blk.add(half * 64);
+                let ql_lo = _mm256_loadu_si256(ql as *const __m256i);
+                let ql_hi = _mm256_loadu_si256(ql.add(32) as *const __m256i);
+                let qh = _mm256_loadu_si256(blk.add(128 + half * 32) as *const __m256i);
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(ql_lo, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m2))),
+                    _mm256_or_si256(_mm256_and_si256(ql_hi, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2))),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql_lo), m4),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(qh), m2)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql_hi), m4),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(qh), m2)),
+                    ),
+                ];
+                for (part, qv) in q.into_iter().enumerate() {
+                    let v = half * 4 + part;
+                    let wv = _mm256_sub_epi8(qv, m32);
+                    let shuf = _mm_loadu_si128(Q6K_SCALE_SHUFFLE[v].as_ptr() as *const __m128i);
+                    let s16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, shuf));
+                    corr = _mm256_add_epi32(corr, _mm256_madd_epi16(_mm256_maddubs_epi16(k128, wv), s16));
+                    for t in 0..T {
+                        let xv = _mm256_loadu_si256(xu.add(t * ldx + b * 256 + v * 32) as *const __m256i);
+                        acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wv), s16));
+                    }
+                }
+            }
+            let dw = f16_ptr(blk.add(208));
+            for t in 0..T {
+                let d = _mm256_set1_ps(d8[t * nb + b] * dw);
+                accf[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[t], corr)), accf[t]);
+            }
+        }
+        for t in 0..T {
+            out.set((t0 + t) * out_rows + r, hsum_float_8(accf[t]));
+        }
+    }
+}

@@ -230,9 +230,71 @@ pub fn split_range(n: usize, parts: usize, align: usize, index: usize) -> std::o
     start..end
 }
 
+/// Rows of an f32 output split into tasks whose boundaries fall on 64-byte lines of that
+/// output, so no two tasks (which may run on different cores) write one cache line: a first
+/// short task up to the first line boundary when the output does not start on one, then
+/// tasks of a whole number of `align` rows. Outputs of later tokens (`t · rows` further on)
+/// stay on line boundaries when `rows` is a multiple of 16.
+#[derive(Clone, Copy, Debug)]
+pub struct LineSplit {
+    n: usize,
+    lead: usize,
+    chunk: usize,
+}
+
+impl LineSplit {
+    /// About `parts` tasks over `n` rows whose first row is written at `out`.
+    pub fn new(out: *const f32, n: usize, parts: usize, align: usize) -> Self {
+        const LINE_FLOATS: usize = 16;
+        let off = (out as usize / 4) % LINE_FLOATS;
+        let lead = ((LINE_FLOATS - off) % LINE_FLOATS).min(n);
+        let align = align.max(1).next_multiple_of(LINE_FLOATS);
+        let chunk = (n - lead).div_ceil(align).div_ceil(parts.max(1)).max(1) * align;
+        Self { n, lead, chunk }
+    }
+
+    pub fn count(&self) -> usize {
+        usize::from(self.lead > 0) + (self.n - self.lead).div_ceil(self.chunk)
+    }
+
+    /// Rows of task `i` (`i < count()`).
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let first = usize::from(self.lead > 0);
+        if i < first {
+            return 0..self.lead;
+        }
+        let start = (self.lead + (i - first) * self.chunk).min(self.n);
+        start..(start + self.chunk).min(self.n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_split_covers_every_row_once_on_line_boundaries() {
+        for off in 0..16usize {
+            for n in [0, 1, 5, 16, 17, 100, 2560, 6913] {
+                for parts in [1, 3, 32] {
+                    let base = (4096 + off * 4) as *const f32;
+                    let split = LineSplit::new(base, n, parts, 16);
+                    let mut next = 0;
+                    for i in 0..split.count() {
+                        let r = split.range(i);
+                        assert_eq!(r.start, next, "off {off} n {n} parts {parts}");
+                        assert!(!r.is_empty());
+                        if r.start > 0 {
+                            assert_eq!((off + r.start) % 16, 0, "task {i} starts mid-line");
+                        }
+                        next = r.end;
+                    }
+                    assert_eq!(next, n);
+                    assert!(split.count() <= parts + 1 || n == 0);
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_task_runs_once() {

@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
+use ternlm::forward::{Scratch, Segment, forward_batch};
+use ternlm::kv_cache::KvCache;
 use ternlm::{LoadOptions, Logits, Model};
 use ternlm::bandwidth::read_bandwidth;
 
@@ -73,6 +75,13 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             let kv = (n / 2) as f64 * (model.config.kv_dim() * 2 * 2 * model.config.n_layer) as f64;
             rows.push(Row { test: format!("tg{n}"), n_prompt: 0, n_gen: n, samples, bytes_per_token: weights + kv });
         }
+        for &s in a.streams.iter().filter(|&&s| s > 0) {
+            let n = a.n_gen.iter().copied().find(|&n| n > 0).unwrap_or(32);
+            let samples = time_streams(&model, a.reps, s, n)?;
+            // One step reads the weights once for all streams, plus each stream's cache.
+            let kv = (STREAM_PROMPT + n / 2) as f64 * (model.config.kv_dim() * 2 * 2 * model.config.n_layer) as f64;
+            rows.push(Row { test: format!("tg{n} x{s}"), n_prompt: 0, n_gen: n * s, samples, bytes_per_token: weights / s as f64 + kv });
+        }
         for r in &rows {
             let gbps = r.bytes_per_token * r.median() / 1e9;
             let share = ceiling.map(|c| gbps * 1e9 / c);
@@ -123,6 +132,43 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prompt tokens each stream of a `--streams` test holds before decoding starts.
+const STREAM_PROMPT: usize = 16;
+
+/// Aggregate tokens per second of `reps` runs (after a warm-up run) of `s` sequences decoding
+/// `n` tokens each, one batched forward step per token, after a short prompt each.
+fn time_streams(model: &Model, reps: usize, s: usize, n: usize) -> Result<Vec<f64>> {
+    let cfg = &model.config;
+    let vocab = cfg.n_vocab as u32;
+    let mut caches: Vec<KvCache> = (0..s).map(|_| KvCache::new(cfg.n_layer, STREAM_PROMPT + n + 1, cfg.kv_dim())).collect();
+    let mut scratch = Scratch::default();
+    let mut samples = Vec::with_capacity(reps);
+    for rep in 0..=reps {
+        for c in caches.iter_mut() {
+            c.truncate(0);
+        }
+        let prompts: Vec<Vec<u32>> = (0..s).map(|i| (0..STREAM_PROMPT as u32).map(|j| (i as u32 * 7919 + j * 104_729) % vocab).collect()).collect();
+        let mut segs: Vec<Segment<'_>> = caches.iter_mut().zip(&prompts).map(|(cache, p)| Segment { cache, tokens: p, logits: Logits::None }).collect();
+        forward_batch(cfg, &model.weights, model.pool(), &mut segs, &mut scratch)?;
+        drop(segs);
+        let mut next: Vec<[u32; 1]> = (0..s).map(|i| [(i as u32 * 31 + 1) % vocab]).collect();
+        let start = Instant::now();
+        for _ in 0..n {
+            let mut segs: Vec<Segment<'_>> = caches.iter_mut().zip(&next).map(|(cache, t)| Segment { cache, tokens: t, logits: Logits::Last }).collect();
+            let logits = forward_batch(cfg, &model.weights, model.pool(), &mut segs, &mut scratch)?;
+            for (t, l) in next.iter_mut().zip(&logits) {
+                // Greedy, so each stream follows a real trajectory.
+                t[0] = l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        if rep > 0 {
+            samples.push((n * s) as f64 / secs);
+        }
+    }
+    Ok(samples)
 }
 
 /// Tokens per second of `reps` runs (after one warm-up run) of either a `p`-token prompt

@@ -20,6 +20,10 @@ pub(crate) struct Avx2;
 /// How far ahead of the current group the decode kernel prefetches, in bytes.
 const PREFETCH: usize = 1024;
 
+/// How many rows ahead the batch kernel prefetches the packed weights: tiles walk a task's
+/// rows two at a time, so this is a few tiles ahead, far enough to cover memory latency.
+const PREFETCH_ROWS: usize = 8;
+
 /// Groups the decode kernel sums in int16 before widening.
 const GEMV_FLUSH_GROUPS: usize = 16;
 /// 32-column steps the prefill kernel sums in int16 before widening.
@@ -57,6 +61,25 @@ impl Kernels for Avx2 {
             // SAFETY: AVX2 is enabled; the asserts above bound every pointer formed, and the
             // tile writes (ti·os + ri·nb + b) < raw's length for ti < nt, ri < nr.
             unsafe { dispatch_tile!(gemm_tile, nr, nt, c, ld, x, ldx, nb, block, o, os) }
+        });
+    }
+
+    const PACKED_GEMM: bool = true;
+
+    fn gemm_packed_raw(w: &[u8], row_bytes: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]) {
+        let nb = kc / block;
+        super::check_gemv(w, row_bytes, n_rows, kc, block, xs, raw);
+        assert!(n_tok == 0 || xs.len() >= (n_tok - 1) * ldx + kc);
+        assert!(raw.len() >= n_rows * n_tok * nb);
+        super::for_each_tile(n_rows, n_tok, |r, t, nr, nt| {
+            let p = w[r * row_bytes..].as_ptr();
+            let x = xs[t * ldx..].as_ptr();
+            let o = &mut raw[(t * n_rows + r) * nb..];
+            let os = n_rows * nb;
+            // SAFETY: AVX2 is enabled; the asserts above bound every pointer formed (rows
+            // r..r+nr of kc/4 bytes, tokens t..t+nt of kc values), and the tile writes
+            // (ti·os + ri·nb + b) < raw's length for ti < nt, ri < nr.
+            unsafe { dispatch_tile!(gemm_packed_tile, nr, nt, p, row_bytes, x, ldx, nb, block / GROUP, o, os) }
         });
     }
 }
@@ -197,5 +220,229 @@ unsafe fn gemm_tile<const R: usize, const T: usize>(c: *const u8, ld: usize, x: 
                 }
             }
         }
+    }
+}
+
+/// One 32-column slice `S` (bit shift `2S`) of a group for a register tile: the codes of each
+/// row come from its packed group `p[r]` with one shift and one mask, then meet every token.
+#[inline(always)]
+unsafe fn packed_slice<const R: usize, const T: usize, const SHIFT: i32>(
+    p: &[__m256i; R],
+    mask: __m256i,
+    x: *const i8,
+    ldx: usize,
+    acc16: &mut [[__m256i; T]; R],
+) {
+    // SAFETY: the caller runs with AVX2 enabled and bounds `x` (T tokens, ldx apart, 32
+    // values each from here).
+    unsafe {
+        let mut c = [_mm256_setzero_si256(); R];
+        for r in 0..R {
+            c[r] = _mm256_and_si256(_mm256_srli_epi16::<SHIFT>(p[r]), mask);
+        }
+        for t in 0..T {
+            let xv = _mm256_loadu_si256(x.add(t * ldx) as *const __m256i);
+            for r in 0..R {
+                acc16[r][t] = _mm256_add_epi16(acc16[r][t], _mm256_maddubs_epi16(c[r], xv));
+            }
+        }
+    }
+}
+
+/// `R` packed rows times `T` tokens, unpacking each group in registers once for all `T`
+/// tokens (no codes round trip through memory, which is what makes a batch of a few decoding
+/// sequences cheap); the sum of row `r`, token `t`, block `b` goes to `out[t·os + r·nb + b]`.
+/// Each group adds 4 `maddubs` per lane, so the int16 flush every [`GEMV_FLUSH_GROUPS`]
+/// groups keeps the same bound as decode.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+unsafe fn gemm_packed_tile<const R: usize, const T: usize>(w: *const u8, rb: usize, x: *const i8, ldx: usize, nb: usize, gpb: usize, out: &mut [i32], os: usize) {
+    // SAFETY: the caller bounds `w` (R rows of nb·gpb·32 bytes, rb apart) and `x` (T tokens of
+    // nb·gpb·128 values, ldx apart).
+    unsafe {
+        let mask = _mm256_set1_epi8(3);
+        let ones = _mm256_set1_epi16(1);
+        for b in 0..nb {
+            // Widened sums are reduced to scalars at each flush, so the 16 vector registers
+            // hold only the int16 tile, the packed groups and one token's slice.
+            let mut sums = [[0i32; T]; R];
+            let mut g = b * gpb;
+            let end = (b + 1) * gpb;
+            while g < end {
+                let stop = (g + GEMV_FLUSH_GROUPS).min(end);
+                let mut acc16 = [[_mm256_setzero_si256(); T]; R];
+                if R == 2 && T == 4 {
+                    let mut flat = [_mm256_setzero_si256(); 8];
+                    packed_2x4_groups(w.add(g * 32), rb, x.add(g * GROUP), ldx, stop - g, &mut flat);
+                    for r in 0..R {
+                        for t in 0..T {
+                            acc16[r][t] = flat[r * 4 + t];
+                        }
+                    }
+                    g = stop;
+                }
+                while g < stop {
+                    let mut p = [_mm256_setzero_si256(); R];
+                    for r in 0..R {
+                        // The next tile's rows (R further on) are what this task reads next.
+                        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((r + PREFETCH_ROWS) * rb + g * 32) as *const i8);
+                        p[r] = _mm256_loadu_si256(w.add(r * rb + g * 32) as *const __m256i);
+                    }
+                    let xg = x.add(g * GROUP);
+                    packed_slice::<R, T, 0>(&p, mask, xg, ldx, &mut acc16);
+                    packed_slice::<R, T, 2>(&p, mask, xg.add(32), ldx, &mut acc16);
+                    packed_slice::<R, T, 4>(&p, mask, xg.add(64), ldx, &mut acc16);
+                    packed_slice::<R, T, 6>(&p, mask, xg.add(96), ldx, &mut acc16);
+                    g += 1;
+                }
+                for r in 0..R {
+                    for t in 0..T {
+                        sums[r][t] += hsum(_mm256_madd_epi16(acc16[r][t], ones));
+                    }
+                }
+            }
+            for r in 0..R {
+                for t in 0..T {
+                    out[t * os + r * nb + b] = sums[r][t];
+                }
+            }
+        }
+    }
+}
+
+/// The hot prefill/batch tile (2 rows by 4 tokens) over `groups` (1 to [`GEMV_FLUSH_GROUPS`])
+/// groups, adding into int16 accumulators `acc[r·4 + t]`. Written in assembly because the
+/// compiler's schedule of the intrinsics version spilled half the accumulators to the stack
+/// (16 vector registers: 8 accumulators, the two packed groups, two code vectors, one token
+/// slice, two products and the mask); this one keeps everything in registers.
+#[target_feature(enable = "avx2")]
+unsafe fn packed_2x4_groups(w: *const u8, rb: usize, x: *const i8, ldx: usize, groups: usize, acc: &mut [__m256i; 8]) {
+    debug_assert!((1..=GEMV_FLUSH_GROUPS).contains(&groups));
+    // SAFETY: the caller bounds `w` (2 rows, rb apart, of groups·32 bytes) and `x` (4 tokens,
+    // ldx apart, of groups·128 values); prefetches of any address are harmless. The assembly
+    // touches only the registers named here and no memory other than those loads.
+    unsafe {
+        let mask = _mm256_set1_epi8(3);
+        let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5, mut a6, mut a7] = *acc;
+        std::arch::asm!(
+            "2:",
+            "prefetcht0 [{pf}]",
+            "prefetcht0 [{pf} + {rb}]",
+            "vmovdqu ymm8, [{w}]",
+            "vmovdqu ymm9, [{w} + {rb}]",
+            "vpand ymm10, ymm8, ymm15",
+            "vpand ymm11, ymm9, ymm15",
+            "vmovdqu ymm12, [{x} + 0]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm0, ymm0, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm4, ymm4, ymm14",
+            "vmovdqu ymm12, [{x} + {ldx} + 0]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm1, ymm1, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm5, ymm5, ymm14",
+            "vmovdqu ymm12, [{x} + {ldx}*2 + 0]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm2, ymm2, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm6, ymm6, ymm14",
+            "vmovdqu ymm12, [{x3} + 0]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm3, ymm3, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm7, ymm7, ymm14",
+            "vpsrlw ymm10, ymm8, 2",
+            "vpsrlw ymm11, ymm9, 2",
+            "vpand ymm10, ymm10, ymm15",
+            "vpand ymm11, ymm11, ymm15",
+            "vmovdqu ymm12, [{x} + 32]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm0, ymm0, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm4, ymm4, ymm14",
+            "vmovdqu ymm12, [{x} + {ldx} + 32]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm1, ymm1, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm5, ymm5, ymm14",
+            "vmovdqu ymm12, [{x} + {ldx}*2 + 32]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm2, ymm2, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm6, ymm6, ymm14",
+            "vmovdqu ymm12, [{x3} + 32]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm3, ymm3, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm7, ymm7, ymm14",
+            "vpsrlw ymm10, ymm8, 4",
+            "vpsrlw ymm11, ymm9, 4",
+            "vpand ymm10, ymm10, ymm15",
+            "vpand ymm11, ymm11, ymm15",
+            "vmovdqu ymm12, [{x} + 64]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm0, ymm0, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm4, ymm4, ymm14",
+            "vmovdqu ymm12, [{x} + {ldx} + 64]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm1, ymm1, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm5, ymm5, ymm14",
+            "vmovdqu ymm12, [{x} + {ldx}*2 + 64]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm2, ymm2, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm6, ymm6, ymm14",
+            "vmovdqu ymm12, [{x3} + 64]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm3, ymm3, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm7, ymm7, ymm14",
+            "vpsrlw ymm10, ymm8, 6",
+            "vpsrlw ymm11, ymm9, 6",
+            "vpand ymm10, ymm10, ymm15",
+            "vpand ymm11, ymm11, ymm15",
+            "vmovdqu ymm12, [{x} + 96]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm0, ymm0, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm4, ymm4, ymm14",
+            "vmovdqu ymm12, [{x} + {ldx} + 96]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm1, ymm1, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm5, ymm5, ymm14",
+            "vmovdqu ymm12, [{x} + {ldx}*2 + 96]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm2, ymm2, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm6, ymm6, ymm14",
+            "vmovdqu ymm12, [{x3} + 96]",
+            "vpmaddubsw ymm13, ymm10, ymm12",
+            "vpaddw ymm3, ymm3, ymm13",
+            "vpmaddubsw ymm14, ymm11, ymm12",
+            "vpaddw ymm7, ymm7, ymm14",
+            "add {w}, 32",
+            "add {pf}, 32",
+            "add {x}, 128",
+            "add {x3}, 128",
+            "dec {n}",
+            "jnz 2b",
+            w = inout(reg) w => _,
+            pf = inout(reg) w.wrapping_add(PREFETCH_ROWS * rb) => _,
+            rb = in(reg) rb,
+            x = inout(reg) x => _,
+            x3 = inout(reg) x.wrapping_add(3 * ldx) => _,
+            ldx = in(reg) ldx,
+            n = inout(reg) groups => _,
+            inout("ymm0") a0, inout("ymm1") a1, inout("ymm2") a2, inout("ymm3") a3,
+            inout("ymm4") a4, inout("ymm5") a5, inout("ymm6") a6, inout("ymm7") a7,
+            out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+            out("ymm12") _, out("ymm13") _, out("ymm14") _, in("ymm15") mask,
+            options(nostack, readonly),
+        );
+        *acc = [a0, a1, a2, a3, a4, a5, a6, a7];
     }
 }

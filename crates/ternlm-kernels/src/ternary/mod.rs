@@ -43,7 +43,7 @@ use crate::act_quant::{ActFormat, PER_TOKEN_GROUP, QuantActs};
 use crate::aligned::AlignedBytes;
 use crate::huge_buf::HugeBuf;
 use crate::isa::{self, Isa};
-use crate::pool::{ThreadPool, split_range};
+use crate::pool::{LineSplit, ThreadPool, split_range};
 use crate::sync_out::SyncOut;
 
 /// Trits per interleaved group (32 bytes).
@@ -64,8 +64,9 @@ pub enum TernaryLayout {
     /// matrices with one scale; a ragged tail (`cols % 160`) stays 2-bit.
     Bits1_6,
 }
-/// Rows a prefill task unpacks at once: 16 outputs fill a 64-byte cache line, so no two
-/// threads write one line (a tile of 8 was measured much slower from that false sharing).
+/// Rows a prefill task reads at once: 16 outputs fill a 64-byte cache line, and tasks start on
+/// the output's lines ([`LineSplit`]), so no two threads write one line (a tile of 8 was
+/// measured much slower from that false sharing, as were 16-row tiles across lines).
 const GEMM_ROW_TILE: usize = 16;
 /// Fewer tokens than this go through the decode kernel, token by token.
 const GEMM_MIN_TOKENS: usize = 4;
@@ -106,6 +107,21 @@ pub(crate) trait Kernels {
     /// `n_tok` tokens (`ldx` apart).
     #[allow(clippy::too_many_arguments)]
     fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]);
+
+    /// Whether prefill at this level reads 2-bit rows straight through
+    /// [`Self::gemm_packed_raw`] rather than unpacking them into codes for [`Self::gemm_raw`].
+    const PACKED_GEMM: bool = false;
+    /// As [`Self::gemm_raw`], from `n_rows` rows in the 2-bit layout (`row_bytes` apart).
+    /// The default is the scalar reference.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_packed_raw(w: &[u8], row_bytes: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]) {
+        let nb = kc / block;
+        let mut one = vec![0i32; n_rows * nb];
+        for t in 0..n_tok {
+            scalar::Scalar::gemv_raw(w, row_bytes, n_rows, kc, block, &xs[t * ldx..], &mut one);
+            raw[t * n_rows * nb..(t + 1) * n_rows * nb].copy_from_slice(&one);
+        }
+    }
 }
 
 thread_local! {
@@ -355,15 +371,16 @@ impl TernaryMatrix {
         let out_ptr = out;
         let nb = if kc == 0 { 0 } else { kc / block };
         let rb = self.row_bytes();
-        let out = SyncOut::new(out_ptr);
         if acts.n < GEMM_MIN_TOKENS && self.layout == TernaryLayout::Bits1_6 {
-            self.decode16::<K>(pool, acts, out);
+            self.decode16::<K>(pool, acts, out_ptr);
             return;
         }
+        let first_out = out_ptr.as_ptr();
+        let out = SyncOut::new(out_ptr);
         if acts.n < GEMM_MIN_TOKENS {
-            let parts = pool.n_threads() * 16;
-            pool.for_each(parts, &|p| {
-                let range = split_range(self.rows, parts, 16, p);
+            let split = LineSplit::new(first_out, self.rows, pool.n_threads() * 16, 16);
+            pool.for_each(split.count(), &|p| {
+                let range = split.range(p);
                 if range.is_empty() {
                     return;
                 }
@@ -391,7 +408,7 @@ impl TernaryMatrix {
             });
             return;
         }
-        let tiles = self.rows.div_ceil(GEMM_ROW_TILE);
+        let tiles = LineSplit::new(first_out, self.rows, self.rows.div_ceil(GEMM_ROW_TILE), GEMM_ROW_TILE);
         // Rows of codes and of activations start on cache lines, so no 32-byte load splits.
         let ld = self.cols.next_multiple_of(64);
         ACTS.with_borrow_mut(|xa| {
@@ -403,17 +420,24 @@ impl TernaryMatrix {
             }
             // SAFETY: i8 and u8 have the same size and alignment; any byte is a valid i8.
             let xs: &[i8] = unsafe { std::slice::from_raw_parts(xa.as_slice().as_ptr() as *const i8, acts.n * ld) };
-            pool.for_each(tiles, &|tile| {
-                let r0 = tile * GEMM_ROW_TILE;
-                let n_rows = GEMM_ROW_TILE.min(self.rows - r0);
+            let packed = K::PACKED_GEMM && self.layout == TernaryLayout::Bits2;
+            pool.for_each(tiles.count(), &|tile| {
+                let rows = tiles.range(tile);
+                let (r0, n_rows) = (rows.start, rows.len());
                 SCRATCH.with_borrow_mut(|(codes, raw)| {
-                    codes.resize(GEMM_ROW_TILE * ld);
                     raw.resize(GEMM_ROW_TILE * acts.n * nb, 0);
-                    let codes = codes.as_mut_slice();
-                    for i in 0..n_rows {
-                        self.row_codes(r0 + i, &mut codes[i * ld..i * ld + self.cols]);
+                    let raw = &mut raw[..n_rows * acts.n * nb];
+                    let w = &self.packed[r0 * rb..(r0 + n_rows) * rb];
+                    if packed {
+                        K::gemm_packed_raw(w, rb, n_rows, xs, ld, acts.n, kc, block, raw);
+                    } else {
+                        codes.resize(GEMM_ROW_TILE * ld);
+                        let codes = codes.as_mut_slice();
+                        for i in 0..n_rows {
+                            self.row_codes(r0 + i, &mut codes[i * ld..i * ld + self.cols]);
+                        }
+                        K::gemm_raw(codes, ld, n_rows, xs, ld, acts.n, kc, block, raw);
                     }
-                    K::gemm_raw(codes, ld, n_rows, xs, ld, acts.n, kc, block, &mut raw[..n_rows * acts.n * nb]);
                     if nb == 1 && kc == self.cols && self.scales.len() == 1 {
                         // As in decode: the common case without `finish`'s bookkeeping.
                         let scale = self.scales[0];
@@ -428,8 +452,12 @@ impl TernaryMatrix {
                     for t in 0..acts.n {
                         let x = acts.row(t);
                         for i in 0..n_rows {
-                            let c = &codes[i * ld..i * ld + self.cols];
-                            let tail: i32 = c[kc..].iter().zip(&x[kc..]).map(|(&c, &q)| i32::from(c) * i32::from(q)).sum();
+                            let tail = if packed {
+                                scalar::tail_dot(&w[i * rb + kc / 4..(i + 1) * rb], &x[kc..])
+                            } else {
+                                let c = &codes.as_slice()[i * ld + kc..i * ld + self.cols];
+                                c.iter().zip(&x[kc..]).map(|(&c, &q)| i32::from(c) * i32::from(q)).sum()
+                            };
                             let at = (t * n_rows + i) * nb;
                             out.set(t * self.rows + r0 + i, self.finish(r0 + i, t, &raw[at..at + nb], tail, acts, kc, block));
                         }
@@ -441,13 +469,14 @@ impl TernaryMatrix {
 
     /// Decode in the 1.6-bit layout (one shared scale): raw sums over whole 160-groups, the
     /// 2-bit tail in scalar code.
-    fn decode16<K: Kernels>(&self, pool: &ThreadPool, acts: &QuantActs, out: SyncOut) {
+    fn decode16<K: Kernels>(&self, pool: &ThreadPool, acts: &QuantActs, out: &mut [f32]) {
         let rb = self.row_bytes();
         let kc16 = self.cols / GROUP16 * GROUP16;
-        let parts = pool.n_threads() * 16;
+        let split = LineSplit::new(out.as_ptr(), self.rows, pool.n_threads() * 16, 16);
+        let out = SyncOut::new(out);
         let scale = self.scales[0];
-        pool.for_each(parts, &|p| {
-            let range = split_range(self.rows, parts, 16, p);
+        pool.for_each(split.count(), &|p| {
+            let range = split.range(p);
             if range.is_empty() {
                 return;
             }
