@@ -314,8 +314,14 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
                 plan.push((i, vec![t], Logits::Last));
             }
         }
-        for (i, s) in slots.iter().enumerate() {
-            if s.next.is_none() && s.fed < s.job.prompt.len() && (budget > 0 || (!decoding && plan.is_empty())) {
+        // Prompts in arrival order: the oldest gets the budget first, so under a burst each
+        // prompt's first token comes as early as the ones before it allow, rather than every
+        // prompt advancing a slice per step and all of them finishing late together.
+        let mut prefilling: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].next.is_none() && slots[i].fed < slots[i].job.prompt.len()).collect();
+        prefilling.sort_by_key(|&i| slots[i].admitted);
+        for i in prefilling {
+            let s = &slots[i];
+            if budget > 0 || (!decoding && plan.is_empty()) {
                 let take = (s.job.prompt.len() - s.fed).min(budget.max(1));
                 budget = budget.saturating_sub(take);
                 let end = s.fed + take;

@@ -153,6 +153,18 @@ fn raw_kernels_survive_extreme_values() {
             _ => unreachable!(),
         }
         assert!(raw.iter().all(|&v| v == -256 * kc as i32), "{level:?} gemm: {raw:?}");
+        // Straight from the packed rows (the 2x4 assembly tile and the ragged-row tile).
+        let mut raw = vec![0i32; rows * 4];
+        match level {
+            Isa::Scalar => scalar::Scalar::gemm_packed_raw(&packed, kc / 4, rows, &xs, kc, 4, kc, kc, &mut raw),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::Avx2::gemm_packed_raw(&packed, kc / 4, rows, &xs, kc, 4, kc, kc, &mut raw),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::Avx512::gemm_packed_raw(&packed, kc / 4, rows, &xs, kc, 4, kc, kc, &mut raw),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!(),
+        }
+        assert!(raw.iter().all(|&v| v == -256 * kc as i32), "{level:?} packed gemm: {raw:?}");
         // 1.6-bit: byte 255 holds five 2s.
         let kc16 = 30 * GROUP16;
         let dense = vec![255u8; rows * kc16 / 5];
