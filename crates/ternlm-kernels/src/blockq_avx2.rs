@@ -416,12 +416,16 @@ pub(crate) unsafe fn gemm_q6k(w: &[u8], row_bytes: usize, rows: std::ops::Range<
             let row = w[r * row_bytes..].as_ptr();
             let mut t0 = 0;
             while t0 < n {
-                let nt = (n - t0).min(4);
+                let nt = (n - t0).min(8);
                 // SAFETY: AVX2, FMA and F16C are enabled here; row r holds nb blocks of 210
                 // bytes and tokens t0..t0+nt hold nb·256 values each in `xu` and nb scales in
                 // `a.d` (asserted above).
                 unsafe {
                     match nt {
+                        8 => q6k_tile::<8>(row, nb, xu[t0 * k..].as_ptr(), k, &a.d[t0 * nb..], t0, r, out, out_rows),
+                        7 => q6k_tile::<7>(row, nb, xu[t0 * k..].as_ptr(), k, &a.d[t0 * nb..], t0, r, out, out_rows),
+                        6 => q6k_tile::<6>(row, nb, xu[t0 * k..].as_ptr(), k, &a.d[t0 * nb..], t0, r, out, out_rows),
+                        5 => q6k_tile::<5>(row, nb, xu[t0 * k..].as_ptr(), k, &a.d[t0 * nb..], t0, r, out, out_rows),
                         4 => q6k_tile::<4>(row, nb, xu[t0 * k..].as_ptr(), k, &a.d[t0 * nb..], t0, r, out, out_rows),
                         3 => q6k_tile::<3>(row, nb, xu[t0 * k..].as_ptr(), k, &a.d[t0 * nb..], t0, r, out, out_rows),
                         2 => q6k_tile::<2>(row, nb, xu[t0 * k..].as_ptr(), k, &a.d[t0 * nb..], t0, r, out, out_rows),

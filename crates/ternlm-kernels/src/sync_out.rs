@@ -25,4 +25,30 @@ impl SyncOut {
         // SAFETY: in bounds (checked above); disjointness is the caller's contract.
         unsafe { *self.ptr.add(i) = v }
     }
+
+    /// Writes `f(j)` at `start + j` for `j < len`: one bounds check for the run, and a plain
+    /// loop the compiler vectorizes (per-element [`Self::set`] calls do not).
+    #[inline]
+    pub(crate) fn fill(&self, start: usize, len: usize, f: impl Fn(usize) -> f32) {
+        assert!(start <= self.len && len <= self.len - start, "SyncOut run {start}+{len} out of range {}", self.len);
+        // SAFETY: in bounds (checked above); disjointness is the caller's contract, so no other
+        // reference to these elements exists while the slice lives.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) };
+        for (j, d) in dst.iter_mut().enumerate() {
+            *d = f(j);
+        }
+    }
+
+    /// Starts fetching the cache line holding element `i` for writing, so a task's stores at
+    /// its end do not each wait for their line (when its last writer was another core, that
+    /// is a cross-core transfer per line, enough to stall a burst of stores).
+    #[inline]
+    pub(crate) fn prefetch(&self, i: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if i < self.len {
+            // SAFETY: a prefetch never faults and has no architectural effect; the address is
+            // in bounds anyway.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(self.ptr.add(i) as *const i8) }
+        }
+    }
 }

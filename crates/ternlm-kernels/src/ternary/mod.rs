@@ -394,9 +394,8 @@ impl TernaryMatrix {
                             // The common case (one scale, no ragged tail), without the general
                             // bookkeeping of `finish` (same arithmetic).
                             let (xsum, scale, inv) = (acts.tsum[t], self.scales[0], acts.inv[t]);
-                            for (i, r) in range.clone().enumerate() {
-                                out.set(t * self.rows + r, (raw[i] - xsum) as f32 * scale / inv);
-                            }
+                            let raw = &raw[..range.len()];
+                            out.fill(t * self.rows + range.start, range.len(), |i| (raw[i] - xsum) as f32 * scale / inv);
                             continue;
                         }
                         for (i, r) in range.clone().enumerate() {
@@ -424,6 +423,9 @@ impl TernaryMatrix {
             pool.for_each(tiles.count(), &|tile| {
                 let rows = tiles.range(tile);
                 let (r0, n_rows) = (rows.start, rows.len());
+                for t in 0..acts.n {
+                    out.prefetch(t * self.rows + r0);
+                }
                 SCRATCH.with_borrow_mut(|(codes, raw)| {
                     raw.resize(GEMM_ROW_TILE * acts.n * nb, 0);
                     let raw = &mut raw[..n_rows * acts.n * nb];
@@ -443,9 +445,8 @@ impl TernaryMatrix {
                         let scale = self.scales[0];
                         for t in 0..acts.n {
                             let (xsum, inv) = (acts.tsum[t], acts.inv[t]);
-                            for i in 0..n_rows {
-                                out.set(t * self.rows + r0 + i, (raw[t * n_rows + i] - xsum) as f32 * scale / inv);
-                            }
+                            let raw = &raw[t * n_rows..(t + 1) * n_rows];
+                            out.fill(t * self.rows + r0, n_rows, |i| (raw[i] - xsum) as f32 * scale / inv);
                         }
                         return;
                     }
