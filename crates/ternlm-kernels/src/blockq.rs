@@ -246,15 +246,15 @@ impl BlockMatrix {
             }
             return;
         }
+        if self.kind == BlockKind::F16 {
+            // SAFETY: as above.
+            unsafe { crate::f16_rows::avx2::gemm(self.data.bytes(), self.row_bytes, rows, &acts.float, self.cols, q.n, out, self.rows) };
+            return;
+        }
         for r in rows {
             let w = self.row_data(r);
             for t in 0..q.n {
-                let k_ = self.cols;
-                let y = match self.kind {
-                    BlockKind::F16 => crate::f16_ops::dot_f16(Isa::Avx2, w, &acts.float[t * k_..(t + 1) * k_]),
-                    _ => self.dot(w, acts, t),
-                };
-                out.set(t * self.rows + r, y);
+                out.set(t * self.rows + r, self.dot(w, acts, t));
             }
         }
     }
@@ -273,7 +273,7 @@ impl BlockMatrix {
         let k = self.cols;
         match self.kind {
             BlockKind::F32 => dot_f32(w, &acts.float[t * k..(t + 1) * k]),
-            BlockKind::F16 => crate::f16_ops::dot_f16(Isa::Scalar, w, &acts.float[t * k..(t + 1) * k]),
+            BlockKind::F16 => crate::f16_rows::dot_row(w, &acts.float[t * k..(t + 1) * k]),
             BlockKind::BF16 => dot_bf16(w, &acts.float[t * k..(t + 1) * k]),
             BlockKind::Q4_0 => dot_q4_0(w, &acts.quant, t),
             BlockKind::Q4_1 => dot_q4_1(w, &acts.quant, t),

@@ -8,6 +8,7 @@
 //! - [`blockq`]: ggml block-quantized and float weights (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, F16,
 //!   BF16, F32) and their products with quantized activations;
 //! - [`f16_ops`]: F16 dot products and accumulator updates in ggml's arithmetic;
+//! - `f16_rows`: F16 weight rows (output heads) times f32 tokens, tiled over a batch;
 //! - [`huge_buf`]: huge-page-backed buffers for weights repacked at load;
 //! - [`int8`]: int8 rows with per-row scales (the opt-in int8 output head);
 //! - [`ops`]: RMSNorm, RoPE, softmax, SiLU, squared ReLU;
@@ -23,6 +24,7 @@ pub mod attention;
 pub mod bandwidth;
 pub mod blockq;
 pub mod f16_ops;
+mod f16_rows;
 pub mod huge_buf;
 pub mod int8;
 #[cfg(target_arch = "x86_64")]
