@@ -10,8 +10,10 @@
 //! the activations' group sums ([`QuantActs::bsums`]) once per block.
 //!
 //! Decode (one token) streams the packed rows through [`Kernels::gemv_raw`], unpacking in
-//! registers. Prefill (several tokens) unpacks a tile of rows once into codes and reuses it
-//! for every token through [`Kernels::gemm_raw`]. Each ISA level implements both; the scalar
+//! registers. Prefill and batched decode (several tokens) either read the 2-bit rows directly,
+//! unpacking each group in registers once for a tile of tokens ([`Kernels::gemm_packed_raw`],
+//! AVX2), or unpack a tile of rows once into codes and reuse it for every token
+//! ([`Kernels::gemm_raw`]: the scalar reference, AVX-512 and the 1.6-bit layout). The scalar
 //! level is the reference the others are tested against.
 
 /// Calls `$tile::<R, T>(args...)` for a register tile of `$nr` rows (1 or 2) by `$nt` tokens
