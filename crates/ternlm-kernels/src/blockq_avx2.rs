@@ -299,6 +299,32 @@ const Q6K_SCALE_SHUFFLE: [[u8; 16]; 8] = {
     m
 };
 
+/// The 6-bit values (0..63) of Q6_K half-block `half` of the block at `blk`, as four
+/// vectors of 32 in column order.
+#[inline(always)]
+unsafe fn q6k_half(blk: *const u8, half: usize) -> [__m256i; 4] {
+    // SAFETY: the caller bounds the block (210 bytes at `blk`) and runs with AVX2 enabled.
+    unsafe {
+        let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
+        let ql = blk.add(half * 64);
+        let ql_lo = _mm256_loadu_si256(ql as *const __m256i);
+        let ql_hi = _mm256_loadu_si256(ql.add(32) as *const __m256i);
+        let qh = _mm256_loadu_si256(blk.add(128 + half * 32) as *const __m256i);
+        [
+            _mm256_or_si256(_mm256_and_si256(ql_lo, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m2))),
+            _mm256_or_si256(_mm256_and_si256(ql_hi, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2))),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql_lo), m4),
+                _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(qh), m2)),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql_hi), m4),
+                _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(qh), m2)),
+            ),
+        ]
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn gemv_q6k(
     w: &[u8],
@@ -320,8 +346,6 @@ pub(crate) unsafe fn gemv_q6k(
     // SAFETY: block b of row r reads 210 bytes of w at r·row_bytes + b·210 and 256 values of
     // q8 at b·256 (b < nb, r < rows.end: asserted above).
     unsafe {
-        let m4 = _mm256_set1_epi8(0x0F);
-        let m2 = _mm256_set1_epi8(0x03);
         let m32 = _mm256_set1_epi8(32);
         for r in rows {
             let w = std::slice::from_raw_parts(w.as_ptr().add(r * row_bytes), nb * 210);
@@ -333,37 +357,7 @@ pub(crate) unsafe fn gemv_q6k(
                 let x = q8.as_ptr().add(b * 256);
                 let mut sumi = _mm256_setzero_si256();
                 for half in 0..2 {
-                    let ql = blk.add(half * 64);
-                    let ql_lo = _mm256_loadu_si256(ql as *const __m256i);
-                    let ql_hi = _mm256_loadu_si256(ql.add(32) as *const __m256i);
-                    let qh = _mm256_loadu_si256(blk.add(128 + half * 32) as *const __m256i);
-                    let q = [
-                        _mm256_or_si256(
-                            _mm256_and_si256(ql_lo, m4),
-                            _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m2)),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(ql_hi, m4),
-                            _mm256_slli_epi16::<4>(_mm256_and_si256(
-                                _mm256_srli_epi16::<2>(qh),
-                                m2,
-                            )),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql_lo), m4),
-                            _mm256_slli_epi16::<4>(_mm256_and_si256(
-                                _mm256_srli_epi16::<4>(qh),
-                                m2,
-                            )),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql_hi), m4),
-                            _mm256_slli_epi16::<4>(_mm256_and_si256(
-                                _mm256_srli_epi16::<6>(qh),
-                                m2,
-                            )),
-                        ),
-                    ];
+                    let q = q6k_half(blk, half);
                     for (part, qv) in q.into_iter().enumerate() {
                         let v = half * 4 + part;
                         let xv = _mm256_loadu_si256(x.add(v * 32) as *const __m256i);
@@ -445,8 +439,6 @@ unsafe fn q6k_tile<const T: usize>(row: *const u8, nb: usize, xu: *const u8, ldx
     // SAFETY: the caller runs with AVX2, FMA and F16C and bounds `row` (nb blocks), `xu`
     // (T tokens of nb·256 values, ldx apart) and `d8` (T·nb scales).
     unsafe {
-        let m4 = _mm256_set1_epi8(0x0F);
-        let m2 = _mm256_set1_epi8(0x03);
         let m32 = _mm256_set1_epi8(32);
         let k128 = _mm256_set1_epi8(0x80u8 as i8);
         let mut accf = [_mm256_setzero_ps(); T];
@@ -457,22 +449,7 @@ unsafe fn q6k_tile<const T: usize>(row: *const u8, nb: usize, xu: *const u8, ldx
             let mut acc = [_mm256_setzero_si256(); T];
             let mut corr = _mm256_setzero_si256();
             for half in 0..2 {
-                let ql = blk.add(half * 64);
-                let ql_lo = _mm256_loadu_si256(ql as *const __m256i);
-                let ql_hi = _mm256_loadu_si256(ql.add(32) as *const __m256i);
-                let qh = _mm256_loadu_si256(blk.add(128 + half * 32) as *const __m256i);
-                let q = [
-                    _mm256_or_si256(_mm256_and_si256(ql_lo, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m2))),
-                    _mm256_or_si256(_mm256_and_si256(ql_hi, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2))),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql_lo), m4),
-                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(qh), m2)),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql_hi), m4),
-                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(qh), m2)),
-                    ),
-                ];
+                let q = q6k_half(blk, half);
                 for (part, qv) in q.into_iter().enumerate() {
                     let v = half * 4 + part;
                     let wv = _mm256_sub_epi8(qv, m32);
