@@ -71,7 +71,7 @@ impl Kernels for Avx2 {
         super::check_gemv(w, row_bytes, n_rows, kc, block, xs, raw);
         assert!(n_tok == 0 || xs.len() >= (n_tok - 1) * ldx + kc);
         assert!(raw.len() >= n_rows * n_tok * nb);
-        let tile = |r: usize, t: usize, nr: usize, nt: usize| {
+        super::for_each_tile(n_rows, n_tok, |r, t, nr, nt| {
             let p = w[r * row_bytes..].as_ptr();
             let x = xs[t * ldx..].as_ptr();
             let o = &mut raw[(t * n_rows + r) * nb..];
@@ -80,8 +80,7 @@ impl Kernels for Avx2 {
             // r..r+nr of kc/4 bytes, tokens t..t+nt of kc values), and the tile writes
             // (ti·os + ri·nb + b) < raw's length for ti < nt, ri < nr.
             unsafe { dispatch_tile!(gemm_packed_tile, nr, nt, p, row_bytes, x, ldx, nb, block / GROUP, o, os) }
-        };
-        super::for_each_tile(n_rows, n_tok, tile);
+        });
     }
 }
 
