@@ -73,15 +73,7 @@ fn ternary_gemm<const LEVEL: usize>(b: Bencher, (rows, cols, n): (usize, usize, 
 fn block_gemv<const LEVEL: usize>(b: Bencher, kind: BlockKind) {
     let Some(&level) = Isa::available().get(LEVEL) else { return };
     let rows = HEAD_ROWS;
-    let bytes_len = rows * D / kind.block_len() * kind.block_bytes();
-    // Random bytes with small finite f16 values at every 2-byte slot make valid blocks.
-    let mut data: Vec<u8> = noise(bytes_len, 11).iter().map(|v| (v * 127.0) as i8 as u8).collect();
-    for c in data.chunks_exact_mut(2) {
-        if c[1] & 0x7C == 0x7C {
-            c[1] &= !0x40;
-        }
-    }
-    let m = BlockMatrix::new(kind, rows, D, WeightBytes::from_vec(data)).expect("valid matrix");
+    let m = block_matrix(kind, rows);
     let mut acts = PreparedActs::default();
     m.prepare(&noise(D, 5), &mut acts);
     let mut out = vec![0f32; rows];
@@ -90,6 +82,36 @@ fn block_gemv<const LEVEL: usize>(b: Bencher, kind: BlockKind) {
         m.gemm_at(level, &pool, &acts, &mut out);
         black_box(&out);
     });
+}
+
+/// The float and Q6_K heads against a batch of 8 decoding sequences (SIMD levels only: the
+/// scalar reference takes seconds per call at this size).
+#[divan::bench(args = [BlockKind::F16, BlockKind::Q6K], consts = [1, 2])]
+fn block_gemm8<const LEVEL: usize>(b: Bencher, kind: BlockKind) {
+    let Some(&level) = Isa::available().get(LEVEL) else { return };
+    let (rows, n) = (HEAD_ROWS, 8);
+    let m = block_matrix(kind, rows);
+    let mut acts = PreparedActs::default();
+    m.prepare(&noise(n * D, 5), &mut acts);
+    let mut out = vec![0f32; n * rows];
+    let pool = pool();
+    b.counter(BytesCount::new(m.bytes())).counter(ItemsCount::new(rows * D * n)).bench_local(|| {
+        m.gemm_at(level, &pool, &acts, &mut out);
+        black_box(&out);
+    });
+}
+
+/// `rows` × [`D`] random weights of `kind`.
+fn block_matrix(kind: BlockKind, rows: usize) -> BlockMatrix {
+    let bytes_len = rows * D / kind.block_len() * kind.block_bytes();
+    // Random bytes with small finite f16 values at every 2-byte slot make valid blocks.
+    let mut data: Vec<u8> = noise(bytes_len, 11).iter().map(|v| (v * 127.0) as i8 as u8).collect();
+    for c in data.chunks_exact_mut(2) {
+        if c[1] & 0x7C == 0x7C {
+            c[1] &= !0x40;
+        }
+    }
+    BlockMatrix::new(kind, rows, D, WeightBytes::from_vec(data)).expect("valid matrix")
 }
 
 /// Activation quantization of one token (the input of every ternary linear).
