@@ -3,8 +3,12 @@
 
 For each number of concurrent streams, every client sends --requests streaming
 /v1/completions requests one after another (a closed loop, as an editor or agent does), each
-with a prompt of exactly --prompt tokens (token ids, so the length is exact) and --gen
-generated tokens (no stop); all clients start together. Reported, as a table or JSON lines:
+with a prompt of exactly --prompt tokens (token ids, so the length is exact) and about --gen
+generated tokens (no stop); all clients start together. Each request's length is drawn
+(seeded, so runs repeat) from --gen x [1 - spread, 1 + spread] with --gen-spread (default
+0.5): clients of one fixed length stay in lockstep, all ending on the same step and all
+sending their next prompt at once, which makes every round a burst; real traffic does not
+do that. --gen-spread 0 restores fixed lengths. Reported, as a table or JSON lines:
 
 - aggregate t/s: all generated tokens over the wall time from first request to last token
   (prompt processing included);
@@ -22,15 +26,16 @@ generated tokens (no stop); all clients start together. Reported, as a table or 
 import argparse
 import http.client
 import json
+import random
 import statistics
 import threading
 import time
 import urllib.parse
 
 
-def client(url, prompt, gen, seed, requests, out, start_gate):
+def client(url, prompt, gens, seed, out, start_gate):
     start_gate.wait()
-    for k in range(requests):
+    for k, gen in enumerate(gens):
         one(url, prompt, gen, seed, k, out)
 
 
@@ -70,6 +75,7 @@ def main():
     ap.add_argument("--streams", default="1,4,8,16")
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--gen-spread", type=float, default=0.5, help="generated lengths vary by this fraction of --gen")
     ap.add_argument("--requests", type=int, default=3, help="requests each client sends in turn")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -83,7 +89,9 @@ def main():
         for i in range(n):
             # Distinct prompts (so nothing could be shared between them), exact length.
             prompt = [1000 + (i * 97 + j * 13) % 20000 for j in range(a.prompt)]
-            t = threading.Thread(target=client, args=(a.url, prompt, a.gen, i, a.requests, out, gate))
+            rng = random.Random(n * 1000 + i)
+            gens = [max(1, round(a.gen * (1 + a.gen_spread * rng.uniform(-1, 1)))) for _ in range(a.requests)]
+            t = threading.Thread(target=client, args=(a.url, prompt, gens, i, out, gate))
             t.start()
             threads.append(t)
         gate.set()
