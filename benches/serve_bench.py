@@ -33,9 +33,9 @@ import time
 import urllib.parse
 
 
-def client(url, prompt, gens, seed, out, start_gate):
+def client(url, prompts, gens, seed, out, start_gate):
     start_gate.wait()
-    for k, gen in enumerate(gens):
+    for k, (prompt, gen) in enumerate(zip(prompts, gens)):
         one(url, prompt, gen, seed, k, out)
 
 
@@ -87,11 +87,12 @@ def main():
         out, gate = [], threading.Event()
         threads = []
         for i in range(n):
-            # Distinct prompts (so nothing could be shared between them), exact length.
-            prompt = [1000 + (i * 97 + j * 13) % 20000 for j in range(a.prompt)]
+            # A distinct prompt for every request, down to its first token, so no request
+            # finds its prompt in a cache the server kept (--no-cache-prompt is not needed).
+            prompts = [[1000 + (i * 97 + k * 7919 + j * 13) % 20000 for j in range(a.prompt)] for k in range(a.requests)]
             rng = random.Random(n * 1000 + i)
             gens = [max(1, round(a.gen * (1 + a.gen_spread * rng.uniform(-1, 1)))) for _ in range(a.requests)]
-            t = threading.Thread(target=client, args=(a.url, prompt, gens, i, out, gate))
+            t = threading.Thread(target=client, args=(a.url, prompts, gens, i, out, gate))
             t.start()
             threads.append(t)
         gate.set()

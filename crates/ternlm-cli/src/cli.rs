@@ -332,6 +332,10 @@ pub struct ServeArgs {
     /// Prompt tokens fed per step while other sequences decode.
     #[arg(long = "prefill-chunk", default_value_t = 64)]
     pub prefill_chunk: usize,
+    /// Prefill every prompt in full, instead of reusing a finished request's KV cache for
+    /// the prompt's leading tokens it already held.
+    #[arg(long = "no-cache-prompt")]
+    pub no_cache_prompt: bool,
     /// Longest a request may run, in seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,

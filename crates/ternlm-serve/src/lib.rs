@@ -9,6 +9,7 @@
 pub mod api;
 pub mod error;
 pub mod metrics;
+mod prompt_cache;
 pub mod scheduler;
 pub mod server;
 pub mod stop;

@@ -87,6 +87,11 @@ impl Metrics {
         for (name, help, v) in [
             ("ternlm_prompt_tokens_total", "Prompt tokens of finished requests.", self.prompt_tokens.load(Ordering::Relaxed)),
             ("ternlm_generated_tokens_total", "Tokens generated.", self.generated_tokens.load(Ordering::Relaxed)),
+            (
+                "ternlm_prompt_tokens_cached_total",
+                "Prompt tokens whose KV an earlier request's cache held (not prefilled again).",
+                sched.cached_prompt_tokens.load(Ordering::Relaxed) as u64,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }

@@ -5,7 +5,9 @@
 //! prompt tokens of admitted sequences up to `prefill_chunk` in total, so a long prompt is
 //! prefilled over several steps while the running streams keep getting a token per step.
 //! Because every row of a batched step is computed independently, a sequence's tokens do not
-//! depend on what it is batched with: greedy results are the same alone or among many.
+//! depend on what it is batched with: greedy results are the same alone or among many. For
+//! the same reason a finished sequence's cache can serve a later prompt that starts with what
+//! it held (see `prompt_cache`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +20,8 @@ use ternlm::forward::{Scratch, Segment, forward_batch};
 use ternlm::kv_cache::KvCache;
 use ternlm::{Logits, Model, Sampler, SamplerConfig, StopReason, StreamDecoder};
 
+use crate::prompt_cache::PromptCache;
+
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
     /// Sequences decoded together at most (KV cache slots).
@@ -28,11 +32,14 @@ pub struct SchedulerConfig {
     pub max_queue: usize,
     /// Prompt tokens fed per step across all prefilling sequences.
     pub prefill_chunk: usize,
+    /// Reuse a finished sequence's KV cache for a prompt that starts with what it held
+    /// (llama.cpp's `cache_prompt`), so only the new part of a prompt is prefilled.
+    pub cache_prompt: bool,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { parallel: 4, n_ctx: 4096, max_queue: 64, prefill_chunk: 64 }
+        Self { parallel: 4, n_ctx: 4096, max_queue: 64, prefill_chunk: 64, cache_prompt: true }
     }
 }
 
@@ -70,6 +77,8 @@ pub struct TokenEvent {
 pub struct Finish {
     pub reason: StopReason,
     pub prompt_tokens: usize,
+    /// Leading prompt tokens whose KV came from an earlier request's cache (not prefilled).
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
     /// From admission to the first generated token.
     pub time_to_first_token: Option<Duration>,
@@ -115,6 +124,8 @@ pub struct Stats {
     pub active: AtomicUsize,
     pub steps: AtomicUsize,
     pub prompt_tokens: AtomicUsize,
+    /// Prompt tokens taken from a cache instead of prefilled.
+    pub cached_prompt_tokens: AtomicUsize,
     pub generated_tokens: AtomicUsize,
 }
 
@@ -130,6 +141,10 @@ struct Slot {
     cache: KvCache,
     /// Prompt tokens already in the cache.
     fed: usize,
+    /// Prompt tokens that were in the cache before this request fed any.
+    cached: usize,
+    /// Every token sampled so far, in order (all but the last are fed back into the cache).
+    sampled: Vec<u32>,
     /// The token to feed next once the prompt is in (the last one sampled).
     next: Option<u32>,
     generated: usize,
@@ -212,11 +227,19 @@ fn finish(slot: &mut Slot, reason: StopReason) {
     let done = Finish {
         reason,
         prompt_tokens: slot.job.prompt.len(),
+        cached_tokens: slot.cached,
         completion_tokens: slot.generated,
         time_to_first_token: slot.first_token,
         queued: slot.queued,
     };
     (slot.job.sink)(Event::Done(done));
+}
+
+/// Returns a retired slot's cache to the pool with the tokens it holds: the prompt, then
+/// the sampled tokens that were fed back.
+fn retire(pool: &mut PromptCache, slot: Slot) {
+    let Slot { job, cache, sampled, .. } = slot;
+    pool.put(cache, job.prompt.into_iter().chain(sampled));
 }
 
 fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stats: &Stats) {
@@ -225,7 +248,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
     let parallel = cfg.parallel.max(1);
     let mut waiting: VecDeque<(Job, Instant)> = VecDeque::new();
     let mut slots: Vec<Slot> = Vec::new();
-    let mut spare: Vec<KvCache> = Vec::new();
+    let mut spare = PromptCache::new(cfg.cache_prompt);
     let mut scratch = Scratch::default();
     let mut open = true;
     loop {
@@ -264,8 +287,8 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
                 (job.sink)(Event::Error(msg));
                 continue;
             }
-            let mut cache = spare.pop().unwrap_or_else(|| KvCache::new(mcfg.n_layer, n_ctx, mcfg.kv_dim()));
-            cache.truncate(0);
+            let (cache, cached) = spare.take(&job.prompt).unwrap_or_else(|| (KvCache::new(mcfg.n_layer, n_ctx, mcfg.kv_dim()), 0));
+            stats.cached_prompt_tokens.fetch_add(cached, Ordering::Relaxed);
             let mut sampler = Sampler::new(job.sampler.clone());
             for &t in &job.prompt {
                 sampler.accept(t);
@@ -274,7 +297,9 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
             slots.push(Slot {
                 job,
                 cache,
-                fed: 0,
+                fed: cached,
+                cached,
+                sampled: Vec::new(),
                 next: None,
                 generated: 0,
                 sampler,
@@ -296,7 +321,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
             if slots[i].job.deadline.is_some_and(|d| now >= d) {
                 let mut s = slots.swap_remove(i);
                 finish(&mut s, StopReason::Cancelled);
-                spare.push(s.cache);
+                retire(&mut spare, s);
             } else {
                 i += 1;
             }
@@ -350,7 +375,10 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
                 let mut failed: Vec<usize> = plan.iter().map(|p| p.0).collect();
                 failed.sort_unstable_by(|a, b| b.cmp(a));
                 for i in failed {
-                    spare.push(slots.swap_remove(i).cache);
+                    // What the failed step left in the cache is unknown: keep none of it.
+                    let mut s = slots.swap_remove(i);
+                    s.cache.truncate(0);
+                    retire(&mut spare, s);
                 }
                 continue;
             }
@@ -368,6 +396,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
             }
             let id = s.sampler.sample(&logits);
             s.sampler.accept(id);
+            s.sampled.push(id);
             s.generated += 1;
             stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
             if s.first_token.is_none() {
@@ -404,7 +433,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
                 (s.job.sink)(Event::Token(TokenEvent { id: u32::MAX, text: tail, logprob: None, top: Vec::new() }));
             }
             finish(&mut s, reason);
-            spare.push(s.cache);
+            retire(&mut spare, s);
         }
         stats.active.store(slots.len(), Ordering::Relaxed);
     }

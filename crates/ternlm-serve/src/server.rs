@@ -253,6 +253,8 @@ struct Running {
     rx: UnboundedReceiver<Event>,
     stop: StopMatcher,
     prompt_tokens: usize,
+    /// Prompt tokens served from a cache, known once the scheduler reports the end.
+    cached_tokens: usize,
     completion_tokens: usize,
     started: Instant,
     last_token: Option<Instant>,
@@ -295,6 +297,7 @@ impl Running {
             }
             Event::Done(f) => {
                 self.st.metrics.prompt_tokens.fetch_add(f.prompt_tokens as u64, Ordering::Relaxed);
+                self.cached_tokens = f.cached_tokens;
                 let tail = self.stop.finish();
                 match f.reason {
                     StopReason::Eos => Step::Finished { tail, reason: "stop" },
@@ -308,7 +311,12 @@ impl Running {
     }
 
     fn usage(&self) -> Value {
-        json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": self.prompt_tokens + self.completion_tokens})
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        })
     }
 
     fn token_text(&self, id: u32) -> String {
@@ -366,6 +374,7 @@ async fn run(st: Shared, kind: Kind, prompt: Vec<u32>, params: Params, echo: Str
         rx,
         stop: StopMatcher::new(params.stop.clone()),
         prompt_tokens,
+        cached_tokens: 0,
         completion_tokens: 0,
         started: Instant::now(),
         last_token: None,

@@ -32,7 +32,7 @@ fn start(cfg: ServeConfig) -> (String, Arc<AppState>) {
 }
 
 fn cfg() -> ServeConfig {
-    ServeConfig { model_name: "tiny".into(), scheduler: SchedulerConfig { parallel: 2, n_ctx: 256, max_queue: 8, prefill_chunk: 32 }, ..Default::default() }
+    ServeConfig { model_name: "tiny".into(), scheduler: SchedulerConfig { parallel: 2, n_ctx: 256, max_queue: 8, prefill_chunk: 32, ..Default::default() }, ..Default::default() }
 }
 
 /// A raw HTTP/1.1 request; returns (status, headers in lower case, body).
@@ -117,7 +117,7 @@ fn bad_requests_get_openai_style_errors() {
 
 #[test]
 fn a_full_queue_answers_429_with_retry_after() {
-    let (addr, _) = start(ServeConfig { scheduler: SchedulerConfig { parallel: 1, n_ctx: 512, max_queue: 1, prefill_chunk: 32 }, ..cfg() });
+    let (addr, _) = start(ServeConfig { scheduler: SchedulerConfig { parallel: 1, n_ctx: 512, max_queue: 1, prefill_chunk: 32, ..Default::default() }, ..cfg() });
     let handles: Vec<_> = (0..12)
         .map(|_| {
             let addr = addr.clone();

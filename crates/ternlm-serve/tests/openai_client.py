@@ -60,6 +60,10 @@ for ch in stream:
             finish = c.finish_reason
 check("".join(parts) == text, f"streamed chat equals the non-streamed one: {''.join(parts)!r} vs {text!r}")
 check(usage is not None and usage.completion_tokens == chat.usage.completion_tokens, "stream_options.include_usage")
+# The same conversation again: its KV comes from the first request's cache, all but the last
+# prompt token (fed to get the first logits), and the answer is the same (checked above).
+check(chat.usage.prompt_tokens_details.cached_tokens == 0, "a first prompt is prefilled in full")
+check(usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1, f"a repeated prompt comes from the cache: {usage.prompt_tokens_details!r}")
 check(finish == chat.choices[0].finish_reason, "stream finish_reason")
 
 comp = client.completions.create(model=model, prompt="The capital of Germany is", max_tokens=8, temperature=0)

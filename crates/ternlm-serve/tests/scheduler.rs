@@ -1,7 +1,8 @@
 //! The continuous-batching scheduler on real models: greedy results are the same alone and
 //! among 8 concurrent requests; a long prompt is prefilled in slices while a running stream
 //! keeps getting tokens; a client that goes away is cancelled at the next step; a full queue
-//! rejects; bad prompts get an error event; deadlines cancel.
+//! rejects; bad prompts get an error event; deadlines cancel; a chat's next turn reuses the
+//! cache of the turn before without changing its tokens.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ternlm::{LoadOptions, Model, SamplerConfig, StopReason};
-use ternlm_serve::{Event, Job, Rejected, Scheduler, SchedulerConfig};
+use ternlm_serve::{Event, Finish, Job, Rejected, Scheduler, SchedulerConfig};
 
 fn tiny() -> Arc<Model> {
     static M: OnceLock<Arc<Model>> = OnceLock::new();
@@ -39,6 +40,12 @@ fn job(prompt: Vec<u32>, max_tokens: usize) -> (Job, Receiver<Event>) {
 
 /// Collects a job's tokens until it is done.
 fn collect(rx: &Receiver<Event>) -> (Vec<u32>, StopReason) {
+    let (toks, f) = collect_finish(rx);
+    (toks, f.reason)
+}
+
+/// [`collect`], with the job's closing report.
+fn collect_finish(rx: &Receiver<Event>) -> (Vec<u32>, Finish) {
     let mut toks = Vec::new();
     loop {
         match rx.recv_timeout(Duration::from_secs(120)).expect("the scheduler answers") {
@@ -46,11 +53,51 @@ fn collect(rx: &Receiver<Event>) -> (Vec<u32>, StopReason) {
             Event::Token(_) => {}
             Event::Done(f) => {
                 assert_eq!(f.completion_tokens, toks.len() + usize::from(f.reason == StopReason::Eos));
-                return (toks, f.reason);
+                return (toks, f);
             }
             Event::Error(e) => panic!("job failed: {e}"),
         }
     }
+}
+
+/// A chat's next turn: the prompt is the last prompt, its answer and a new question. With
+/// `cache_prompt` the earlier request's cache supplies all of that but the answer's last
+/// token (sampled, never fed back); the tokens are the same as with every prompt prefilled
+/// in full.
+fn next_turn_reuses_the_cache(model: Arc<Model>) {
+    let first = model.tokenizer.encode("The capital of Germany is", true, false).unwrap();
+    let question = model.tokenizer.encode(" And the capital of France?", false, false).unwrap();
+    let run = |cache_prompt: bool| {
+        let cfg = SchedulerConfig { parallel: 2, n_ctx: 256, max_queue: 4, prefill_chunk: 8, cache_prompt };
+        let sched = Scheduler::start(model.clone(), cfg);
+        let (j, rx) = job(first.clone(), 6);
+        sched.submit(j).unwrap();
+        let (answer, f) = collect_finish(&rx);
+        assert_eq!((f.reason, f.cached_tokens), (StopReason::Length, 0));
+        let next: Vec<u32> = first.iter().chain(&answer).chain(&question).copied().collect();
+        let (j, rx) = job(next, 6);
+        sched.submit(j).unwrap();
+        let (toks, f) = collect_finish(&rx);
+        let cached = sched.stats().cached_prompt_tokens.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(cached, f.cached_tokens);
+        (answer, toks, f.cached_tokens)
+    };
+    let (answer, reused, cached) = run(true);
+    let (answer_full, full, none) = run(false);
+    assert_eq!(answer, answer_full);
+    assert_eq!(reused, full, "the next turn's tokens differ with the cache reused");
+    assert_eq!(none, 0);
+    assert_eq!(cached, first.len() + answer.len() - 1);
+}
+
+#[test]
+fn next_turn_reuses_the_cache_ternary() {
+    next_turn_reuses_the_cache(tiny());
+}
+
+#[test]
+fn next_turn_reuses_the_cache_smollm2() {
+    next_turn_reuses_the_cache(smollm2());
 }
 
 const PROMPTS: [&str; 8] = [
@@ -66,7 +113,7 @@ const PROMPTS: [&str; 8] = [
 
 fn alone_and_together(model: Arc<Model>, n: usize) {
     let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| model.tokenizer.encode(p, true, false).unwrap()).collect();
-    let cfg = SchedulerConfig { parallel: 8, n_ctx: 256, max_queue: 16, prefill_chunk: 8 };
+    let cfg = SchedulerConfig { parallel: 8, n_ctx: 256, max_queue: 16, prefill_chunk: 8, ..Default::default() };
     let sched = Scheduler::start(model.clone(), cfg);
     let alone: Vec<Vec<u32>> = prompts
         .iter()
@@ -103,7 +150,7 @@ fn greedy_is_the_same_alone_and_among_eight_smollm2() {
 #[test]
 fn a_long_prompt_is_prefilled_in_slices_while_a_stream_runs() {
     let model = tiny();
-    let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 2, n_ctx: 512, max_queue: 4, prefill_chunk: 16 });
+    let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 2, n_ctx: 512, max_queue: 4, prefill_chunk: 16, ..Default::default() });
     let short = model.tokenizer.encode("Hello there", true, false).unwrap();
     let long: Vec<u32> = (0..240).map(|i| 300 + (i * 7) % 500).collect();
     let (ja, rxa) = job(short, 60);
@@ -121,7 +168,7 @@ fn a_long_prompt_is_prefilled_in_slices_while_a_stream_runs() {
 #[test]
 fn a_client_that_goes_away_is_cancelled() {
     let model = tiny();
-    let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 2, n_ctx: 256, max_queue: 4, prefill_chunk: 64 });
+    let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 2, n_ctx: 256, max_queue: 4, prefill_chunk: 64, ..Default::default() });
     let prompt = model.tokenizer.encode("Hello", true, false).unwrap();
     let (tx, rx) = channel();
     let mut left = 3;
@@ -142,7 +189,7 @@ fn a_client_that_goes_away_is_cancelled() {
 #[test]
 fn a_full_queue_rejects_and_bad_prompts_get_errors() {
     let model = tiny();
-    let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 1, n_ctx: 64, max_queue: 1, prefill_chunk: 64 });
+    let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 1, n_ctx: 64, max_queue: 1, prefill_chunk: 64, ..Default::default() });
     let prompt = model.tokenizer.encode("Hello", true, false).unwrap();
     let mut rejected = 0;
     let mut rxs = Vec::new();
@@ -171,7 +218,7 @@ fn a_full_queue_rejects_and_bad_prompts_get_errors() {
 #[test]
 fn deadlines_cancel_and_logprobs_are_reported() {
     let model = tiny();
-    let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 2, n_ctx: 256, max_queue: 4, prefill_chunk: 64 });
+    let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 2, n_ctx: 256, max_queue: 4, prefill_chunk: 64, ..Default::default() });
     let prompt = model.tokenizer.encode("Hello", true, false).unwrap();
     let (mut j, rx) = job(prompt.clone(), 10_000);
     j.deadline = Some(Instant::now() + Duration::from_millis(300));

@@ -40,7 +40,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         port: a.port,
         model_name: name,
         api_key: a.api_key,
-        scheduler: SchedulerConfig { parallel, n_ctx, max_queue: a.max_queue, prefill_chunk: a.prefill_chunk.max(1) },
+        scheduler: SchedulerConfig { parallel, n_ctx, max_queue: a.max_queue, prefill_chunk: a.prefill_chunk.max(1), cache_prompt: !a.no_cache_prompt },
         max_body: a.max_body,
         timeout: Duration::from_secs(a.timeout.max(1)),
         grace: Duration::from_secs(10),
