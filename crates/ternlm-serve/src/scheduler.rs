@@ -147,7 +147,6 @@ struct Slot {
     sampled: Vec<u32>,
     /// The token to feed next once the prompt is in (the last one sampled).
     next: Option<u32>,
-    generated: usize,
     sampler: Sampler,
     decoder: StreamDecoder,
     admitted: Instant,
@@ -228,7 +227,7 @@ fn finish(slot: &mut Slot, reason: StopReason) {
         reason,
         prompt_tokens: slot.job.prompt.len(),
         cached_tokens: slot.cached,
-        completion_tokens: slot.generated,
+        completion_tokens: slot.sampled.len(),
         time_to_first_token: slot.first_token,
         queued: slot.queued,
     };
@@ -301,7 +300,6 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
                 cached,
                 sampled: Vec::new(),
                 next: None,
-                generated: 0,
                 sampler,
                 decoder: StreamDecoder::new(),
                 admitted: Instant::now(),
@@ -397,7 +395,6 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
             let id = s.sampler.sample(&logits);
             s.sampler.accept(id);
             s.sampled.push(id);
-            s.generated += 1;
             stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
             if s.first_token.is_none() {
                 s.first_token = Some(s.admitted.elapsed());
@@ -417,7 +414,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
             let text = s.decoder.push(tok.piece(id));
             if !(s.job.sink)(Event::Token(TokenEvent { id, text, logprob, top })) {
                 done.push((*i, StopReason::Cancelled));
-            } else if s.generated >= s.job.max_tokens {
+            } else if s.sampled.len() >= s.job.max_tokens {
                 done.push((*i, StopReason::Length));
             } else if s.cache.len() + 1 > s.cache.n_ctx() {
                 done.push((*i, StopReason::ContextFull));
