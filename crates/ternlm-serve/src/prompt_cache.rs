@@ -39,18 +39,15 @@ impl<C: Positions> PromptCache<C> {
     /// `prompt.len() - 1` tokens are kept, since the last prompt token must be fed to get
     /// the logits of the first generated one. `None` when no cache is free.
     pub(crate) fn take(&mut self, prompt: &[u32]) -> Option<(C, usize)> {
-        let shared = |held: &[u32]| held.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        let best = if self.reuse {
-            // Later entries win ties: they were freed more recently.
-            self.free.iter().enumerate().map(|(i, (_, held))| (shared(held), i)).max().filter(|&(n, _)| n > 0).map(|(_, i)| i)
-        } else {
-            None
-        };
         if self.free.is_empty() {
             return None;
         }
-        let (mut cache, held) = self.free.remove(best.unwrap_or(0));
-        let keep = if best.is_some() { shared(&held).min(prompt.len().saturating_sub(1)) } else { 0 };
+        let shared = |held: &[u32]| held.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        // (tokens shared, index); later entries win ties: they were freed more recently.
+        let best = self.free.iter().enumerate().map(|(i, (_, held))| (shared(held), i)).max().filter(|&(n, _)| self.reuse && n > 0);
+        let (n, i) = best.unwrap_or((0, 0));
+        let (mut cache, _) = self.free.remove(i);
+        let keep = n.min(prompt.len().saturating_sub(1));
         cache.truncate(keep);
         Some((cache, keep))
     }
@@ -80,20 +77,16 @@ mod tests {
         }
     }
 
-    fn cache_holding(n: usize) -> Held {
-        Held(n)
-    }
-
     #[test]
     fn the_longest_shared_prefix_wins_and_the_last_prompt_token_is_refed() {
         let mut pc = PromptCache::<Held>::new(true);
-        pc.put(cache_holding(3), [1, 2, 3].into_iter());
-        pc.put(cache_holding(5), [1, 2, 9, 9, 9].into_iter());
-        pc.put(cache_holding(2), [7, 8].into_iter());
+        pc.put(Held(3), [1, 2, 3].into_iter());
+        pc.put(Held(5), [1, 2, 9, 9, 9].into_iter());
+        pc.put(Held(2), [7, 8].into_iter());
         let (c, keep) = pc.take(&[1, 2, 3, 4]).unwrap();
         assert_eq!((keep, c.len()), (3, 3));
         // The whole prompt cached: all but its last token kept.
-        pc.put(cache_holding(4), [1, 2, 3, 4].into_iter());
+        pc.put(Held(4), [1, 2, 3, 4].into_iter());
         let (_, keep) = pc.take(&[1, 2, 3, 4]).unwrap();
         assert_eq!(keep, 3);
     }
@@ -102,8 +95,8 @@ mod tests {
     fn no_match_takes_the_oldest_emptied_and_none_when_all_are_busy() {
         let mut pc = PromptCache::<Held>::new(true);
         assert!(pc.take(&[1]).is_none());
-        pc.put(cache_holding(2), [5, 6].into_iter());
-        pc.put(cache_holding(2), [7, 8].into_iter());
+        pc.put(Held(2), [5, 6].into_iter());
+        pc.put(Held(2), [7, 8].into_iter());
         let (c, keep) = pc.take(&[1, 2]).unwrap();
         assert_eq!((keep, c.len()), (0, 0));
         // The one left is the more recent [7, 8].
@@ -114,7 +107,7 @@ mod tests {
     #[test]
     fn without_reuse_nothing_is_kept() {
         let mut pc = PromptCache::<Held>::new(false);
-        pc.put(cache_holding(3), [1, 2, 3].into_iter());
+        pc.put(Held(3), [1, 2, 3].into_iter());
         let (c, keep) = pc.take(&[1, 2, 3, 4]).unwrap();
         assert_eq!((keep, c.len()), (0, 0));
     }
