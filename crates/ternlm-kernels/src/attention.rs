@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use half::f16;
 
 use crate::f16_ops::{dot_f16, f16_bytes, mad_f16, scale_f16};
+use crate::isa::Isa;
 use crate::pool::ThreadPool;
 use crate::sync_out::SyncOut;
 
@@ -30,6 +31,13 @@ pub struct AttnShape {
 /// `q`: `n_tokens x n_heads x head_dim`; `k`, `v`: cache rows `(pos, kv_head, head_dim)`
 /// holding at least `pos0 + n_tokens` positions; `out`: like `q`.
 pub fn attention(pool: &ThreadPool, shape: AttnShape, q: &[f32], k: &[f16], v: &[f16], out: &mut [f32]) {
+    attention_at(crate::isa::active(), pool, shape, q, k, v, out);
+}
+
+/// [`attention`] at a given ISA level, which must not exceed [`Isa::detect`] (tests compare
+/// the levels, which return the same bits).
+pub fn attention_at(level: Isa, pool: &ThreadPool, shape: AttnShape, q: &[f32], k: &[f16], v: &[f16], out: &mut [f32]) {
+    assert!(level <= Isa::detect(), "{} is not available on this CPU", level.name());
     let AttnShape { n_heads, n_kv_heads, head_dim: hd, pos0, n_tokens } = shape;
     assert!(n_kv_heads > 0 && n_heads % n_kv_heads == 0);
     let kv_stride = n_kv_heads * hd;
@@ -40,43 +48,193 @@ pub fn attention(pool: &ThreadPool, shape: AttnShape, q: &[f32], k: &[f16], v: &
     let group = n_heads / n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let out = SyncOut::new(out);
-    let level = crate::isa::active();
     let kb = f16_bytes(k);
     pool.for_each(n_tokens * n_heads, &|task| {
         let (i, h) = (task / n_heads, task % n_heads);
-        let kvh = h / group;
         let base = (i * n_heads + h) * hd;
-        SCRATCH.with_borrow_mut(|(qh, acc)| {
-            qh.clear();
-            qh.extend(q[base..base + hd].iter().map(|&x| f16::from_f32(x).to_f32()));
-            acc.clear();
-            acc.resize(hd, f16::ZERO);
-            let mut max = f32::NEG_INFINITY;
-            let mut sum = 0f32;
-            for p in 0..=pos0 + i {
-                let off = p * kv_stride + kvh * hd;
-                let s = dot_f16(level, &kb[2 * off..2 * (off + hd)], qh) * scale;
-                let (ms, vs) = if s > max {
-                    let ms = (max - s).exp();
-                    max = s;
-                    scale_f16(level, acc, ms);
-                    (ms, 1.0)
-                } else {
-                    (1.0, (s - max).exp())
-                };
-                mad_f16(level, acc, &v[off..off + hd], vs);
-                sum = sum * ms + vs;
+        let head = Head { k: kb, v, kv_stride, col0: (h / group) * hd, hd, n_pos: pos0 + i + 1, scale };
+        SCRATCH.with_borrow_mut(|sc| {
+            sc.q.clear();
+            sc.q.extend(q[base..base + hd].iter().map(|&x| f16::from_f32(x).to_f32()));
+            #[cfg(target_arch = "x86_64")]
+            if level >= Isa::Avx2 && hd % avx2::DIMS == 0 {
+                // SAFETY: the level is at most the detected one, which has AVX2, FMA and F16C;
+                // the asserts above bound every cache row the head reads.
+                unsafe { avx2::head(&head, sc, out, base) };
+                return;
             }
-            for (d, a) in acc.iter().enumerate() {
-                out.set(base + d, a.to_f32() / sum);
-            }
+            head_portable(level, &head, sc, out, base);
         });
     });
 }
 
+/// One query head's view of the cache: rows `0..n_pos`, columns `col0..col0 + hd` of each.
+struct Head<'a> {
+    /// The key cache as raw F16 bytes.
+    k: &'a [u8],
+    v: &'a [f16],
+    kv_stride: usize,
+    col0: usize,
+    hd: usize,
+    n_pos: usize,
+    scale: f32,
+}
+
+/// The reference: per position, a score, the online-softmax update, one F16 FMA pass.
+fn head_portable(level: Isa, head: &Head<'_>, sc: &mut Scratch, out: SyncOut, base: usize) {
+    let hd = head.hd;
+    sc.acc.clear();
+    sc.acc.resize(hd, f16::ZERO);
+    let mut max = f32::NEG_INFINITY;
+    let mut sum = 0f32;
+    for p in 0..head.n_pos {
+        let off = p * head.kv_stride + head.col0;
+        let s = dot_f16(level, &head.k[2 * off..2 * (off + hd)], &sc.q) * head.scale;
+        let (ms, vs) = if s > max {
+            let ms = (max - s).exp();
+            max = s;
+            scale_f16(level, &mut sc.acc, ms);
+            (ms, 1.0)
+        } else {
+            (1.0, (s - max).exp())
+        };
+        mad_f16(level, &mut sc.acc, &head.v[off..off + hd], vs);
+        sum = sum * ms + vs;
+    }
+    for (d, a) in sc.acc.iter().enumerate() {
+        out.set(base + d, a.to_f32() / sum);
+    }
+}
+
+/// Per-thread rows, so attention allocates nothing per call once they have grown.
+#[derive(Default)]
+struct Scratch {
+    /// The query rounded to F16 values.
+    q: Vec<f32>,
+    /// The portable path's F16 value accumulator.
+    acc: Vec<f16>,
+    /// The SIMD path's per-position scores, then value weights.
+    weight: Vec<f32>,
+    /// The SIMD path's per-position accumulator rescale (1 where the maximum held).
+    rescale: Vec<f32>,
+}
+
 thread_local! {
-    /// Per-thread query and accumulator rows, so attention allocates nothing per call.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// The same arithmetic as [`head_portable`] in three passes: every score (ggml's F16 dot
+/// product with its reduction done in registers), then the online softmax's scalar
+/// recurrence in position order, then the value accumulation with 64 dimensions of the F16
+/// accumulator held in registers across all positions (rounded to F16 after every update,
+/// as when it lives in memory). Each dimension sees the same updates in the same order, so
+/// the result is bit for bit the reference's.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Head, Scratch};
+    use crate::sync_out::SyncOut;
+
+    /// Head dimensions per register block (and per step of ggml's F16 dot product).
+    pub(super) const DIMS: usize = 64;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn head(head: &Head<'_>, sc: &mut Scratch, out: SyncOut, base: usize) {
+        let (hd, n) = (head.hd, head.n_pos);
+        debug_assert!(hd % DIMS == 0 && sc.q.len() == hd);
+        debug_assert!(head.k.len() >= 2 * ((n - 1) * head.kv_stride + head.col0 + hd));
+        debug_assert!(head.v.len() >= (n - 1) * head.kv_stride + head.col0 + hd);
+        sc.weight.clear();
+        sc.rescale.clear();
+        // SAFETY: (all blocks below) AVX2, FMA and F16C are enabled; position p < n_pos reads
+        // hd values from column col0 of its row, inside both caches (the caller asserted
+        // they hold n_pos rows of kv_stride values, and col0 + hd <= kv_stride).
+        for p in 0..n {
+            let kp = unsafe { head.k.as_ptr().add(2 * (p * head.kv_stride + head.col0)) };
+            let s = unsafe { dot(kp, sc.q.as_ptr(), hd) } * head.scale;
+            sc.weight.push(s);
+        }
+        let mut max = f32::NEG_INFINITY;
+        let mut sum = 0f32;
+        sc.rescale.resize(n, 1.0);
+        for (w, r) in sc.weight.iter_mut().zip(sc.rescale.iter_mut()) {
+            let s = *w;
+            let (ms, vs) = if s > max {
+                let ms = (max - s).exp();
+                max = s;
+                (ms, 1.0)
+            } else {
+                (1.0, (s - max).exp())
+            };
+            // Scaling by 1 leaves F16 values as they are, so a rescale of 1 is skipped.
+            *r = ms;
+            *w = vs;
+            sum = sum * ms + vs;
+        }
+        let inv = _mm256_set1_ps(sum);
+        for b in (0..hd).step_by(DIMS) {
+            let mut lanes = [0f32; DIMS];
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); DIMS / 8];
+                for p in 0..n {
+                    let ms = *sc.rescale.get_unchecked(p);
+                    if ms != 1.0 {
+                        let m = _mm256_set1_ps(ms);
+                        for a in acc.iter_mut() {
+                            *a = round_f16(_mm256_mul_ps(*a, m));
+                        }
+                    }
+                    let vs = _mm256_set1_ps(*sc.weight.get_unchecked(p));
+                    let vp = head.v.as_ptr().add(p * head.kv_stride + head.col0 + b) as *const __m128i;
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        let x = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(j)));
+                        *a = round_f16(_mm256_fmadd_ps(x, vs, *a));
+                    }
+                }
+                for (j, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), _mm256_div_ps(*a, inv));
+                }
+            }
+            for (d, y) in lanes.iter().enumerate() {
+                out.set(base + b + d, *y);
+            }
+        }
+    }
+
+    /// The nearest F16 value, as f32 (what storing to and loading from an F16 row gives).
+    #[inline(always)]
+    unsafe fn round_f16(x: __m256) -> __m256 {
+        // SAFETY: the callers run with F16C enabled.
+        unsafe { _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)) }
+    }
+
+    /// ggml's F16 dot product of `hd` (a multiple of 64) values at `k` with the f32 values at
+    /// `q`: four 16-lane accumulators (pairs of 8-lane registers here), folded `(a0 + a2) +
+    /// (a1 + a3)`, then halves, quarters and pairs, as [`crate::f16_ops`]'s reference.
+    #[inline(always)]
+    unsafe fn dot(k: *const u8, q: *const f32, hd: usize) -> f32 {
+        // SAFETY: the caller bounds hd F16 values at k and hd floats at q and runs with AVX2,
+        // FMA and F16C.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            for s in (0..hd).step_by(DIMS) {
+                for (j, pair) in acc.iter_mut().enumerate() {
+                    for (h, a) in pair.iter_mut().enumerate() {
+                        let i = s + j * 16 + h * 8;
+                        let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.add(2 * i) as *const __m128i));
+                        *a = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q.add(i)), *a);
+                    }
+                }
+            }
+            let lo = _mm256_add_ps(_mm256_add_ps(acc[0][0], acc[2][0]), _mm256_add_ps(acc[1][0], acc[3][0]));
+            let hi = _mm256_add_ps(_mm256_add_ps(acc[0][1], acc[2][1]), _mm256_add_ps(acc[1][1], acc[3][1]));
+            let t3 = _mm256_add_ps(hi, lo);
+            let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
+            let u = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
+            _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps::<1>(u, u)))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -85,6 +243,41 @@ mod tests {
 
     fn h(v: &[f32]) -> Vec<f16> {
         v.iter().map(|&x| f16::from_f32(x)).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Every level returns the reference's bits: head sizes that the SIMD path takes
+        /// (multiples of 64) and ones it leaves to the reference, grouped-query heads, several
+        /// query tokens at an offset, and scores spread wide enough that the running maximum
+        /// moves and the F16 accumulator is rescaled often.
+        #[test]
+        fn levels_agree_bit_for_bit(
+            hd in proptest::prop_oneof![proptest::strategy::Just(64usize), proptest::strategy::Just(128), 1usize..80],
+            kv_heads in 1usize..3,
+            group in 1usize..4,
+            pos0 in 0usize..70,
+            n_tokens in 1usize..4,
+            spread in 0.1f32..6.0,
+            seed in 0u32..1000,
+        ) {
+            let heads = kv_heads * group;
+            let n_pos = pos0 + n_tokens;
+            let wave = |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 + seed as f32) * f).sin() * spread).collect() };
+            let q = wave(n_tokens * heads * hd, 0.37);
+            let k = h(&wave(n_pos * kv_heads * hd, 0.113));
+            let v = h(&wave(n_pos * kv_heads * hd, 0.071));
+            let shape = AttnShape { n_heads: heads, n_kv_heads: kv_heads, head_dim: hd, pos0, n_tokens };
+            let pool = ThreadPool::new(2);
+            let mut want = vec![0f32; q.len()];
+            attention_at(Isa::Scalar, &pool, shape, &q, &k, &v, &mut want);
+            for level in Isa::available() {
+                let mut got = vec![0f32; q.len()];
+                attention_at(level, &pool, shape, &q, &k, &v, &mut got);
+                let bits = |x: &[f32]| x.iter().map(|y| y.to_bits()).collect::<Vec<_>>();
+                proptest::prop_assert_eq!(bits(&got), bits(&want), "{}", level.name());
+            }
+        }
     }
 
     #[test]
