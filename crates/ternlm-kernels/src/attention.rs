@@ -134,10 +134,11 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{Head, Scratch};
+    use crate::f16_ops::avx2::dot_steps;
     use crate::sync_out::SyncOut;
 
-    /// Head dimensions per register block (and per step of ggml's F16 dot product).
-    pub(super) const DIMS: usize = 64;
+    /// Head dimensions per register block: one step of ggml's F16 dot product.
+    pub(super) const DIMS: usize = crate::f16_ops::STEP;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn head(head: &Head<'_>, sc: &mut Scratch, out: SyncOut, base: usize) {
@@ -152,7 +153,7 @@ mod avx2 {
         // they hold n_pos rows of kv_stride values, and col0 + hd <= kv_stride).
         for p in 0..n {
             let kp = unsafe { head.k.as_ptr().add(2 * (p * head.kv_stride + head.col0)) };
-            let s = unsafe { dot(kp, sc.q.as_ptr(), hd) } * head.scale;
+            let s = unsafe { dot_steps(kp, sc.q.as_ptr(), hd / DIMS) } * head.scale;
             sc.weight.push(s);
         }
         let mut max = f32::NEG_INFINITY;
@@ -207,33 +208,6 @@ mod avx2 {
     unsafe fn round_f16(x: __m256) -> __m256 {
         // SAFETY: the callers run with F16C enabled.
         unsafe { _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)) }
-    }
-
-    /// ggml's F16 dot product of `hd` (a multiple of 64) values at `k` with the f32 values at
-    /// `q`: four 16-lane accumulators (pairs of 8-lane registers here), folded `(a0 + a2) +
-    /// (a1 + a3)`, then halves, quarters and pairs, as [`crate::f16_ops`]'s reference.
-    #[inline(always)]
-    unsafe fn dot(k: *const u8, q: *const f32, hd: usize) -> f32 {
-        // SAFETY: the caller bounds hd F16 values at k and hd floats at q and runs with AVX2,
-        // FMA and F16C.
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-            for s in (0..hd).step_by(DIMS) {
-                for (j, pair) in acc.iter_mut().enumerate() {
-                    for (h, a) in pair.iter_mut().enumerate() {
-                        let i = s + j * 16 + h * 8;
-                        let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.add(2 * i) as *const __m128i));
-                        *a = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q.add(i)), *a);
-                    }
-                }
-            }
-            let lo = _mm256_add_ps(_mm256_add_ps(acc[0][0], acc[2][0]), _mm256_add_ps(acc[1][0], acc[3][0]));
-            let hi = _mm256_add_ps(_mm256_add_ps(acc[0][1], acc[2][1]), _mm256_add_ps(acc[1][1], acc[3][1]));
-            let t3 = _mm256_add_ps(hi, lo);
-            let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
-            let u = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
-            _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps::<1>(u, u)))
-        }
     }
 }
 

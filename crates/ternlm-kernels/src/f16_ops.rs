@@ -55,7 +55,7 @@ pub fn f16_bytes(v: &[f16]) -> &[u8] {
 }
 
 /// Values per step of the F16 dot product: 4 accumulators of 16 lanes.
-const STEP: usize = 64;
+pub(crate) const STEP: usize = 64;
 
 fn dot_f16_portable(w: &[u8], x: &[f32]) -> f32 {
     let steps = x.len() / STEP;
@@ -81,7 +81,12 @@ fn reduce_4x16(lanes: &[[f32; 16]; 4], w: &[u8], x: &[f32], from: usize) -> f32 
     }
     let t3: [f32; 8] = std::array::from_fn(|i| v[i + 8] + v[i]);
     let t6: [f32; 4] = std::array::from_fn(|i| t3[i + 4] + t3[i]);
-    let mut sum = f64::from((t6[0] + t6[2]) + (t6[1] + t6[3]));
+    with_tail((t6[0] + t6[2]) + (t6[1] + t6[3]), w, x, from)
+}
+
+/// The folded sum plus the columns from `from` on, added in f64.
+fn with_tail(folded: f32, w: &[u8], x: &[f32], from: usize) -> f32 {
+    let mut sum = f64::from(folded);
     for i in from..x.len() {
         sum += f64::from(f16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32() * x[i]);
     }
@@ -89,37 +94,48 @@ fn reduce_4x16(lanes: &[[f32; 16]; 4], w: &[u8], x: &[f32], from: usize) -> f32 
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use half::f16;
 
-    /// Each 16-lane accumulator of the portable form is a pair of 8-lane registers.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
         let steps = x.len() / super::STEP;
-        // SAFETY: step s reads 128 bytes of w and 64 floats of x at s·64, inside both (the
-        // caller checked w holds 2·len(x) bytes).
-        let lanes = unsafe {
+        // SAFETY: the steps read 128 bytes of w and 64 floats of x each, inside both (the
+        // caller checked w holds 2·len(x) bytes); AVX2, FMA and F16C are enabled here.
+        let folded = unsafe { dot_steps(w.as_ptr(), x.as_ptr(), steps) };
+        super::with_tail(folded, w, x, steps * super::STEP)
+    }
+
+    /// The portable form's `steps` steps of 64 values (each 16-lane accumulator a pair of
+    /// 8-lane registers), folded in registers in [`super::reduce_4x16`]'s order, so the
+    /// bits are the same.
+    ///
+    /// # Safety
+    /// `w` holds `64·steps` F16 values and `x` as many floats; the caller runs with AVX2, FMA
+    /// and F16C.
+    #[inline(always)]
+    pub(crate) unsafe fn dot_steps(w: *const u8, x: *const f32, steps: usize) -> f32 {
+        // SAFETY: as the caller guarantees.
+        unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; 4];
             for s in 0..steps {
                 for (j, pair) in acc.iter_mut().enumerate() {
                     for (h, a) in pair.iter_mut().enumerate() {
                         let i = s * super::STEP + j * 16 + h * 8;
-                        let wv = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(i * 2) as *const __m128i));
-                        let xv = _mm256_loadu_ps(x.as_ptr().add(i));
-                        *a = _mm256_fmadd_ps(wv, xv, *a);
+                        let wv = _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * i) as *const __m128i));
+                        *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(i)), *a);
                     }
                 }
             }
-            let mut out = [[0f32; 16]; 4];
-            for (o, pair) in out.iter_mut().zip(acc) {
-                _mm256_storeu_ps(o.as_mut_ptr(), pair[0]);
-                _mm256_storeu_ps(o.as_mut_ptr().add(8), pair[1]);
-            }
-            out
-        };
-        super::reduce_4x16(&lanes, w, x, steps * super::STEP)
+            let lo = _mm256_add_ps(_mm256_add_ps(acc[0][0], acc[2][0]), _mm256_add_ps(acc[1][0], acc[3][0]));
+            let hi = _mm256_add_ps(_mm256_add_ps(acc[0][1], acc[2][1]), _mm256_add_ps(acc[1][1], acc[3][1]));
+            let t3 = _mm256_add_ps(hi, lo);
+            let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
+            let u = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
+            _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps::<1>(u, u)))
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
