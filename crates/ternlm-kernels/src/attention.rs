@@ -85,24 +85,45 @@ fn head_portable(level: Isa, head: &Head<'_>, sc: &mut Scratch, out: SyncOut, ba
     let hd = head.hd;
     sc.acc.clear();
     sc.acc.resize(hd, f16::ZERO);
-    let mut max = f32::NEG_INFINITY;
-    let mut sum = 0f32;
+    let mut softmax = OnlineSoftmax::new();
     for p in 0..head.n_pos {
         let off = p * head.kv_stride + head.col0;
         let s = dot_f16(level, &head.k[2 * off..2 * (off + hd)], &sc.q) * head.scale;
-        let (ms, vs) = if s > max {
-            let ms = (max - s).exp();
-            max = s;
+        let (ms, vs) = softmax.push(s);
+        if ms != 1.0 {
             scale_f16(level, &mut sc.acc, ms);
-            (ms, 1.0)
-        } else {
-            (1.0, (s - max).exp())
-        };
+        }
         mad_f16(level, &mut sc.acc, &head.v[off..off + hd], vs);
-        sum = sum * ms + vs;
     }
     for (d, a) in sc.acc.iter().enumerate() {
-        out.set(base + d, a.to_f32() / sum);
+        out.set(base + d, a.to_f32() / softmax.sum);
+    }
+}
+
+/// The online softmax's running maximum and normalizer, one score at a time.
+struct OnlineSoftmax {
+    max: f32,
+    sum: f32,
+}
+
+impl OnlineSoftmax {
+    fn new() -> Self {
+        Self { max: f32::NEG_INFINITY, sum: 0.0 }
+    }
+
+    /// Takes score `s`; returns the factor the accumulator is rescaled by first (1 when the
+    /// maximum holds: scaling F16 values by 1 leaves them as they are, so it is skipped) and
+    /// the weight of this position's value.
+    fn push(&mut self, s: f32) -> (f32, f32) {
+        let (ms, vs) = if s > self.max {
+            let ms = (self.max - s).exp();
+            self.max = s;
+            (ms, 1.0)
+        } else {
+            (1.0, (s - self.max).exp())
+        };
+        self.sum = self.sum * ms + vs;
+        (ms, vs)
     }
 }
 
@@ -133,7 +154,7 @@ thread_local! {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Head, Scratch};
+    use super::{Head, OnlineSoftmax, Scratch};
     use crate::f16_ops::avx2::dot_steps;
     use crate::sync_out::SyncOut;
 
@@ -156,24 +177,13 @@ mod avx2 {
             let s = unsafe { dot_steps(kp, sc.q.as_ptr(), hd / DIMS) } * head.scale;
             sc.weight.push(s);
         }
-        let mut max = f32::NEG_INFINITY;
-        let mut sum = 0f32;
-        sc.rescale.resize(n, 1.0);
-        for (w, r) in sc.weight.iter_mut().zip(sc.rescale.iter_mut()) {
-            let s = *w;
-            let (ms, vs) = if s > max {
-                let ms = (max - s).exp();
-                max = s;
-                (ms, 1.0)
-            } else {
-                (1.0, (s - max).exp())
-            };
-            // Scaling by 1 leaves F16 values as they are, so a rescale of 1 is skipped.
-            *r = ms;
+        let mut softmax = OnlineSoftmax::new();
+        for w in sc.weight.iter_mut() {
+            let (ms, vs) = softmax.push(*w);
+            sc.rescale.push(ms);
             *w = vs;
-            sum = sum * ms + vs;
         }
-        let inv = _mm256_set1_ps(sum);
+        let sum = _mm256_set1_ps(softmax.sum);
         for b in (0..hd).step_by(DIMS) {
             let mut lanes = [0f32; DIMS];
             unsafe {
@@ -194,7 +204,7 @@ mod avx2 {
                     }
                 }
                 for (j, a) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), _mm256_div_ps(*a, inv));
+                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), _mm256_div_ps(*a, sum));
                 }
             }
             for (d, y) in lanes.iter().enumerate() {

@@ -106,24 +106,34 @@ impl Sampler {
     /// reach is sorted: a 128k vocabulary sorted in full would cost milliseconds per token,
     /// on the thread that every batched step waits for.
     fn draw(&mut self, cands: &mut Vec<(u32, f32)>) -> u32 {
-        if self.cfg.top_k > 0 && self.cfg.top_k < cands.len() {
-            sort_top(cands, self.cfg.top_k);
-            cands.truncate(self.cfg.top_k);
-        }
+        self.top_k(cands);
         let keep = self.nucleus(cands);
         cands.truncate(keep.max(1));
+        // Each candidate's logit becomes its tempered weight, computed once for the total
+        // and the walk.
         let t = self.cfg.temperature;
         let max = cands.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.1 / t));
-        let total: f64 = cands.iter().map(|c| f64::from((c.1 / t - max).exp())).sum();
+        for c in cands.iter_mut() {
+            c.1 = (c.1 / t - max).exp();
+        }
+        let total: f64 = cands.iter().map(|c| f64::from(c.1)).sum();
         let r = self.next_f64() * total;
         let mut cum = 0.0;
         for c in cands.iter() {
-            cum += f64::from((c.1 / t - max).exp());
+            cum += f64::from(c.1);
             if r < cum {
                 return c.0;
             }
         }
         cands.last().map_or(0, |c| c.0)
+    }
+
+    /// Cuts the candidates to the `top_k` best (0: all), sorted.
+    fn top_k(&self, cands: &mut Vec<(u32, f32)>) {
+        if self.cfg.top_k > 0 && self.cfg.top_k < cands.len() {
+            sort_top(cands, self.cfg.top_k);
+            cands.truncate(self.cfg.top_k);
+        }
     }
 
     /// How many of the candidates (the top-k set, in any order) top-p and min-p keep; sorts
@@ -147,11 +157,12 @@ impl Sampler {
         // The cumulative mass that top-p stops at; a kept candidate's weight relative to
         // the best one (weight 1) must reach min-p.
         let mass = f64::from(top_p) * total;
-        let mut m = 64.min(n);
+        // The best `from` are sorted and walked already: widening keeps them in front, in
+        // the same order, so the walk goes on where it stopped.
+        let (mut from, mut m, mut cum) = (0, 64.min(n), 0.0);
         loop {
             sort_top(cands, m);
-            let mut cum = 0.0;
-            for (i, c) in cands[..m].iter().enumerate() {
+            for (i, c) in cands.iter().enumerate().take(m).skip(from) {
                 let e = f64::from((c.1 - max).exp());
                 if min_p > 0.0 && e < f64::from(min_p) {
                     return i;
@@ -164,6 +175,7 @@ impl Sampler {
             if m == n {
                 return n;
             }
+            from = m;
             m = (m * 8).min(n);
         }
     }
@@ -274,10 +286,7 @@ mod tests {
             let cfg = SamplerConfig { top_k, top_p, min_p, temperature: 1.0, ..Default::default() };
             let s = Sampler::new(cfg.clone());
             let mut c: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
-            if top_k > 0 && top_k < c.len() {
-                sort_top(&mut c, top_k);
-                c.truncate(top_k);
-            }
+            s.top_k(&mut c);
             let keep = s.nucleus(&mut c).max(1);
             let want = kept_by_full_sort(&logits, &cfg);
             if top_p >= 1.0 && min_p <= 0.0 && c.len() > 1024 {
