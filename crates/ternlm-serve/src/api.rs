@@ -172,6 +172,7 @@ impl Common {
             frequency_penalty: frequency,
             repeat_last_n: 64,
             seed,
+            logit_bias: Vec::new(),
         };
         let stream = self.stream.unwrap_or(false);
         let include_usage = stream && self.stream_options.as_ref().is_some_and(|o| o.include_usage);

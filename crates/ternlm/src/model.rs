@@ -1,6 +1,7 @@
 //! A loaded model: the mapped GGUF file, hyperparameters, weights in kernel layout, the
 //! tokenizer, the chat template and the thread pool its kernels run on.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,11 +152,36 @@ impl Model {
 
     /// Tokens of a prompt rendered by the chat template: special-token text becomes those
     /// tokens, and BOS is added when the metadata asks for it unless the template already
-    /// wrote it.
+    /// wrote it. All of the text is trusted: for a conversation from users, whose content
+    /// must not become control tokens, use [`encode_chat`](Self::encode_chat).
     pub fn encode_rendered(&self, rendered: &str) -> Result<Vec<u32>> {
+        self.encode_template_output(rendered, &[])
+    }
+
+    /// Renders and tokenizes a conversation, or `None` when the model has no chat template.
+    /// Only the template's own markup becomes control tokens: control-token text inside a
+    /// message's content (a user writing `<|im_end|>`) is tokenized as plain text. Content
+    /// without such text gives exactly the tokens of
+    /// `encode_rendered(render_chat(messages, ..))`. Fails with [`ModelError::ChatContent`]
+    /// when a message's control-token text cannot be told from the template's markup (see
+    /// [`ChatTemplate::render_with_literal_spans`]).
+    pub fn encode_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Option<Vec<u32>>> {
+        let Some(template) = &self.template else {
+            return Ok(None);
+        };
+        let (rendered, literal) =
+            template.render_with_literal_spans(messages, add_generation_prompt, |text| self.tokenizer.control_text_spans(text))?;
+        self.encode_template_output(&rendered, &literal).map(Some)
+    }
+
+    fn encode_template_output(&self, rendered: &str, literal: &[Range<usize>]) -> Result<Vec<u32>> {
         let tok = &self.tokenizer;
-        let bos_written = tok.bos.and_then(|b| tok.token_text(b)).is_some_and(|t| !t.is_empty() && rendered.starts_with(t));
-        tok.encode(rendered, !bos_written, true)
+        // BOS text that message content put first is no BOS.
+        let bos_written = tok
+            .bos
+            .and_then(|b| tok.token_text(b))
+            .is_some_and(|t| !t.is_empty() && rendered.starts_with(t) && literal.iter().all(|r| r.is_empty() || r.start >= t.len()));
+        tok.encode_with_literal_spans(rendered, !bos_written, literal)
     }
 
     /// A session with room for `n_ctx` positions (clamped to at least 1).

@@ -1,4 +1,4 @@
-//! Token sampling: repetition, presence and frequency penalties, then top-k, top-p, min-p and temperature, then a draw
+//! Token sampling: logit bias, then repetition, presence and frequency penalties, then top-k, top-p, min-p and temperature, then a draw
 //! from a seeded generator (llama.cpp's order). Temperature 0 is greedy. The generator is
 //! SplitMix64, so a seed gives the same tokens on every platform and every build.
 
@@ -20,12 +20,16 @@ pub struct SamplerConfig {
     /// How many recent tokens the penalties look at.
     pub repeat_last_n: usize,
     pub seed: u64,
+    /// Added to these tokens' logits before the penalties and cuts, in greedy decoding too
+    /// (OpenAI's and llama.cpp's `logit_bias`: -100 in effect bans a token, +100 all but
+    /// forces it). Ids past the vocabulary are ignored; callers validate them.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplerConfig {
     /// llama.cpp's defaults.
     fn default() -> Self {
-        Self { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, presence_penalty: 0.0, frequency_penalty: 0.0, repeat_last_n: 64, seed: 0 }
+        Self { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, presence_penalty: 0.0, frequency_penalty: 0.0, repeat_last_n: 64, seed: 0, logit_bias: Vec::new() }
     }
 }
 
@@ -77,13 +81,18 @@ impl Sampler {
     /// Picks the next token from `logits` (one per vocabulary entry).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let penalize = (self.cfg.repeat_penalty != 1.0 && self.cfg.repeat_penalty > 0.0) || self.cfg.presence_penalty != 0.0 || self.cfg.frequency_penalty != 0.0;
-        if self.cfg.temperature <= 0.0 && !penalize {
+        if self.cfg.temperature <= 0.0 && !penalize && self.cfg.logit_bias.is_empty() {
             // Plain greedy decoding: no candidate list to build on every token.
             return first_max(logits);
         }
         let mut cands = std::mem::take(&mut self.cands);
         cands.clear();
         cands.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
+        for &(id, bias) in &self.cfg.logit_bias {
+            if let Some(c) = cands.get_mut(id as usize) {
+                c.1 += bias;
+            }
+        }
         if penalize {
             let mut seen: Vec<u32> = self.recent.iter().copied().collect();
             seen.sort_unstable();
@@ -335,6 +344,59 @@ mod tests {
         assert!((0..20).all(|_| s.sample(&logits) == 1));
         let mut s = Sampler::new(SamplerConfig { top_k: 0, top_p: 1.0, min_p: 0.5, seed: 9, temperature: 1.0, ..Default::default() });
         assert!((0..50).all(|_| matches!(s.sample(&logits), 1 | 2)));
+    }
+
+    #[test]
+    fn logit_bias_forces_and_bans_tokens() {
+        let logits = [1.0, 3.0, 2.5, 0.5];
+        let greedy = |bias: Vec<(u32, f32)>| Sampler::new(SamplerConfig { logit_bias: bias, ..SamplerConfig::greedy() }).sample(&logits);
+        assert_eq!(greedy(vec![(3, 100.0)]), 3, "+100 makes the worst token the argmax");
+        assert_eq!(greedy(vec![(1, -100.0)]), 2, "-100 bans the argmax; the runner-up wins");
+        assert_eq!(greedy(vec![(1, -100.0), (99, 100.0)]), 2, "ids past the vocabulary are ignored");
+        assert_eq!(greedy(vec![(1, 0.0)]), 1);
+        // Sampling over the whole, untempered vocabulary: without the bias token 1 is drawn
+        // about 55% of the time, with it never.
+        let cfg = SamplerConfig { top_k: 0, top_p: 1.0, min_p: 0.0, temperature: 1.0, seed: 3, logit_bias: vec![(1, -100.0)], ..Default::default() };
+        let mut s = Sampler::new(cfg);
+        assert!((0..20_000).all(|_| s.sample(&logits) != 1));
+        let mut s = Sampler::new(SamplerConfig { seed: 4, logit_bias: vec![(1, -100.0)], ..Default::default() });
+        assert!((0..20_000).all(|_| s.sample(&logits) != 1), "banned under llama.cpp's default cuts too");
+    }
+
+    /// A bias of zero changes no draw: the biased path builds the same candidates.
+    #[test]
+    fn zero_bias_is_no_bias() {
+        let logits: Vec<f32> = (0..300).map(|i| ((i * 37) % 101) as f32 / 9.0).collect();
+        for base in [SamplerConfig { seed: 8, ..Default::default() }, SamplerConfig::greedy()] {
+            let run = |cfg: SamplerConfig| {
+                let mut s = Sampler::new(cfg);
+                (0..50).map(|_| s.sample(&logits)).collect::<Vec<u32>>()
+            };
+            assert_eq!(run(base.clone()), run(SamplerConfig { logit_bias: vec![(5, 0.0), (77, 0.0)], ..base.clone() }));
+        }
+    }
+
+    /// Tokens of fixed seeds under three configurations, recorded before logit_bias existed:
+    /// a config without bias must keep drawing exactly these.
+    #[test]
+    fn no_bias_draws_what_it_drew_before() {
+        let logits: Vec<f32> = (0..500).map(|i| ((i * 7919) % 500) as f32 / 40.0).collect();
+        let run = |cfg: SamplerConfig| {
+            let mut s = Sampler::new(cfg);
+            (0..24)
+                .map(|_| {
+                    let t = s.sample(&logits);
+                    s.accept(t);
+                    t
+                })
+                .collect::<Vec<u32>>()
+        };
+        let defaults = run(SamplerConfig { seed: 11, ..Default::default() });
+        let uncut = run(SamplerConfig { seed: 12, top_k: 0, top_p: 1.0, min_p: 0.0, temperature: 1.3, ..Default::default() });
+        let penalized = run(SamplerConfig { repeat_penalty: 1.3, presence_penalty: 0.2, ..SamplerConfig::greedy() });
+        assert_eq!(defaults, [68, 247, 99, 494, 284, 136, 463, 25, 389, 235, 284, 247, 272, 56, 414, 426, 278, 272, 62, 25, 105, 167, 204, 352]);
+        assert_eq!(uncut, [445, 366, 494, 483, 100, 99, 68, 433, 420, 68, 403, 439, 192, 284, 408, 31, 483, 371, 482, 328, 371, 34, 99, 303]);
+        assert_eq!(penalized, [321, 142, 463, 284, 105, 426, 247, 68, 389, 210, 31, 352, 173, 494, 315, 136, 457, 278, 99, 420, 241, 62, 383, 204]);
     }
 
     #[test]

@@ -14,10 +14,10 @@ use super::{max_tokens, sampler_config};
 use crate::cli::ChatArgs;
 use crate::load::{ctx_size, load_model};
 
-/// Tokens of the rendered conversation, ready to generate the assistant's reply.
+/// Tokens of the rendered conversation, ready to generate the assistant's reply (what was
+/// typed is text: control-token strings in it stay plain text).
 fn conversation_tokens(model: &Model, msgs: &[Message]) -> Result<Vec<u32>> {
-    let text = model.render_chat(msgs, true)?.context("the model has no chat template; use `ternlm run --raw`")?;
-    Ok(model.encode_rendered(&text)?)
+    model.encode_chat(msgs, true)?.context("the model has no chat template; use `ternlm run --raw`")
 }
 
 pub fn chat(args: ChatArgs) -> Result<ExitCode> {

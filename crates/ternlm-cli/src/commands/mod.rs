@@ -77,6 +77,7 @@ pub(crate) fn sampler_config(s: &SamplingArgs) -> Result<SamplerConfig> {
         repeat_penalty: s.repeat_penalty,
         presence_penalty: 0.0,
         frequency_penalty: 0.0,
+        logit_bias: Vec::new(),
         repeat_last_n: 64,
         seed,
     })

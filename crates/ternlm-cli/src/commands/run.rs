@@ -38,15 +38,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             msgs.push(Message::new("system", sys.clone()));
         }
         msgs.push(Message::new("user", prompt_text.clone()));
-        model.render_chat(&msgs, true)?
+        model.render_chat(&msgs, true)?.map(|text| (text, msgs))
     };
     if args.system.is_some() && templated.is_none() {
         eprintln!("ternlm: note: --system is ignored without a chat template");
     }
+    // The prompt is text: control-token strings in it stay plain text.
     let prompt = match &templated {
-        Some(t) => model.encode_rendered(t)?,
+        Some((_, msgs)) => model.encode_chat(msgs, true)?.unwrap_or_default(),
         None => model.tokenizer.encode(&prompt_text, true, false)?,
     };
+    let templated = templated.map(|(text, _)| text);
     if prompt.is_empty() {
         anyhow::bail!("the prompt is empty");
     }

@@ -1,6 +1,7 @@
 //! Tokenizers built from GGUF metadata (`tokenizer.ggml.*`): byte-level BPE (`gpt2`, with the
 //! pre-tokenizer regexes each `pre` names) and SentencePiece (`llama`). Special tokens are
-//! split out of the text first (control tokens only when asked, user-defined tokens always,
+//! split out of the text first (control tokens only when asked, and never inside the byte
+//! ranges a caller marks literal, such as chat message content; user-defined tokens always,
 //! as llama.cpp does); each plain-text fragment goes to the model's encoder.
 //!
 //! Decoding maps every id to the raw bytes of its piece once, at load; [`StreamDecoder`]
@@ -11,6 +12,7 @@ mod spm;
 mod stream;
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use ternlm_format::Metadata;
 
@@ -71,6 +73,8 @@ pub struct Tokenizer {
     specials: Vec<(String, u32, bool)>,
     /// Which bytes can start a special token, to skip the search elsewhere.
     special_first: [bool; 256],
+    /// See [`Tokenizer::max_piece_len`].
+    max_piece_len: usize,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     eog: Vec<u32>,
@@ -142,7 +146,7 @@ impl Tokenizer {
         let add_bos = md.bool_of("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default);
         let add_eos = md.bool_of("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
 
-        let pieces = texts
+        let pieces: Vec<Vec<u8>> = texts
             .iter()
             .zip(&types)
             .map(|(t, ty)| match (&encoder, ty) {
@@ -165,7 +169,22 @@ impl Tokenizer {
             special_first[s.as_bytes()[0] as usize] = true;
         }
 
-        Ok(Self { model, pre, encoder, texts, types, pieces, specials, special_first, bos, eos, eog, add_bos, add_eos })
+        // A token can cover more input than its piece: a control token parsed from text decodes
+        // to nothing, and SentencePiece matches a literal `▁` in the input (3 bytes) where its
+        // piece has a space. Its text bounds what it covers in both cases.
+        let max_piece_len = texts
+            .iter()
+            .zip(&types)
+            .zip(&pieces)
+            .map(|((t, ty), p)| {
+                let whole_text = matches!(encoder, Encoder::Spm(_)) || matches!(ty, TokenType::Control | TokenType::UserDefined | TokenType::Unused);
+                if whole_text { p.len().max(t.len()) } else { p.len() }
+            })
+            .max()
+            .unwrap_or(0)
+            .max(1);
+
+        Ok(Self { model, pre, encoder, texts, types, pieces, specials, special_first, max_piece_len, bos, eos, eog, add_bos, add_eos })
     }
 
     pub fn n_vocab(&self) -> usize {
@@ -193,15 +212,65 @@ impl Tokenizer {
         self.types.get(id as usize).copied()
     }
 
+    /// The most bytes of text one token can stand for, at least 1: the longest piece any token
+    /// decodes to, or the longest text of a token that can stand for more input than its
+    /// piece (a control token parsed from text decodes to nothing; SentencePiece matches a
+    /// literal `▁` where its piece has a space). Computed once, at load.
+    ///
+    /// It bounds a prompt's token count from its byte length without tokenizing it: text of
+    /// `N` bytes encodes to at least `ceil(N / max_piece_len())` tokens. That holds whenever
+    /// `decode(encode(text))` reproduces the text (each token then stands for exactly its
+    /// piece), which byte-level BPE and SentencePiece with byte fallback do, and in the two
+    /// cases above where it does not.
+    pub fn max_piece_len(&self) -> usize {
+        self.max_piece_len
+    }
+
     /// Token ids for `text`. `add_special` adds BOS/EOS as the model's metadata asks;
     /// `parse_special` lets control-token text (e.g. `<|im_start|>`) become those tokens.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+        self.encode_parts(text, add_special, parse_special, &[])
+    }
+
+    /// Token ids for `text` with control-token text parsed into control tokens everywhere
+    /// but in the `literal` byte ranges: a control token matches only where its whole text
+    /// lies outside every range, so text inside them tokenizes as with special-token parsing
+    /// off (user-defined tokens still match, as they always do). Tokenizing the whole text at
+    /// once, instead of the pieces apart, keeps every other token as [`encode`](Self::encode)
+    /// with `parse_special` gives it.
+    pub fn encode_with_literal_spans(&self, text: &str, add_special: bool, literal: &[Range<usize>]) -> Result<Vec<u32>> {
+        self.encode_parts(text, add_special, true, literal)
+    }
+
+    /// Byte ranges of `text` holding control-token text (overlapping or adjacent occurrences
+    /// merged, in order): what parsing special tokens could turn into control tokens.
+    pub fn control_text_spans(&self, text: &str) -> Vec<Range<usize>> {
+        let bytes = text.as_bytes();
+        let mut spans: Vec<Range<usize>> = Vec::new();
+        for i in 0..bytes.len() {
+            if !self.special_first[bytes[i] as usize] {
+                continue;
+            }
+            // Longest first, so the first control text found is the longest here.
+            let Some((s, _, _)) = self.specials.iter().find(|(s, _, control)| *control && bytes[i..].starts_with(s.as_bytes())) else {
+                continue;
+            };
+            let end = i + s.len();
+            match spans.last_mut() {
+                Some(last) if last.end >= i => last.end = last.end.max(end),
+                _ => spans.push(i..end),
+            }
+        }
+        spans
+    }
+
+    fn encode_parts(&self, text: &str, add_special: bool, parse_special: bool, literal: &[Range<usize>]) -> Result<Vec<u32>> {
         let mut out = Vec::new();
         if add_special && self.add_bos {
             out.extend(self.bos);
         }
         let mut prev_special = true;
-        for frag in self.split_specials(text, parse_special) {
+        for frag in self.split_specials(text, parse_special, literal) {
             match frag {
                 Fragment::Token(id) => {
                     out.push(id);
@@ -222,7 +291,8 @@ impl Tokenizer {
         Ok(out)
     }
 
-    fn split_specials<'t>(&self, text: &'t str, parse_control: bool) -> Vec<Fragment<'t>> {
+    fn split_specials<'t>(&self, text: &'t str, parse_control: bool, literal: &[Range<usize>]) -> Vec<Fragment<'t>> {
+        let in_literal = |at: Range<usize>| literal.iter().any(|r| r.start.max(at.start) < r.end.min(at.end));
         let mut frags = Vec::new();
         let mut start = 0;
         let mut i = 0;
@@ -230,7 +300,7 @@ impl Tokenizer {
         'outer: while i < bytes.len() {
             if self.special_first[bytes[i] as usize] {
                 for (s, id, control) in &self.specials {
-                    if (parse_control || !control) && text[i..].starts_with(s.as_str()) {
+                    if (parse_control || !control) && text[i..].starts_with(s.as_str()) && !(*control && in_literal(i..i + s.len())) {
                         if start < i {
                             frags.push(Fragment::Text(&text[start..i]));
                         }
