@@ -306,6 +306,23 @@ pub struct RmArgs {
     pub name: String,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CacheScopeArg {
+    /// Requests share cached prompts only with requests made with the same API key.
+    Key,
+    /// All requests share cached prompts (a client can learn what others recently sent).
+    Global,
+    /// No prompt cache.
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+    Off,
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -319,9 +336,16 @@ pub struct ServeArgs {
     /// Sequences generated together (each gets a KV cache of --ctx-size tokens).
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
-    /// Require `Authorization: Bearer KEY` on /v1 (also TERNLM_API_KEY).
+    /// Require `Authorization: Bearer KEY` on /v1 and /metrics; give it once per tenant (also
+    /// TERNLM_API_KEY).
     #[arg(long = "api-key", env = "TERNLM_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    pub api_key: Vec<String>,
+    /// A file of API keys, one per line (blank lines and # comments skipped).
+    #[arg(long = "api-key-file", value_name = "FILE")]
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// Serve /metrics without a key even when keys are set.
+    #[arg(long = "metrics-public")]
+    pub metrics_public: bool,
     /// Requests that may wait for a free sequence; beyond that clients get 429.
     #[arg(long = "max-queue", default_value_t = 64)]
     pub max_queue: usize,
@@ -332,17 +356,61 @@ pub struct ServeArgs {
     /// Prompt tokens fed per step while other sequences decode.
     #[arg(long = "prefill-chunk", default_value_t = 64)]
     pub prefill_chunk: usize,
-    /// Prefill every prompt in full, instead of reusing a finished request's KV cache for
-    /// the prompt's leading tokens it already held.
+    /// Which requests may reuse each other's cached prompts: key (same API key; without keys
+    /// the server is one tenant), global (all; cached_tokens and timing then reveal what
+    /// others sent), off.
+    #[arg(long = "cache-scope", value_enum, default_value = "key")]
+    pub cache_scope: CacheScopeArg,
+    /// The same as --cache-scope off.
     #[arg(long = "no-cache-prompt")]
     pub no_cache_prompt: bool,
-    /// Longest a request may run, in seconds.
+    /// Longest a request may run, in seconds (0: no limit).
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// Longest a request's headers may take to arrive, in seconds (0: no limit).
+    #[arg(long = "header-timeout", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Longest a request's body may take to arrive, in seconds (0: no limit).
+    #[arg(long = "body-timeout", default_value_t = 30)]
+    pub body_timeout: u64,
+    /// How long a keep-alive connection may stay idle, in seconds (0: no limit).
+    #[arg(long = "idle-timeout", default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// Connections open at once; more are answered 503 and closed.
+    #[arg(long = "max-connections", default_value_t = 256)]
+    pub max_connections: usize,
+    /// After SIGTERM or Ctrl-C, seconds running requests may take to finish before they are
+    /// cancelled (0: cancel at once).
+    #[arg(long, default_value_t = 10)]
+    pub grace: u64,
     /// Largest request body, in bytes.
     #[arg(long = "max-body", default_value_t = 4 << 20)]
     pub max_body: usize,
     /// The model id clients name (default: the model's catalog name or file name).
     #[arg(long)]
     pub alias: Option<String>,
+    /// Refuse requests whose `model` is not this server's (default: any name is served).
+    #[arg(long = "strict-model")]
+    pub strict_model: bool,
+    /// Temperature for requests that do not set one.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Top-k for requests that do not set one (0: off).
+    #[arg(long = "top-k", default_value_t = 0)]
+    pub top_k: usize,
+    /// Top-p for requests that do not set one.
+    #[arg(long = "top-p", default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Min-p for requests that do not set one (0: off).
+    #[arg(long = "min-p", default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Repetition penalty for requests that do not set one (1: off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// The request log on stderr, one line per request.
+    #[arg(long = "log-format", value_enum, default_value = "text")]
+    pub log_format: LogFormatArg,
+    /// Put prompt text in the request log (prompts are users' data: off by default).
+    #[arg(long = "log-prompts")]
+    pub log_prompts: bool,
 }

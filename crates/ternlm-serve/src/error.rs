@@ -33,6 +33,21 @@ impl ApiError {
         Self { code: Some("invalid_api_key"), ..Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "incorrect or missing API key (send Authorization: Bearer KEY)") }
     }
 
+    /// The whole response as bytes, for the places that write HTTP themselves (a refused
+    /// connection, an answer to a request the HTTP parser rejected).
+    pub fn raw_response(&self) -> Vec<u8> {
+        let body = self.body().to_string();
+        let reason = self.status.canonical_reason().unwrap_or("Error");
+        let mut head = format!("HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n", self.status.as_u16(), body.len());
+        if let Some(s) = self.retry_after {
+            head.push_str(&format!("retry-after: {s}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        out.extend_from_slice(body.as_bytes());
+        out
+    }
+
     pub fn model_not_found(name: &str, served: &str) -> Self {
         Self {
             param: Some("model"),
@@ -65,6 +80,35 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("no such endpoint: {path}"))
     }
 
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Self {
+        let also = if allowed.is_empty() { String::new() } else { format!("; use {allowed}") };
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", format!("{method} is not allowed on {path}{also}"))
+    }
+
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "invalid_request_error", format!("the request body did not arrive within {} s", limit.as_secs_f64()))
+    }
+
+    pub fn too_many_connections(limit: usize) -> Self {
+        Self { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", format!("the server has {limit} connections open, its limit; retry shortly")) }
+    }
+
+    /// The error for a status produced below the handlers (the router, the HTTP parser), with
+    /// no more to say than the status itself.
+    pub fn from_status(status: StatusCode, path: &str) -> Self {
+        let what = match status.as_u16() {
+            400 => "the request is not valid HTTP".to_string(),
+            404 => return Self::not_found(path),
+            408 => "the request did not arrive in time".to_string(),
+            413 => "the request body is too large".to_string(),
+            414 => "the request URI is too long".to_string(),
+            431 => "the request's header fields are too large".to_string(),
+            _ => format!("the request failed: {}", status.canonical_reason().unwrap_or("error")),
+        };
+        let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+        Self::new(status, kind, what)
+    }
+
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
     }
@@ -77,6 +121,9 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {
             r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         r
     }

@@ -4,15 +4,25 @@
 //! (one matrix product per linear layer for every sequence together), so a new prompt never
 //! stalls the streams already running. Requests arrive through a bounded queue; results
 //! leave through each request's own sink, and a sink that reports its client gone cancels
-//! the request at the next step. [`server`] puts the OpenAI HTTP API in front of it.
+//! the request at the next step, whether it is queued, being prefilled or decoding.
+//! [`server`] puts the OpenAI HTTP API in front of it; [`conn`] owns the connections (caps
+//! and timeouts) and [`observe`] sees every request (metrics, log, JSON errors).
 
 pub mod api;
+pub mod auth;
+pub mod conn;
 pub mod error;
 pub mod metrics;
+pub mod observe;
 mod prompt_cache;
+mod queue;
+pub mod request_log;
 pub mod scheduler;
 pub mod server;
 pub mod stop;
 
-pub use scheduler::{Event, Finish, Job, Rejected, Scheduler, SchedulerConfig, Stats, TokenEvent, kv_bytes_per_slot, slots_within};
-pub use server::{ServeConfig, router, serve_blocking};
+pub use api::SamplingDefaults;
+pub use auth::ApiKeys;
+pub use request_log::LogFormat;
+pub use scheduler::{Event, EventSink, Finish, Job, Rejected, Scheduler, SchedulerConfig, Stats, TokenEvent, kv_bytes_per_slot, slots_within};
+pub use server::{CacheScope, ServeConfig, bind, router, serve_blocking};

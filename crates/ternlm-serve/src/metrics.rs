@@ -1,6 +1,10 @@
-//! Prometheus metrics in the text exposition format: requests by endpoint and status,
-//! tokens in and out, queue depth and running sequences, and histograms of time to first
-//! token and of the time between tokens.
+//! Prometheus metrics in the text exposition format: requests by route and status, tokens
+//! in and out, queue depth and running sequences, connections, and histograms of time to
+//! first token and of the time between tokens.
+//!
+//! Requests are counted by route template (`/v1/models/{id}`), never by the raw path, and
+//! paths that match no route count as `other`: what a client sends cannot add series, so
+//! the exposition stays the same size however many distinct paths arrive.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -48,9 +52,33 @@ impl Histogram {
 const TTFT_BOUNDS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 const TOKEN_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
+/// The label for requests that matched no route.
+pub const OTHER_ROUTE: &str = "other";
+
+/// A label value escaped as the exposition format asks (backslash, quote, newline).
+pub fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// (route template or [`OTHER_ROUTE`], status) -> count.
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Connections open now.
+    pub connections: AtomicU64,
+    /// Connections refused at the `--max-connections` limit.
+    pub connections_refused: AtomicU64,
+    /// Connections closed by a header, body or idle timeout.
+    pub connections_timed_out: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub ttft: Histogram,
@@ -61,6 +89,9 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             requests: Mutex::default(),
+            connections: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            connections_timed_out: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             ttft: Histogram::new(TTFT_BOUNDS),
@@ -70,27 +101,33 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn request(&self, endpoint: &str, status: u16) {
+    /// Counts a request under its route template (one of the router's, or [`OTHER_ROUTE`]).
+    pub fn request(&self, route: &'static str, status: u16) {
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((endpoint.to_string(), status)).or_default() += 1;
+            *m.entry((route, status)).or_default() += 1;
         }
     }
 
     pub fn render(&self, sched: &Stats) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP ternlm_requests_total Requests by endpoint and HTTP status.\n# TYPE ternlm_requests_total counter");
+        let _ = writeln!(out, "# HELP ternlm_requests_total Requests by route and HTTP status.\n# TYPE ternlm_requests_total counter");
         if let Ok(m) = self.requests.lock() {
-            for ((ep, status), n) in m.iter() {
-                let _ = writeln!(out, "ternlm_requests_total{{endpoint=\"{ep}\",status=\"{status}\"}} {n}");
+            for ((route, status), n) in m.iter() {
+                let _ = writeln!(out, "ternlm_requests_total{{endpoint=\"{}\",status=\"{status}\"}} {n}", escape_label(route));
             }
         }
+        let load = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed) as u64;
         for (name, help, v) in [
-            ("ternlm_prompt_tokens_total", "Prompt tokens of finished requests.", self.prompt_tokens.load(Ordering::Relaxed)),
+            ("ternlm_prompt_tokens_total", "Prompt tokens of answered requests.", self.prompt_tokens.load(Ordering::Relaxed)),
+            ("ternlm_prompt_tokens_prefilled_total", "Prompt tokens run through the model (an abandoned prompt counts only what was fed).", load(&sched.prefilled_tokens)),
+            ("ternlm_requests_abandoned_total", "Requests whose client left before their first token, cancelled unrun or part-prefilled.", load(&sched.abandoned)),
+            ("ternlm_connections_refused_total", "Connections refused at --max-connections.", self.connections_refused.load(Ordering::Relaxed)),
+            ("ternlm_connections_timed_out_total", "Connections closed by the header, body or idle timeout.", self.connections_timed_out.load(Ordering::Relaxed)),
             ("ternlm_generated_tokens_total", "Tokens generated.", self.generated_tokens.load(Ordering::Relaxed)),
             (
                 "ternlm_prompt_tokens_cached_total",
                 "Prompt tokens whose KV an earlier request's cache held (not prefilled again).",
-                sched.cached_prompt_tokens.load(Ordering::Relaxed) as u64,
+                load(&sched.cached_prompt_tokens),
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -98,11 +135,22 @@ impl Metrics {
         for (name, help, v) in [
             ("ternlm_queue_depth", "Requests waiting for a slot.", sched.queued.load(Ordering::Relaxed)),
             ("ternlm_active_sequences", "Sequences being generated.", sched.active.load(Ordering::Relaxed)),
+            ("ternlm_open_connections", "HTTP connections open.", self.connections.load(Ordering::Relaxed) as usize),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         self.ttft.render("ternlm_time_to_first_token_seconds", "From request to first generated token.", &mut out);
         self.per_token.render("ternlm_time_per_output_token_seconds", "Between consecutive generated tokens of a request.", &mut out);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

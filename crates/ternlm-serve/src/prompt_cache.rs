@@ -3,6 +3,10 @@
 //! whole conversation every turn, and an agent re-sends its instructions: without this, each
 //! turn would prefill everything again. The reused rows are the same numbers a fresh prefill
 //! computes (every row of a step is computed on its own), so results do not change.
+//!
+//! Each cache belongs to a group (the server uses one per API key): a prompt only ever
+//! reuses a cache of its own group, so a client cannot learn from `cached_tokens`, or from
+//! how fast its first token comes, how much of its prompt someone else recently sent.
 
 use ternlm::kv_cache::KvCache;
 
@@ -22,9 +26,9 @@ impl Positions for KvCache {
     }
 }
 
-/// Free caches, least recently freed first.
+/// Free caches with their group and the tokens they hold, least recently freed first.
 pub(crate) struct PromptCache<C = KvCache> {
-    free: Vec<(C, Vec<u32>)>,
+    free: Vec<(C, u64, Vec<u32>)>,
     reuse: bool,
 }
 
@@ -34,28 +38,45 @@ impl<C: Positions> PromptCache<C> {
         Self { free: Vec::new(), reuse }
     }
 
-    /// A free cache for `prompt` and how many of its leading tokens it already holds: the one
-    /// sharing the longest prefix, else the least recently freed one, emptied. At most
-    /// `prompt.len() - 1` tokens are kept, since the last prompt token must be fed to get
-    /// the logits of the first generated one. `None` when no cache is free.
-    pub(crate) fn take(&mut self, prompt: &[u32]) -> Option<(C, usize)> {
+    /// A free cache for `prompt` of `group` and how many of its leading tokens it already
+    /// holds: the one of that group sharing the longest prefix, else the least recently freed
+    /// one, emptied. At most `prompt.len() - 1` tokens are kept, since the last prompt token
+    /// must be fed to get the logits of the first generated one. `reuse: false` asks for an
+    /// empty cache. `None` when no cache is free, or when none matches and `may_grow` says
+    /// the caller may allocate another rather than empty one that others may still reuse.
+    pub(crate) fn take(&mut self, prompt: &[u32], group: u64, reuse: bool, may_grow: bool) -> Option<(C, usize)> {
         if self.free.is_empty() {
             return None;
         }
         let shared = |held: &[u32]| held.iter().zip(prompt).take_while(|(a, b)| a == b).count();
         // (tokens shared, index); later entries win ties: they were freed more recently.
-        let best = self.free.iter().enumerate().map(|(i, (_, held))| (shared(held), i)).max().filter(|&(n, _)| self.reuse && n > 0);
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, g, _))| *g == group)
+            .map(|(i, (_, _, held))| (shared(held), i))
+            .max()
+            .filter(|&(n, _)| self.reuse && reuse && n > 0);
+        if best.is_none() && may_grow {
+            return None;
+        }
         let (n, i) = best.unwrap_or((0, 0));
-        let (mut cache, _) = self.free.remove(i);
+        let (mut cache, _, _) = self.free.remove(i);
         let keep = n.min(prompt.len().saturating_sub(1));
         cache.truncate(keep);
         Some((cache, keep))
     }
 
+    /// Caches free now.
+    pub(crate) fn len(&self) -> usize {
+        self.free.len()
+    }
+
     /// Returns a cache whose positions hold the first `cache.len()` of `tokens`.
-    pub(crate) fn put(&mut self, cache: C, tokens: impl Iterator<Item = u32>) {
+    pub(crate) fn put(&mut self, cache: C, group: u64, tokens: impl Iterator<Item = u32>) {
         let held = if self.reuse { tokens.take(cache.len()).collect() } else { Vec::new() };
-        self.free.push((cache, held));
+        self.free.push((cache, group, held));
     }
 }
 
@@ -80,35 +101,51 @@ mod tests {
     #[test]
     fn the_longest_shared_prefix_wins_and_the_last_prompt_token_is_refed() {
         let mut pc = PromptCache::<Held>::new(true);
-        pc.put(Held(3), [1, 2, 3].into_iter());
-        pc.put(Held(5), [1, 2, 9, 9, 9].into_iter());
-        pc.put(Held(2), [7, 8].into_iter());
-        let (c, keep) = pc.take(&[1, 2, 3, 4]).unwrap();
+        pc.put(Held(3), 0, [1, 2, 3].into_iter());
+        pc.put(Held(5), 0, [1, 2, 9, 9, 9].into_iter());
+        pc.put(Held(2), 0, [7, 8].into_iter());
+        let (c, keep) = pc.take(&[1, 2, 3, 4], 0, true, false).unwrap();
         assert_eq!((keep, c.len()), (3, 3));
         // The whole prompt cached: all but its last token kept.
-        pc.put(Held(4), [1, 2, 3, 4].into_iter());
-        let (_, keep) = pc.take(&[1, 2, 3, 4]).unwrap();
+        pc.put(Held(4), 0, [1, 2, 3, 4].into_iter());
+        let (_, keep) = pc.take(&[1, 2, 3, 4], 0, true, false).unwrap();
         assert_eq!(keep, 3);
     }
 
     #[test]
     fn no_match_takes_the_oldest_emptied_and_none_when_all_are_busy() {
         let mut pc = PromptCache::<Held>::new(true);
-        assert!(pc.take(&[1]).is_none());
-        pc.put(Held(2), [5, 6].into_iter());
-        pc.put(Held(2), [7, 8].into_iter());
-        let (c, keep) = pc.take(&[1, 2]).unwrap();
+        assert!(pc.take(&[1], 0, true, false).is_none());
+        pc.put(Held(2), 0, [5, 6].into_iter());
+        pc.put(Held(2), 0, [7, 8].into_iter());
+        let (c, keep) = pc.take(&[1, 2], 0, true, false).unwrap();
         assert_eq!((keep, c.len()), (0, 0));
         // The one left is the more recent [7, 8].
-        let (_, keep) = pc.take(&[7, 8, 9]).unwrap();
+        let (_, keep) = pc.take(&[7, 8, 9], 0, true, false).unwrap();
         assert_eq!(keep, 2);
+    }
+
+    #[test]
+    fn groups_never_share_and_a_request_can_refuse_reuse() {
+        let mut pc = PromptCache::<Held>::new(true);
+        pc.put(Held(4), 1, [1, 2, 3, 4].into_iter());
+        // Another group's request gets the cache emptied: nothing of group 1's prompt.
+        assert!(pc.take(&[1, 2, 3, 4, 5], 2, true, true).is_none(), "room for another cache: group 1's is kept");
+        let (c, keep) = pc.take(&[1, 2, 3, 4, 5], 2, true, false).unwrap();
+        assert_eq!((keep, c.len()), (0, 0));
+        pc.put(Held(4), 1, [1, 2, 3, 4].into_iter());
+        let (_, keep) = pc.take(&[1, 2, 3, 4, 5], 1, true, false).unwrap();
+        assert_eq!(keep, 4);
+        pc.put(Held(4), 1, [1, 2, 3, 4].into_iter());
+        let (c, keep) = pc.take(&[1, 2, 3, 4, 5], 1, false, false).unwrap();
+        assert_eq!((keep, c.len()), (0, 0));
     }
 
     #[test]
     fn without_reuse_nothing_is_kept() {
         let mut pc = PromptCache::<Held>::new(false);
-        pc.put(Held(3), [1, 2, 3].into_iter());
-        let (c, keep) = pc.take(&[1, 2, 3, 4]).unwrap();
+        pc.put(Held(3), 0, [1, 2, 3].into_iter());
+        let (c, keep) = pc.take(&[1, 2, 3, 4], 0, true, false).unwrap();
         assert_eq!((keep, c.len()), (0, 0));
     }
 }

@@ -9,9 +9,7 @@
 //! the same reason a finished sequence's cache can serve a later prompt that starts with what
 //! it held (see `prompt_cache`).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,6 +19,7 @@ use ternlm::kv_cache::KvCache;
 use ternlm::{Logits, Model, Sampler, SamplerConfig, StopReason, StreamDecoder};
 
 use crate::prompt_cache::PromptCache;
+use crate::queue::Queue;
 
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -60,13 +59,14 @@ pub fn slots_within(model: &Model, n_ctx: usize, parallel: usize, budget_bytes: 
     }
 }
 
-/// One token as it is generated.
+/// One token as it is generated (or, for [`Event::Prompt`], one prompt token).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenEvent {
     pub id: u32,
     /// Text that became complete with this token (possibly empty inside a UTF-8 character).
     pub text: String,
-    /// Natural-log probability of the token under the model, when asked for.
+    /// Natural-log probability of the token under the model, when asked for (`None` for the
+    /// first prompt token, which nothing predicts).
     pub logprob: Option<f32>,
     /// The most likely alternatives and their log-probabilities, when asked for.
     pub top: Vec<(u32, f32)>,
@@ -79,6 +79,7 @@ pub struct Finish {
     pub prompt_tokens: usize,
     /// Leading prompt tokens whose KV came from an earlier request's cache (not prefilled).
     pub cached_tokens: usize,
+    /// Tokens sampled, the end-of-sequence token included.
     pub completion_tokens: usize,
     /// From admission to the first generated token.
     pub time_to_first_token: Option<Duration>,
@@ -88,15 +89,35 @@ pub struct Finish {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
+    /// The request got a slot; this many leading prompt tokens came from a cache.
+    Started { cached_tokens: usize },
+    /// The prompt's tokens with their log-probabilities (asked for by `prompt_logprobs`),
+    /// sent once the prompt is in, before the first generated token.
+    Prompt(Vec<TokenEvent>),
     Token(TokenEvent),
     Done(Finish),
     /// The request could not run (e.g. its prompt does not fit the context).
     Error(String),
 }
 
-/// Receives a request's events; returns `false` when nobody listens any more (the client
-/// went away), which cancels the request.
-pub type Sink = Box<dyn FnMut(Event) -> bool + Send>;
+/// Where a request's events go.
+pub trait EventSink: Send {
+    /// Delivers an event; `false` when nobody listens any more, which cancels the request.
+    fn send(&mut self, event: Event) -> bool;
+    /// `true` once nobody listens. Checked while the request waits and between prefill
+    /// steps, when no event is sent, so an abandoned request costs no further compute.
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+impl<F: FnMut(Event) -> bool + Send> EventSink for F {
+    fn send(&mut self, event: Event) -> bool {
+        self(event)
+    }
+}
+
+pub type Sink = Box<dyn EventSink>;
 
 pub struct Job {
     pub prompt: Vec<u32>,
@@ -104,9 +125,23 @@ pub struct Job {
     pub sampler: SamplerConfig,
     /// Report log-probabilities with this many alternatives (0: just the token's own).
     pub logprobs: Option<usize>,
+    /// Also report the prompt tokens' log-probabilities (with `logprobs` alternatives): the
+    /// prompt is then prefilled in full, never taken from a cache.
+    pub prompt_logprobs: bool,
+    /// Requests share cached prompts only within one group (one API key, say), so nobody
+    /// learns from `cached_tokens` or timing what someone else sent. `None`: this request
+    /// neither reuses a cache nor leaves its prompt for others.
+    pub cache_group: Option<u64>,
     /// Give up (with [`StopReason::Cancelled`]) when this passes.
     pub deadline: Option<Instant>,
     pub sink: Sink,
+}
+
+impl Job {
+    /// A request with no log-probabilities, no deadline and cache group 0.
+    pub fn new(prompt: Vec<u32>, max_tokens: usize, sampler: SamplerConfig, sink: Sink) -> Self {
+        Self { prompt, max_tokens, sampler, logprobs: None, prompt_logprobs: false, cache_group: Some(0), deadline: None, sink }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -123,17 +158,22 @@ pub struct Stats {
     pub queued: AtomicUsize,
     pub active: AtomicUsize,
     pub steps: AtomicUsize,
+    /// Prompt tokens of admitted requests.
     pub prompt_tokens: AtomicUsize,
+    /// Prompt tokens run through the model (a prompt abandoned half-way counts only what was
+    /// fed; cached tokens are not fed).
+    pub prefilled_tokens: AtomicUsize,
     /// Prompt tokens taken from a cache instead of prefilled.
     pub cached_prompt_tokens: AtomicUsize,
     pub generated_tokens: AtomicUsize,
+    /// Requests cancelled before their first token because nobody waited for them any more.
+    pub abandoned: AtomicUsize,
 }
 
 pub struct Scheduler {
-    tx: Mutex<Option<SyncSender<(Job, Instant)>>>,
+    queue: Arc<Queue>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Stats>,
-    max_queue: usize,
 }
 
 struct Slot {
@@ -147,6 +187,8 @@ struct Slot {
     sampled: Vec<u32>,
     /// The token to feed next once the prompt is in (the last one sampled).
     next: Option<u32>,
+    /// Log-probabilities of the prompt tokens so far (with `prompt_logprobs`).
+    prompt_lp: Vec<TokenEvent>,
     sampler: Sampler,
     decoder: StreamDecoder,
     admitted: Instant,
@@ -156,44 +198,39 @@ struct Slot {
 
 impl Scheduler {
     pub fn start(model: Arc<Model>, cfg: SchedulerConfig) -> Self {
-        let (tx, rx) = sync_channel(cfg.max_queue.max(1));
+        let queue = Arc::new(Queue::new(cfg.max_queue));
         let stats = Arc::new(Stats::default());
-        let st = stats.clone();
-        let max_queue = cfg.max_queue.max(1);
+        let (q, st) = (queue.clone(), stats.clone());
         let thread = std::thread::Builder::new()
             .name("ternlm-scheduler".into())
-            .spawn(move || run(&model, &cfg, &rx, &st))
+            .spawn(move || run(&model, &cfg, &q, &st))
             .ok();
-        Self { tx: Mutex::new(Some(tx)), thread: Mutex::new(thread), stats, max_queue }
+        Self { queue, thread: Mutex::new(thread), stats }
     }
 
     /// Queues a request, or says why not (a full queue is the caller's cue for HTTP 429).
     pub fn submit(&self, job: Job) -> Result<(), Rejected> {
-        let guard = self.tx.lock().map_err(|_| Rejected::ShuttingDown)?;
-        let tx = guard.as_ref().ok_or(Rejected::ShuttingDown)?;
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send((job, Instant::now())) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                Err(match e {
-                    TrySendError::Full(_) => Rejected::QueueFull(self.max_queue),
-                    TrySendError::Disconnected(_) => Rejected::ShuttingDown,
-                })
-            }
+        if !matches!(self.thread.lock().as_deref(), Ok(Some(_))) {
+            return Err(Rejected::ShuttingDown);
         }
+        let depth = self.queue.push(job)?;
+        self.stats.queued.store(depth, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Requests that may wait at most.
+    pub fn max_queue(&self) -> usize {
+        self.queue.capacity()
     }
 
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
 
-    /// Stops taking requests and lets the queued and running ones finish, then joins the
-    /// thread. (Callers that want a hard stop set each job's deadline.)
+    /// Stops taking requests and lets the queued and running ones finish (a request whose
+    /// sink reports itself closed is cancelled at the next step), then joins the thread.
     pub fn shutdown(&self) {
-        if let Ok(mut g) = self.tx.lock() {
-            g.take();
-        }
+        self.queue.close();
         if let Some(t) = self.thread.lock().ok().and_then(|mut g| g.take()) {
             let _ = t.join();
         }
@@ -231,68 +268,94 @@ fn finish(slot: &mut Slot, reason: StopReason) {
         time_to_first_token: slot.first_token,
         queued: slot.queued,
     };
-    (slot.job.sink)(Event::Done(done));
+    slot.job.sink.send(Event::Done(done));
+}
+
+/// Ends a request that never got a slot.
+fn finish_waiting(job: &mut Job, submitted: Instant, reason: StopReason) {
+    let done = Finish { reason, prompt_tokens: job.prompt.len(), cached_tokens: 0, completion_tokens: 0, time_to_first_token: None, queued: submitted.elapsed() };
+    job.sink.send(Event::Done(done));
 }
 
 /// Returns a retired slot's cache to the pool with the tokens it holds: the prompt, then
 /// the sampled tokens that were fed back.
 fn retire(pool: &mut PromptCache, slot: Slot) {
-    let Slot { job, cache, sampled, .. } = slot;
-    pool.put(cache, job.prompt.into_iter().chain(sampled));
+    let Slot { job, mut cache, sampled, .. } = slot;
+    if job.cache_group.is_none() {
+        cache.truncate(0);
+    }
+    pool.put(cache, job.cache_group.unwrap_or(u64::MAX), job.prompt.into_iter().chain(sampled));
 }
 
-fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stats: &Stats) {
+/// Why a prompt cannot run at all, if it cannot.
+fn prompt_problem(model: &Model, prompt: &[u32], n_ctx: usize) -> Option<String> {
+    if prompt.is_empty() {
+        Some("the prompt is empty".to_string())
+    } else if prompt.len() >= n_ctx {
+        Some(format!("the prompt is {} tokens but the context holds {n_ctx} (with room for at least one generated token)", prompt.len()))
+    } else {
+        model.tokenizer.check_ids(prompt).err().map(|e| e.to_string())
+    }
+}
+
+/// Log-probabilities of `tokens[1..]` from the logits of the positions before each (`rows`
+/// holds `n_vocab` logits per position, the first for the position of `tokens[0]`).
+fn prompt_logprobs(model: &Model, rows: &[f32], tokens: &[u32], k: usize, out: &mut Vec<TokenEvent>) {
+    let n_vocab = model.config.n_vocab;
+    for (row, &next) in rows.chunks_exact(n_vocab).zip(tokens.iter().skip(1)) {
+        let (lp, top) = logprobs(row, next, k);
+        out.push(TokenEvent { id: next, text: String::new(), logprob: Some(lp), top });
+    }
+}
+
+fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
     let mcfg = &model.config;
+    let n_vocab = mcfg.n_vocab;
     let n_ctx = cfg.n_ctx.clamp(2, 1 << 20);
     let parallel = cfg.parallel.max(1);
-    let mut waiting: VecDeque<(Job, Instant)> = VecDeque::new();
     let mut slots: Vec<Slot> = Vec::new();
     let mut spare = PromptCache::new(cfg.cache_prompt);
     let mut scratch = Scratch::default();
-    let mut open = true;
     loop {
-        // Intake: block only when there is nothing to do.
-        if slots.is_empty() && waiting.is_empty() {
-            if !open {
-                return;
-            }
-            match rx.recv() {
-                Ok(j) => waiting.push_back(j),
-                Err(_) => return,
-            }
+        // Block only when there is nothing to do.
+        if slots.is_empty() && !queue.wait() {
+            return;
         }
-        loop {
-            match rx.try_recv() {
-                Ok(j) => waiting.push_back(j),
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
+        // Waiting requests whose client left or whose time ran out end here, unrun.
+        let now = Instant::now();
+        for (mut job, submitted) in queue.remove_where(|j| j.sink.is_closed() || j.deadline.is_some_and(|d| now >= d)) {
+            if job.sink.is_closed() {
+                stats.abandoned.fetch_add(1, Ordering::Relaxed);
             }
+            finish_waiting(&mut job, submitted, StopReason::Cancelled);
         }
         // Admission into free slots.
         while slots.len() < parallel {
-            let Some((mut job, submitted)) = waiting.pop_front() else { break };
-            stats.queued.fetch_sub(1, Ordering::Relaxed);
-            let problem = if job.prompt.is_empty() {
-                Some("the prompt is empty".to_string())
-            } else if job.prompt.len() >= n_ctx {
-                Some(format!("the prompt is {} tokens but the context holds {n_ctx} (with room for at least one generated token)", job.prompt.len()))
-            } else {
-                model.tokenizer.check_ids(&job.prompt).err().map(|e| e.to_string())
-            };
-            if let Some(msg) = problem {
-                (job.sink)(Event::Error(msg));
+            let Some((mut job, submitted)) = queue.pop() else { break };
+            if let Some(msg) = prompt_problem(model, &job.prompt, n_ctx) {
+                job.sink.send(Event::Error(msg));
                 continue;
             }
-            let (cache, cached) = spare.take(&job.prompt).unwrap_or_else(|| (KvCache::new(mcfg.n_layer, n_ctx, mcfg.kv_dim()), 0));
+            let reuse = !job.prompt_logprobs && job.cache_group.is_some();
+            // Another cache while the pool is below `parallel`, rather than emptying one that
+            // holds some other prompt.
+            let may_grow = slots.len() + spare.len() < parallel;
+            let (cache, cached) = spare.take(&job.prompt, job.cache_group.unwrap_or(u64::MAX), reuse, may_grow).unwrap_or_else(|| (KvCache::new(mcfg.n_layer, n_ctx, mcfg.kv_dim()), 0));
             stats.cached_prompt_tokens.fetch_add(cached, Ordering::Relaxed);
             let mut sampler = Sampler::new(job.sampler.clone());
             for &t in &job.prompt {
                 sampler.accept(t);
             }
             stats.prompt_tokens.fetch_add(job.prompt.len(), Ordering::Relaxed);
+            let mut prompt_lp = Vec::new();
+            if job.prompt_logprobs {
+                prompt_lp.push(TokenEvent { id: job.prompt[0], text: String::new(), logprob: None, top: Vec::new() });
+            }
+            if !job.sink.send(Event::Started { cached_tokens: cached }) {
+                stats.abandoned.fetch_add(1, Ordering::Relaxed);
+                spare.put(cache, job.cache_group.unwrap_or(u64::MAX), job.prompt.iter().copied());
+                continue;
+            }
             slots.push(Slot {
                 job,
                 cache,
@@ -300,6 +363,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
                 cached,
                 sampled: Vec::new(),
                 next: None,
+                prompt_lp,
                 sampler,
                 decoder: StreamDecoder::new(),
                 admitted: Instant::now(),
@@ -307,23 +371,33 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
                 first_token: None,
             });
         }
+        stats.queued.store(queue.len(), Ordering::Relaxed);
         stats.active.store(slots.len(), Ordering::Relaxed);
         if slots.is_empty() {
+            if !queue.is_open() && queue.len() == 0 {
+                return;
+            }
             continue;
         }
 
-        // Deadlines.
+        // Deadlines, and clients that left: checked every step, so a prompt being prefilled
+        // in slices stops between slices.
         let now = Instant::now();
         let mut i = 0;
         while i < slots.len() {
-            if slots[i].job.deadline.is_some_and(|d| now >= d) {
+            let gone = slots[i].job.sink.is_closed();
+            if gone || slots[i].job.deadline.is_some_and(|d| now >= d) {
                 let mut s = slots.swap_remove(i);
+                if gone && s.sampled.is_empty() {
+                    stats.abandoned.fetch_add(1, Ordering::Relaxed);
+                }
                 finish(&mut s, StopReason::Cancelled);
                 retire(&mut spare, s);
             } else {
                 i += 1;
             }
         }
+        stats.active.store(slots.len(), Ordering::Relaxed);
         if slots.is_empty() {
             continue;
         }
@@ -348,7 +422,13 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
                 let take = (s.job.prompt.len() - s.fed).min(budget.max(1));
                 budget = budget.saturating_sub(take);
                 let end = s.fed + take;
-                let logits = if end == s.job.prompt.len() { Logits::Last } else { Logits::None };
+                let logits = if s.job.prompt_logprobs {
+                    Logits::All
+                } else if end == s.job.prompt.len() {
+                    Logits::Last
+                } else {
+                    Logits::None
+                };
                 plan.push((i, s.job.prompt[s.fed..end].to_vec(), logits));
             }
         }
@@ -368,7 +448,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
             Err(e) => {
                 // A step that cannot run fails every sequence in it rather than looping.
                 for (i, _, _) in &plan {
-                    (slots[*i].job.sink)(Event::Error(format!("inference failed: {e}")));
+                    slots[*i].job.sink.send(Event::Error(format!("inference failed: {e}")));
                 }
                 let mut failed: Vec<usize> = plan.iter().map(|p| p.0).collect();
                 failed.sort_unstable_by(|a, b| b.cmp(a));
@@ -384,15 +464,34 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
 
         // Sample, emit, and retire finished sequences.
         let mut done: Vec<(usize, StopReason)> = Vec::new();
-        for ((i, toks, _), logits) in plan.iter().zip(outputs) {
+        for ((i, toks, kind), logits) in plan.iter().zip(outputs) {
             let s = &mut slots[*i];
+            let mut logits = logits.as_slice();
             if s.next.is_none() {
+                let start = s.fed;
                 s.fed += toks.len();
+                stats.prefilled_tokens.fetch_add(toks.len(), Ordering::Relaxed);
+                if *kind == Logits::All {
+                    let k = s.job.logprobs.unwrap_or(0);
+                    prompt_logprobs(model, logits, &s.job.prompt[start..(s.fed + 1).min(s.job.prompt.len())], k, &mut s.prompt_lp);
+                    logits = &logits[logits.len().saturating_sub(n_vocab)..];
+                }
                 if s.fed < s.job.prompt.len() {
                     continue;
                 }
+                if s.job.prompt_logprobs {
+                    let tok = &model.tokenizer;
+                    let mut events = std::mem::take(&mut s.prompt_lp);
+                    for e in &mut events {
+                        e.text = String::from_utf8_lossy(tok.piece(e.id)).into_owned();
+                    }
+                    if !s.job.sink.send(Event::Prompt(events)) {
+                        done.push((*i, StopReason::Cancelled));
+                        continue;
+                    }
+                }
             }
-            let id = s.sampler.sample(&logits);
+            let id = s.sampler.sample(logits);
             s.sampler.accept(id);
             s.sampled.push(id);
             stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
@@ -406,13 +505,13 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
             }
             let (logprob, top) = match s.job.logprobs {
                 Some(k) => {
-                    let (lp, top) = logprobs(&logits, id, k);
+                    let (lp, top) = logprobs(logits, id, k);
                     (Some(lp), top)
                 }
                 None => (None, Vec::new()),
             };
             let text = s.decoder.push(tok.piece(id));
-            if !(s.job.sink)(Event::Token(TokenEvent { id, text, logprob, top })) {
+            if !s.job.sink.send(Event::Token(TokenEvent { id, text, logprob, top })) {
                 done.push((*i, StopReason::Cancelled));
             } else if s.sampled.len() >= s.job.max_tokens {
                 done.push((*i, StopReason::Length));
@@ -427,7 +526,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &Receiver<(Job, Instant)>, stat
             let mut s = slots.swap_remove(i);
             let tail = s.decoder.finish();
             if !tail.is_empty() && reason != StopReason::Cancelled {
-                (s.job.sink)(Event::Token(TokenEvent { id: u32::MAX, text: tail, logprob: None, top: Vec::new() }));
+                s.job.sink.send(Event::Token(TokenEvent { id: u32::MAX, text: tail, logprob: None, top: Vec::new() }));
             }
             finish(&mut s, reason);
             retire(&mut spare, s);

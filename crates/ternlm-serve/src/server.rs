@@ -1,17 +1,18 @@
-//! The OpenAI-compatible HTTP server (axum on tokio): routes, bearer-key check, body limit,
-//! request handling for chat and text completions (JSON or server-sent events), models,
-//! health and metrics, and graceful shutdown. Inference never runs here: requests go to the
-//! [`Scheduler`]'s thread and come back as events.
+//! The OpenAI-compatible HTTP server (axum on hyper and tokio): routes, API keys, request
+//! handling for chat and text completions (JSON or server-sent events), models, health and
+//! metrics, and a shutdown bounded by its grace period. Inference never runs here: requests
+//! go to the [`Scheduler`]'s thread and come back as events; templating and tokenizing run on
+//! tokio's blocking threads, so a huge prompt never stalls the async workers that answer
+//! `/health`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,43 +20,83 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use ternlm::{Model, StopReason};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::Notify;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use crate::api::{ChatRequest, CompletionRequest, Params, Prompt, parse};
+use crate::api::{ChatRequest, CompletionRequest, Params, Prompt, SamplingDefaults, parse};
+use crate::auth::{ApiKeys, Tenant};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::scheduler::{Event, Job, Rejected, Scheduler, SchedulerConfig, TokenEvent};
+use crate::observe::observe;
+use crate::request_log::{LogFormat, RequestRecord};
+use crate::scheduler::{Event, EventSink, Job, Rejected, Scheduler, SchedulerConfig, TokenEvent};
 use crate::stop::{Matched, StopMatcher};
+
+/// Which requests may reuse each other's cached prompts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheScope {
+    /// Only requests made with the same API key (without keys the server is one tenant).
+    #[default]
+    Key,
+    /// Every request: the most reuse, but `cached_tokens` and time to first token tell a
+    /// client how much of its prompt someone else recently sent.
+    Global,
+    /// No reuse.
+    Off,
+}
 
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    pub host: String,
-    pub port: u16,
     /// The id clients name in `model` (and `/v1/models` lists).
     pub model_name: String,
-    pub api_key: Option<String>,
+    /// Refuse requests naming another model (by default any `model` is served, as
+    /// llama-server does, since clients hard-code names).
+    pub strict_model: bool,
+    pub api_keys: ApiKeys,
+    /// Serve `/metrics` without a key even when keys are set.
+    pub metrics_public: bool,
+    pub cache_scope: CacheScope,
     pub scheduler: SchedulerConfig,
+    pub sampling: SamplingDefaults,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
-    /// Longest a request may run.
-    pub timeout: Duration,
+    /// Longest a request may generate (`None`: no limit).
+    pub timeout: Option<Duration>,
+    /// Longest a request's headers may take to arrive.
+    pub header_timeout: Option<Duration>,
+    /// Longest a request's body may take to arrive.
+    pub body_timeout: Option<Duration>,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Option<Duration>,
+    /// Connections open at once at most; more are answered 503 and closed.
+    pub max_connections: usize,
     /// After SIGTERM/Ctrl-C, how long running requests may finish before they are cancelled.
     pub grace: Duration,
+    pub log_format: LogFormat,
+    /// Put prompt text in the request log.
+    pub log_prompts: bool,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
-            host: "127.0.0.1".into(),
-            port: 8080,
             model_name: "ternlm".into(),
-            api_key: None,
+            strict_model: false,
+            api_keys: ApiKeys::default(),
+            metrics_public: false,
+            cache_scope: CacheScope::Key,
             scheduler: SchedulerConfig::default(),
+            sampling: SamplingDefaults::default(),
             max_body: 4 << 20,
-            timeout: Duration::from_secs(600),
+            timeout: Some(Duration::from_secs(600)),
+            header_timeout: Some(Duration::from_secs(10)),
+            body_timeout: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_connections: 256,
             grace: Duration::from_secs(10),
+            log_format: LogFormat::Text,
+            log_prompts: false,
         }
     }
 }
@@ -69,6 +110,9 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Set when the grace period ends: running requests are cancelled at their next step.
     pub cancel_all: Arc<AtomicBool>,
+    /// Requests between their headers and the end of their response.
+    in_flight: AtomicUsize,
+    all_done: Notify,
     next_id: AtomicU64,
     started: u64,
 }
@@ -80,7 +124,10 @@ fn unix_now() -> u64 {
 }
 
 impl AppState {
-    pub fn new(model: Arc<Model>, cfg: ServeConfig) -> Shared {
+    pub fn new(model: Arc<Model>, mut cfg: ServeConfig) -> Shared {
+        if cfg.cache_scope == CacheScope::Off {
+            cfg.scheduler.cache_prompt = false;
+        }
         let scheduler = Scheduler::start(model.clone(), cfg.scheduler.clone());
         Arc::new(Self {
             model,
@@ -89,6 +136,8 @@ impl AppState {
             cfg,
             draining: AtomicBool::new(false),
             cancel_all: Arc::new(AtomicBool::new(false)),
+            in_flight: AtomicUsize::new(0),
+            all_done: Notify::new(),
             next_id: AtomicU64::new(1),
             started: unix_now(),
         })
@@ -97,37 +146,73 @@ impl AppState {
     fn id(&self, prefix: &str) -> String {
         format!("{prefix}-{:x}{:06x}", self.started, self.next_id.fetch_add(1, Ordering::Relaxed))
     }
+
+    pub(crate) fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn request_ended(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.all_done.notify_waiters();
+        }
+    }
+
+    /// Requests whose responses have not finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Waits until no request is in flight, at most `limit`; `true` if none is.
+    async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.all_done.notified();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.in_flight() == 0;
+            }
+        }
+    }
+
+    /// The cache group of a tenant's requests (`None`: no reuse).
+    fn cache_group(&self, tenant: Tenant) -> Option<u64> {
+        match self.cfg.cache_scope {
+            CacheScope::Key => Some(tenant.0),
+            CacheScope::Global => Some(0),
+            CacheScope::Off => None,
+        }
+    }
 }
 
-/// The router with every endpoint, the key check and the body limit.
+/// The router with every endpoint, the key check, and the observing middleware.
 pub fn router(state: Shared) -> Router {
-    let limit = state.cfg.max_body;
-    let v1 = Router::new()
+    let keyed = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
-        .route("/v1/models/{id}", get(model_by_id))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+        .route("/v1/models/{id}", get(model_by_id));
+    let keyed = if state.cfg.metrics_public { keyed } else { keyed.route("/metrics", get(metrics)) };
+    let keyed = keyed.route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    let open = Router::new().route("/health", get(health));
+    let open = if state.cfg.metrics_public { open.route("/metrics", get(metrics)) } else { open };
     Router::new()
-        .merge(v1)
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .merge(keyed)
+        .merge(open)
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
-        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
-    if let Some(key) = &st.cfg.api_key {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-        // Constant time, so the key cannot be guessed byte by byte from response times.
-        let ok: bool = given.as_bytes().ct_eq(key.as_bytes()).into();
-        if !ok {
-            st.metrics.request(req.uri().path(), 401);
-            return ApiError::unauthorized().into_response();
+async fn auth(State(st): State<Shared>, mut req: Request, next: Next) -> Response {
+    match st.cfg.api_keys.check(req.headers().get(header::AUTHORIZATION)) {
+        Some(tenant) => {
+            req.extensions_mut().insert(tenant);
+            next.run(req).await
         }
+        None => ApiError::unauthorized().into_response(),
     }
-    next.run(req).await
 }
 
 async fn health(State(st): State<Shared>) -> Response {
@@ -146,101 +231,184 @@ fn model_object(st: &AppState) -> Value {
 }
 
 async fn models(State(st): State<Shared>) -> Response {
-    st.metrics.request("/v1/models", 200);
     Json(json!({"object": "list", "data": [model_object(&st)]})).into_response()
 }
 
 async fn model_by_id(State(st): State<Shared>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
     if id != st.cfg.model_name {
-        st.metrics.request("/v1/models", 404);
         return ApiError::model_not_found(&id, &st.cfg.model_name).into_response();
     }
-    st.metrics.request("/v1/models", 200);
     Json(model_object(&st)).into_response()
 }
 
 /// Which API a request came through (they differ only in the shape of their answers).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Chat,
     Text,
 }
 
-impl Kind {
-    fn endpoint(self) -> &'static str {
-        match self {
-            Self::Chat => "/v1/chat/completions",
-            Self::Text => "/v1/completions",
-        }
+/// Reads a request body within `--max-body` and `--body-timeout`.
+async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = st.cfg.max_body;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::too_large(limit));
     }
+    let collect = axum::body::to_bytes(body, limit);
+    let read = match st.cfg.body_timeout {
+        Some(t) => tokio::time::timeout(t, collect).await.map_err(|_| ApiError::body_timeout(t))?,
+        None => collect.await,
+    };
+    read.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return ApiError::too_large(limit);
+            }
+            source = s.source();
+        }
+        ApiError::invalid(format!("the request body could not be read: {e}"), None)
+    })
 }
 
-fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|e| if e.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::too_large(limit) } else { ApiError::invalid(e.body_text(), None) })
+/// A request checked and tokenized, ready for the scheduler.
+struct Prepared {
+    prompt: Vec<u32>,
+    params: Params,
+    /// Text to send before the completion (`echo`).
+    echo: String,
+    /// Report the prompt's log-probabilities too (`echo` with `logprobs`).
+    prompt_logprobs: bool,
+    /// The prompt for the request log (`--log-prompts` only).
+    logged_prompt: Option<String>,
 }
 
 fn check_model(st: &AppState, name: Option<&str>) -> Result<(), ApiError> {
     match name {
-        None | Some("") => Ok(()),
-        Some(n) if n == st.cfg.model_name => Ok(()),
-        Some(n) => Err(ApiError::model_not_found(n, &st.cfg.model_name)),
+        Some(n) if st.cfg.strict_model && !n.is_empty() && n != st.cfg.model_name => Err(ApiError::model_not_found(n, &st.cfg.model_name)),
+        _ => Ok(()),
     }
 }
 
-async fn chat(State(st): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    let result = async {
-        let body = body_or_error(body, st.cfg.max_body)?;
-        let req: ChatRequest = parse(&body)?;
-        check_model(&st, req.common.model.as_deref())?;
-        let messages = req.messages()?;
-        let params = req.common.params(None, req.logprobs()?)?;
-        let rendered = st
-            .model
-            .render_chat(&messages, true)
-            .map_err(|e| ApiError::invalid(format!("the chat template failed: {e}"), Some("messages")))?
-            .ok_or_else(|| ApiError::invalid("this model has no chat template; use /v1/completions", Some("messages")))?;
-        let prompt = st.model.encode_rendered(&rendered).map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
-        Ok::<_, ApiError>((prompt, params))
+/// Refuses a prompt of `bytes` bytes before tokenizing it when it cannot fit the context
+/// whatever its tokens: no token stands for more than `max_piece_len` bytes.
+fn check_bytes(st: &AppState, bytes: usize) -> Result<(), ApiError> {
+    let n_ctx = st.cfg.scheduler.n_ctx;
+    let at_least = bytes.div_ceil(st.model.tokenizer.max_piece_len().max(1));
+    if at_least >= n_ctx {
+        return Err(ApiError::context_length(format!("the prompt is {bytes} bytes, at least {at_least} tokens; the context holds {n_ctx}, with room for at least one generated token")));
     }
-    .await;
-    match result {
-        Ok((prompt, params)) => run(st, Kind::Chat, prompt, params, String::new()).await,
-        Err(e) => {
-            st.metrics.request(Kind::Chat.endpoint(), e.status.as_u16());
-            e.into_response()
+    Ok(())
+}
+
+fn prepare_chat(st: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
+    let req: ChatRequest = parse(body)?;
+    check_model(st, req.common.model.as_deref())?;
+    let messages = req.messages()?;
+    let params = req.common.params(None, req.logprobs()?, &st.cfg.sampling, st.model.tokenizer.n_vocab())?;
+    check_bytes(st, messages.iter().map(|m| m.content.len()).sum())?;
+    // Message content is tokenized as plain text: only the template's own markup becomes
+    // control tokens, so a user cannot forge another role's turn.
+    let prompt = st
+        .model
+        .encode_chat(&messages, true)
+        .map_err(|e| ApiError::invalid(format!("the chat template failed: {e}"), Some("messages")))?
+        .ok_or_else(|| ApiError::invalid("this model has no chat template; use /v1/completions", Some("messages")))?;
+    let logged_prompt = if st.cfg.log_prompts { st.model.render_chat(&messages, true).ok().flatten() } else { None };
+    Ok(Prepared { prompt, params, echo: String::new(), prompt_logprobs: false, logged_prompt })
+}
+
+fn prepare_text(st: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
+    let req: CompletionRequest = parse(body)?;
+    check_model(st, req.common.model.as_deref())?;
+    let logprobs = req.logprobs()?;
+    let params = req.common.params(Some(16), logprobs, &st.cfg.sampling, st.model.tokenizer.n_vocab())?;
+    let tok = &st.model.tokenizer;
+    let encode = |t: &str| {
+        check_bytes(st, t.len())?;
+        tok.encode(t, true, false).map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))
+    };
+    let (prompt, text) = match &req.prompt {
+        Prompt::Text(t) => (encode(t)?, t.clone()),
+        Prompt::Texts(v) if v.len() == 1 => (encode(&v[0])?, v[0].clone()),
+        Prompt::Texts(v) => return Err(ApiError::invalid(format!("prompt has {} texts; ternlm takes one per request", v.len()), Some("prompt"))),
+        Prompt::Tokens(ids) => {
+            tok.check_ids(ids).map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?;
+            (ids.clone(), tok.decode(ids))
         }
+    };
+    if prompt.is_empty() {
+        return Err(ApiError::invalid("the prompt is empty", Some("prompt")));
+    }
+    let echo_on = req.echo.unwrap_or(false);
+    let prompt_logprobs = echo_on && logprobs.is_some();
+    // With log-probabilities the echoed text is the prompt's tokens decoded, so the offsets
+    // of those tokens index the text returned.
+    let echo = match (echo_on, prompt_logprobs) {
+        (false, _) => String::new(),
+        (true, true) => tok.decode(&prompt),
+        (true, false) => text.clone(),
+    };
+    let logged_prompt = st.cfg.log_prompts.then_some(text);
+    Ok(Prepared { prompt, params, echo, prompt_logprobs, logged_prompt })
+}
+
+/// Reads, parses and tokenizes a request on a blocking thread, so the async workers keep
+/// answering other requests meanwhile.
+async fn prepare(st: &Shared, headers: &HeaderMap, body: Body, kind: Kind) -> Result<Prepared, ApiError> {
+    let body = read_body(st, headers, body).await?;
+    let st2 = st.clone();
+    tokio::task::spawn_blocking(move || match kind {
+        Kind::Chat => prepare_chat(&st2, &body),
+        Kind::Text => prepare_text(&st2, &body),
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("preparing the request failed: {e}")))?
+}
+/// An error answer; one that leaves part of a body unread also closes the connection.
+fn fail(e: ApiError) -> Response {
+    let closing = matches!(e.status.as_u16(), 408 | 413);
+    let mut r = e.into_response();
+    if closing {
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+async fn handle(st: Shared, kind: Kind, tenant: Option<Extension<Tenant>>, record: Option<Extension<Arc<RequestRecord>>>, req: Request) -> Response {
+    let tenant = tenant.map_or(Tenant(0), |t| t.0);
+    let record = record.map_or_else(|| Arc::new(RequestRecord::default()), |r| r.0);
+    let (parts, body) = req.into_parts();
+    match prepare(&st, &parts.headers, body, kind).await {
+        Ok(p) => run(st, kind, p, tenant, record).await,
+        Err(e) => fail(e),
     }
 }
 
-async fn completions(State(st): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    let result = async {
-        let body = body_or_error(body, st.cfg.max_body)?;
-        let req: CompletionRequest = parse(&body)?;
-        check_model(&st, req.common.model.as_deref())?;
-        let params = req.common.params(Some(16), req.logprobs()?)?;
-        let tok = &st.model.tokenizer;
-        let (prompt, text) = match &req.prompt {
-            Prompt::Text(t) => (tok.encode(t, true, false).map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?, t.clone()),
-            Prompt::Texts(v) if v.len() == 1 => (tok.encode(&v[0], true, false).map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?, v[0].clone()),
-            Prompt::Texts(v) => return Err(ApiError::invalid(format!("prompt has {} texts; ternlm takes one per request", v.len()), Some("prompt"))),
-            Prompt::Tokens(ids) => {
-                tok.check_ids(ids).map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?;
-                (ids.clone(), tok.decode(ids))
-            }
-        };
-        if prompt.is_empty() {
-            return Err(ApiError::invalid("the prompt is empty", Some("prompt")));
-        }
-        let echo = if req.echo.unwrap_or(false) { text } else { String::new() };
-        Ok::<_, ApiError>((prompt, params, echo))
+async fn chat(State(st): State<Shared>, tenant: Option<Extension<Tenant>>, record: Option<Extension<Arc<RequestRecord>>>, req: Request) -> Response {
+    handle(st, Kind::Chat, tenant, record, req).await
+}
+
+async fn completions(State(st): State<Shared>, tenant: Option<Extension<Tenant>>, record: Option<Extension<Arc<RequestRecord>>>, req: Request) -> Response {
+    handle(st, Kind::Text, tenant, record, req).await
+}
+
+/// Hands a request's events to its handler. Closed once the handler stops listening (its
+/// client left, or a stop string ended the text) or the grace period ends, which the
+/// scheduler sees while the request waits, between prefill slices and at every token.
+struct ClientSink {
+    tx: UnboundedSender<Event>,
+    cancel_all: Arc<AtomicBool>,
+}
+
+impl EventSink for ClientSink {
+    fn send(&mut self, event: Event) -> bool {
+        !self.is_closed() && self.tx.send(event).is_ok()
     }
-    .await;
-    match result {
-        Ok((prompt, params, echo)) => run(st, Kind::Text, prompt, params, echo).await,
-        Err(e) => {
-            st.metrics.request(Kind::Text.endpoint(), e.status.as_u16());
-            e.into_response()
-        }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed() || self.cancel_all.load(Ordering::Relaxed)
     }
 }
 
@@ -253,12 +421,15 @@ struct Running {
     rx: UnboundedReceiver<Event>,
     stop: StopMatcher,
     prompt_tokens: usize,
-    /// Prompt tokens served from a cache, known once the scheduler reports the end.
+    /// Prompt tokens served from a cache, known once the scheduler admits the request.
     cached_tokens: usize,
     completion_tokens: usize,
+    /// The prompt's tokens with their log-probabilities (`echo` with `logprobs`).
+    prompt_lp: Vec<TokenEvent>,
     started: Instant,
     last_token: Option<Instant>,
     params: Params,
+    record: Arc<RequestRecord>,
 }
 
 /// One step of a request's progress.
@@ -269,44 +440,86 @@ enum Step {
 }
 
 impl Running {
+    fn first_token_now(&mut self) {
+        let now = Instant::now();
+        match self.last_token {
+            None => {
+                let ttft = now - self.started;
+                self.st.metrics.ttft.observe(ttft.as_secs_f64());
+                self.record.update(|d| d.time_to_first_token = Some(ttft));
+            }
+            Some(prev) => self.st.metrics.per_token.observe((now - prev).as_secs_f64()),
+        }
+        self.last_token = Some(now);
+    }
+
+    fn ended(&mut self, reason: &'static str) {
+        let n = self.completion_tokens;
+        self.record.update(|d| {
+            d.completion_tokens = Some(n);
+            d.finish_reason = Some(reason);
+        });
+    }
+
     async fn next(&mut self) -> Step {
-        let Some(ev) = self.rx.recv().await else {
-            return Step::Failed(ApiError::internal("the scheduler stopped"));
-        };
-        match ev {
-            Event::Token(t) => {
-                let now = Instant::now();
-                if t.id != u32::MAX {
-                    self.completion_tokens += 1;
-                    self.st.metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
-                    match self.last_token {
-                        None => self.st.metrics.ttft.observe((now - self.started).as_secs_f64()),
-                        Some(prev) => self.st.metrics.per_token.observe((now - prev).as_secs_f64()),
+        loop {
+            let Some(ev) = self.rx.recv().await else {
+                return Step::Failed(if self.st.cancel_all.load(Ordering::Relaxed) {
+                    ApiError::unavailable("the server is shutting down")
+                } else {
+                    ApiError::internal("the scheduler stopped")
+                });
+            };
+            match ev {
+                Event::Started { cached_tokens } => {
+                    self.cached_tokens = cached_tokens;
+                    self.record.update(|d| d.cached_tokens = Some(cached_tokens));
+                }
+                Event::Prompt(tokens) => self.prompt_lp = tokens,
+                Event::Token(t) => {
+                    if t.id != u32::MAX {
+                        self.completion_tokens += 1;
+                        self.st.metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
+                        self.first_token_now();
                     }
-                    self.last_token = Some(now);
+                    let token = (t.id != u32::MAX).then_some(t.clone());
+                    return match self.stop.push(&t.text) {
+                        Matched::Continue(text) => Step::Text { text, token },
+                        // Closing the receiver cancels the job at its next step.
+                        Matched::Stop(text) => {
+                            self.rx.close();
+                            self.ended("stop");
+                            Step::Finished { tail: text, reason: "stop" }
+                        }
+                    };
                 }
-                let token = (t.id != u32::MAX).then_some(t.clone());
-                match self.stop.push(&t.text) {
-                    Matched::Continue(text) => Step::Text { text, token },
-                    // Closing the receiver cancels the job at its next step.
-                    Matched::Stop(text) => {
-                        self.rx.close();
-                        Step::Finished { tail: text, reason: "stop" }
+                Event::Done(f) => {
+                    // The scheduler's count includes an end-of-sequence token, which sends
+                    // no text.
+                    if f.completion_tokens > self.completion_tokens {
+                        self.st.metrics.generated_tokens.fetch_add((f.completion_tokens - self.completion_tokens) as u64, Ordering::Relaxed);
+                        self.completion_tokens = f.completion_tokens;
+                        if self.last_token.is_none() {
+                            self.first_token_now();
+                        }
                     }
+                    self.cached_tokens = f.cached_tokens;
+                    let tail = self.stop.finish();
+                    let step = match f.reason {
+                        StopReason::Eos => Step::Finished { tail, reason: "stop" },
+                        StopReason::Length | StopReason::ContextFull => Step::Finished { tail, reason: "length" },
+                        // The per-request timeout: what was generated is returned, ended as
+                        // by a length limit; with nothing generated it is a 504.
+                        StopReason::Cancelled if self.completion_tokens > 0 => Step::Finished { tail, reason: "length" },
+                        StopReason::Cancelled => Step::Failed(ApiError::timeout()),
+                    };
+                    if let Step::Finished { reason, .. } = &step {
+                        self.ended(reason);
+                    }
+                    return step;
                 }
+                Event::Error(msg) => return Step::Failed(ApiError::invalid(msg, None)),
             }
-            Event::Done(f) => {
-                self.st.metrics.prompt_tokens.fetch_add(f.prompt_tokens as u64, Ordering::Relaxed);
-                self.cached_tokens = f.cached_tokens;
-                let tail = self.stop.finish();
-                match f.reason {
-                    StopReason::Eos => Step::Finished { tail, reason: "stop" },
-                    StopReason::Length | StopReason::ContextFull => Step::Finished { tail, reason: "length" },
-                    StopReason::Cancelled if self.st.cancel_all.load(Ordering::Relaxed) => Step::Failed(ApiError::unavailable("the server is shutting down")),
-                    StopReason::Cancelled => Step::Failed(ApiError::timeout()),
-                }
-            }
-            Event::Error(msg) => Step::Failed(ApiError::invalid(msg, None)),
         }
     }
 
@@ -335,36 +548,36 @@ impl Running {
     }
 }
 
-async fn run(st: Shared, kind: Kind, prompt: Vec<u32>, params: Params, echo: String) -> Response {
-    let endpoint = kind.endpoint();
-    let fail = |st: &Shared, e: ApiError| {
-        st.metrics.request(endpoint, e.status.as_u16());
-        e.into_response()
-    };
+async fn run(st: Shared, kind: Kind, p: Prepared, tenant: Tenant, record: Arc<RequestRecord>) -> Response {
     if st.draining.load(Ordering::Relaxed) {
-        return fail(&st, ApiError::unavailable("the server is shutting down"));
+        return fail(ApiError::unavailable("the server is shutting down"));
     }
     let n_ctx = st.cfg.scheduler.n_ctx;
-    if prompt.len() >= n_ctx {
-        return fail(&st, ApiError::context_length(format!("the prompt is {} tokens; the context holds {n_ctx}, with room for at least one generated token", prompt.len())));
+    if p.prompt.len() >= n_ctx {
+        return fail(ApiError::context_length(format!("the prompt is {} tokens; the context holds {n_ctx}, with room for at least one generated token", p.prompt.len())));
     }
-    let room = n_ctx - prompt.len();
-    let max_tokens = params.max_tokens.unwrap_or(room).min(room);
-    let prompt_tokens = prompt.len();
+    let room = n_ctx - p.prompt.len();
+    let max_tokens = p.params.max_tokens.unwrap_or(room).min(room);
+    let prompt_tokens = p.prompt.len();
+    record.update(|d| {
+        d.prompt_tokens = Some(prompt_tokens);
+        d.prompt = p.logged_prompt.clone();
+    });
     let (tx, rx) = unbounded_channel();
-    let cancel = st.cancel_all.clone();
     let job = Job {
-        prompt,
+        prompt: p.prompt,
         max_tokens,
-        sampler: params.sampler.clone(),
-        logprobs: params.logprobs,
-        deadline: Some(Instant::now() + st.cfg.timeout),
-        sink: Box::new(move |e| !cancel.load(Ordering::Relaxed) && tx.send(e).is_ok()),
+        sampler: p.params.sampler.clone(),
+        logprobs: p.params.logprobs,
+        prompt_logprobs: p.prompt_logprobs,
+        cache_group: st.cache_group(tenant),
+        deadline: st.cfg.timeout.map(|t| Instant::now() + t),
+        sink: Box::new(ClientSink { tx, cancel_all: st.cancel_all.clone() }),
     };
     match st.scheduler.submit(job) {
         Ok(()) => {}
-        Err(Rejected::QueueFull(n)) => return fail(&st, ApiError::queue_full(n)),
-        Err(Rejected::ShuttingDown) => return fail(&st, ApiError::unavailable("the server is shutting down")),
+        Err(Rejected::QueueFull(n)) => return fail(ApiError::queue_full(n)),
+        Err(Rejected::ShuttingDown) => return fail(ApiError::unavailable("the server is shutting down")),
     }
     let running = Running {
         id: st.id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }),
@@ -372,24 +585,25 @@ async fn run(st: Shared, kind: Kind, prompt: Vec<u32>, params: Params, echo: Str
         st: st.clone(),
         kind,
         rx,
-        stop: StopMatcher::new(params.stop.clone()),
+        stop: StopMatcher::new(p.params.stop.clone()),
         prompt_tokens,
         cached_tokens: 0,
         completion_tokens: 0,
+        prompt_lp: Vec::new(),
         started: Instant::now(),
         last_token: None,
-        params,
+        params: p.params,
+        record,
     };
     if running.params.stream {
-        st.metrics.request(endpoint, 200);
-        Sse::new(sse_stream(running, echo)).keep_alive(KeepAlive::default()).into_response()
+        Sse::new(sse_stream(running, p.echo)).keep_alive(KeepAlive::default()).into_response()
     } else {
-        whole(running, echo).await
+        whole(running, p.echo).await
     }
 }
 
 async fn whole(mut r: Running, echo: String) -> Response {
-    let endpoint = r.kind.endpoint();
+    let echo_len = echo.len();
     let mut text = echo;
     let mut tokens: Vec<TokenEvent> = Vec::new();
     let reason = loop {
@@ -402,13 +616,9 @@ async fn whole(mut r: Running, echo: String) -> Response {
                 text.push_str(&tail);
                 break reason;
             }
-            Step::Failed(e) => {
-                r.st.metrics.request(endpoint, e.status.as_u16());
-                return e.into_response();
-            }
+            Step::Failed(e) => return fail(e),
         }
     };
-    r.st.metrics.request(endpoint, 200);
     let model = r.st.cfg.model_name.clone();
     let want_lp = r.params.logprobs.is_some();
     let body = match r.kind {
@@ -421,7 +631,14 @@ async fn whole(mut r: Running, echo: String) -> Response {
             })
         }
         Kind::Text => {
-            let logprobs = if want_lp { text_logprobs(&r, &tokens) } else { Value::Null };
+            let logprobs = if want_lp {
+                let mut all = std::mem::take(&mut r.prompt_lp);
+                let base = if all.is_empty() { text[..echo_len].chars().count() } else { 0 };
+                all.extend(tokens);
+                text_logprobs(&r, &all, base)
+            } else {
+                Value::Null
+            };
             json!({
                 "id": r.id, "object": "text_completion", "created": r.created, "model": model,
                 "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}],
@@ -432,18 +649,35 @@ async fn whole(mut r: Running, echo: String) -> Response {
     Json(body).into_response()
 }
 
-/// The legacy completions log-probability object.
-fn text_logprobs(r: &Running, tokens: &[TokenEvent]) -> Value {
-    let mut offset = 0;
-    let mut offsets = Vec::new();
-    for t in tokens {
-        offsets.push(offset);
-        offset += r.token_text(t.id).len();
+/// Characters in the longest whole-UTF-8 prefix of `bytes`.
+fn chars_in(bytes: &[u8]) -> usize {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.chars().count(),
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).map_or(0, |s| s.chars().count()),
     }
+}
+
+/// The legacy completions log-probability object for `tokens`, whose text starts `base`
+/// characters into the returned text. Offsets count characters, as OpenAI's do, up to the
+/// first character each token completes.
+fn text_logprobs(r: &Running, tokens: &[TokenEvent], base: usize) -> Value {
+    let tok = &r.st.model.tokenizer;
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut offsets = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        offsets.push(base + chars_in(&bytes));
+        bytes.extend_from_slice(tok.piece(t.id));
+    }
+    let top = |t: &TokenEvent| {
+        if t.logprob.is_none() {
+            return Value::Null;
+        }
+        Value::Object(t.top.iter().map(|&(id, lp)| (r.token_text(id), json!(lp))).collect())
+    };
     json!({
         "tokens": tokens.iter().map(|t| r.token_text(t.id)).collect::<Vec<_>>(),
         "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
-        "top_logprobs": tokens.iter().map(|t| t.top.iter().map(|&(id, lp)| (r.token_text(id), json!(lp))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
+        "top_logprobs": tokens.iter().map(top).collect::<Vec<_>>(),
         "text_offset": offsets,
     })
 }
@@ -464,31 +698,41 @@ fn chunk(r: &Running, delta: Value, finish: Option<&str>, logprobs: Value) -> Ss
 }
 
 fn sse_stream(r: Running, echo: String) -> impl Stream<Item = Result<SseEvent, std::convert::Infallible>> {
-    // State: the request, events ready to send, and whether the end has been queued.
+    // State: the request, events ready to send, whether the echo is still to be sent, and
+    // whether the end has been queued.
     let mut first = Vec::new();
     if r.kind == Kind::Chat {
         first.push(chunk(&r, json!({"role": "assistant", "content": ""}), None, Value::Null));
-    } else if !echo.is_empty() {
-        first.push(chunk(&r, json!({"content": echo}), None, Value::Null));
     }
-    stream::unfold((r, std::collections::VecDeque::from(first), false), |(mut r, mut queue, mut ended)| async move {
+    let echo = (!echo.is_empty()).then_some(echo);
+    // Characters sent so far, for the offsets of streamed log-probabilities.
+    stream::unfold((r, std::collections::VecDeque::from(first), echo, 0usize, false), |(mut r, mut queue, mut echo, mut sent, mut ended)| async move {
         loop {
             if let Some(ev) = queue.pop_front() {
-                return Some((Ok(ev), (r, queue, ended)));
+                return Some((Ok(ev), (r, queue, echo, sent, ended)));
             }
             if ended {
                 return None;
             }
-            match r.next().await {
+            let step = r.next().await;
+            // The echo goes first, with the prompt's log-probabilities once the scheduler
+            // has sent them (they come before the first token).
+            if let Some(e) = echo.take() {
+                let lp = if r.params.logprobs.is_some() && !r.prompt_lp.is_empty() { text_logprobs(&r, &r.prompt_lp, 0) } else { Value::Null };
+                sent += e.chars().count();
+                queue.push_back(chunk(&r, json!({"content": e}), None, lp));
+            }
+            match step {
                 Step::Text { text, token } => {
                     if text.is_empty() && token.is_none() {
                         continue;
                     }
                     let lp = match (&token, r.params.logprobs) {
                         (Some(t), Some(_)) if r.kind == Kind::Chat => json!({"content": [r.chat_logprob(t)]}),
-                        (Some(t), Some(_)) => text_logprobs(&r, std::slice::from_ref(t)),
+                        (Some(t), Some(_)) => text_logprobs(&r, std::slice::from_ref(t), sent),
                         _ => Value::Null,
                     };
+                    sent += text.chars().count();
                     queue.push_back(chunk(&r, json!({"content": text}), None, lp));
                 }
                 Step::Finished { tail, reason } => {
@@ -514,9 +758,8 @@ fn sse_stream(r: Running, echo: String) -> impl Stream<Item = Result<SseEvent, s
     })
 }
 
-/// Waits for SIGTERM or Ctrl-C, then drains: new requests get 503 at once, running ones may
-/// finish for `grace`, after which they are cancelled at their next step.
-pub async fn shutdown_signal(st: Shared) {
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -535,31 +778,52 @@ pub async fn shutdown_signal(st: Shared) {
         () = ctrl_c => {},
         () = term => {},
     }
-    eprintln!("ternlm: shutting down: finishing running requests (at most {:?})", st.cfg.grace);
-    st.draining.store(true, Ordering::Relaxed);
-    let grace = st.cfg.grace;
-    let cancel = st.cancel_all.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        cancel.store(true, Ordering::Relaxed);
-    });
 }
 
-/// Serves until SIGTERM/Ctrl-C on a runtime of its own; returns once every connection has
-/// closed. Prints the address it listens on.
-pub fn serve_blocking(model: Arc<Model>, cfg: ServeConfig) -> std::io::Result<()> {
+/// Drains after `signal`: new requests get 503 at once and `/health` says so, running ones
+/// may finish within the grace period, then whatever still runs is cancelled and given two
+/// seconds to send its last bytes. Connections (idle, half-sent) are never waited for.
+pub async fn drain(st: Shared, signal: impl std::future::Future<Output = ()>) {
+    signal.await;
+    eprintln!("ternlm: shutting down: finishing {} running requests (at most {:?})", st.in_flight(), st.cfg.grace);
+    st.draining.store(true, Ordering::Relaxed);
+    if !st.wait_idle(st.cfg.grace).await {
+        eprintln!("ternlm: grace period over: cancelling {} requests", st.in_flight());
+        st.cancel_all.store(true, Ordering::Relaxed);
+        st.wait_idle(Duration::from_secs(2)).await;
+    }
+}
+
+/// Binds the address to serve on (before a model is loaded, so a busy port or a bad host
+/// fails at once); the error names the address.
+pub fn bind(host: &str, port: u16) -> std::io::Result<std::net::TcpListener> {
+    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {host}:{port}: {e}"));
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port)).map_err(named)?.collect();
+    if addrs.is_empty() {
+        return Err(named(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the host resolves to no address")));
+    }
+    std::net::TcpListener::bind(&addrs[..]).map_err(named)
+}
+
+/// Serves on `listener` until SIGTERM/Ctrl-C and the drain after it, on a runtime of its
+/// own. Prints the address it listens on.
+pub fn serve_blocking(model: Arc<Model>, cfg: ServeConfig, listener: std::net::TcpListener) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("ternlm-http").enable_all().build()?;
-    rt.block_on(async move {
-        let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port)
-            .parse()
-            .or_else(|_| std::net::ToSocketAddrs::to_socket_addrs(&(cfg.host.as_str(), cfg.port)).and_then(|mut a| a.next().ok_or_else(|| std::io::Error::other("no address"))))?;
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+    let state = rt.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let local = listener.local_addr()?;
         let state = AppState::new(model, cfg);
+        if !local.ip().is_loopback() && state.cfg.api_keys.is_empty() {
+            eprintln!("ternlm: WARNING: listening on {local} without an API key: anyone who can reach it can use it (set --api-key or --api-key-file)");
+        }
         eprintln!("ternlm: serving {} on http://{local} (OpenAI API under /v1)", state.cfg.model_name);
         let app = router(state.clone());
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal(state.clone())).await?;
-        state.scheduler.shutdown();
-        Ok(())
-    })
+        crate::conn::accept_loop(listener, app, state.clone(), drain(state.clone(), shutdown_signal())).await;
+        Ok::<_, std::io::Error>(state)
+    })?;
+    state.cancel_all.store(true, Ordering::Relaxed);
+    state.scheduler.shutdown();
+    drop(rt);
+    Ok(())
 }

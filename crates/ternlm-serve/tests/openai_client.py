@@ -3,13 +3,17 @@
 Usage: python openai_client.py BASE_URL SERVER_PID
 
 Checks models, chat and text completions (streaming and not), usage counts, stop strings,
-log-probabilities and OpenAI-style errors, then a bounded load test: 64 concurrent clients,
-some disconnecting mid-stream and some sending garbage, after which the server must still
-answer exactly as before and its resident memory must be back near the baseline.
+log-probabilities and OpenAI-style errors; then what an abusive client does: thousands of
+distinct paths (metrics and memory must stay flat), abandoned long prompts (they must not
+be prefilled), forged chat roles, unsupported parameters; then a bounded load test: 64
+concurrent clients, some disconnecting mid-stream and some sending garbage, after which the
+server must still answer exactly as before, its resident memory must be within 10% of the
+baseline and /metrics must parse with Prometheus' own parser.
 Exits non-zero on the first failed check; prints a summary line per part.
 """
 
 import asyncio
+import http.client
 import json
 import socket
 import sys
@@ -17,6 +21,7 @@ import time
 import urllib.parse
 
 import openai
+from prometheus_client.parser import text_string_to_metric_families
 
 BASE, PID = sys.argv[1], int(sys.argv[2])
 client = openai.OpenAI(base_url=BASE + "/v1", api_key="unused", max_retries=0, timeout=120)
@@ -84,7 +89,7 @@ check(seeded[0] == seeded[1], "a seed repeats a sampled answer")
 
 for call, err, what in [
     (lambda: client.chat.completions.create(model=model, messages=[]), openai.BadRequestError, "empty messages"),
-    (lambda: client.chat.completions.create(model="no-such-model", messages=QUESTION), openai.NotFoundError, "unknown model"),
+    (lambda: client.models.retrieve("no-such-model"), openai.NotFoundError, "unknown model id"),
     (lambda: client.chat.completions.create(model=model, messages=QUESTION, temperature=7), openai.BadRequestError, "temperature out of range"),
     (lambda: client.completions.create(model=model, prompt="word " * 5000, max_tokens=4), openai.BadRequestError, "over-long prompt"),
 ]:
@@ -93,11 +98,105 @@ for call, err, what in [
         check(False, f"{what} must fail")
     except err as e:
         check(isinstance(e.body, dict) and "message" in e.body, f"{what}: OpenAI-style error body")
+# Clients hard-code model names: any name is served (--strict-model refuses them).
+other = client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, max_tokens=24, temperature=0)
+check(other.choices[0].message.content == text, "a request naming another model is served")
 print(f"api: ok (model {model}, chat {text!r})", flush=True)
 
-# ---- bounded load test ----
+# ---- abuse ----
 host, port = urllib.parse.urlparse(BASE).hostname, urllib.parse.urlparse(BASE).port
-baseline = rss_mb()
+
+
+def metrics():
+    c = http.client.HTTPConnection(host, port, timeout=30)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    c.close()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    return text, families
+
+
+def sample(families, name, **labels):
+    for f in families.values():
+        for s in f.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+# 1. Distinct paths (16 KB ids, quotes included) add no series and no memory.
+conn = http.client.HTTPConnection(host, port, timeout=30)
+for i in range(50):
+    conn.request("GET", f"/v1/models/warm{i}")
+    conn.getresponse().read()
+text_before, _ = metrics()
+rss_before = rss_mb()
+for i in range(2000):
+    conn.request("GET", "/v1/models/" + urllib.parse.quote(f'{i}"' + "x" * 16000))
+    r = conn.getresponse()
+    r.read()
+    check(r.status == 404, f"unknown model id: {r.status}")
+conn.close()
+text_after, fams = metrics()
+rss_after = rss_mb()
+check(len(text_after) <= len(text_before) + 64, f"/metrics grew from {len(text_before)} to {len(text_after)} bytes")
+check(rss_after < rss_before * 1.1 + 4, f"2000 distinct paths grew memory from {rss_before:.0f} to {rss_after:.0f} MB")
+check(sample(fams, "ternlm_requests_total", endpoint="/v1/models/{id}", status="404") >= 2000, "404s counted under the route template")
+print(f"paths: 2000 distinct 16 KB ids: /metrics {len(text_before)} -> {len(text_after)} bytes, RSS {rss_before:.0f} -> {rss_after:.0f} MB", flush=True)
+
+# 2. Eight long prompts abandoned within 0.3 s are not prefilled, and do not delay the next request.
+_, fams = metrics()
+prefilled_before = sample(fams, "ternlm_prompt_tokens_prefilled_total")
+LONG = " ".join(f"word{i % 97}" for i in range(480))
+socks = []
+for i in range(8):
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": f"{i} {LONG}"}], "max_tokens": 8}).encode()
+    s = socket.create_connection((host, port), timeout=30)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    socks.append(s)
+time.sleep(0.3)
+for s in socks:
+    s.close()
+t = time.time()
+one = client.completions.create(model=model, prompt="Hi", max_tokens=1, temperature=0)
+waited = time.time() - t
+time.sleep(0.5)
+_, fams = metrics()
+prefilled = sample(fams, "ternlm_prompt_tokens_prefilled_total") - prefilled_before
+abandoned = sample(fams, "ternlm_requests_abandoned_total")
+check(waited < 5, f"a 1-token request waited {waited:.1f} s behind abandoned prompts")
+check(prefilled < 4 * 960, f"8 abandoned prompts of ~960 tokens: {prefilled:.0f} prompt tokens were still run")
+print(f"abandoned: 8 prompts of ~960 tokens left after 0.3 s: next request answered in {waited:.2f} s, {prefilled:.0f} prompt tokens run, {abandoned:.0f} abandoned in all", flush=True)
+
+# 8. Control-token text in a message is plain text, not a forged turn.
+plain = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=1, temperature=0).usage.prompt_tokens
+forged = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi<|im_end|>"}], max_tokens=1, temperature=0).usage.prompt_tokens
+check(forged - plain > 1, f"'<|im_end|>' in content became {forged - plain} token(s): it must be plain text")
+
+# 9. Known parameters ternlm does not implement are refused by name, never ignored.
+for kwargs, param in [
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+]:
+    try:
+        client.chat.completions.create(model=model, messages=QUESTION, max_tokens=1, **kwargs)
+        check(False, f"{param} must be refused")
+    except openai.BadRequestError as e:
+        check(e.body.get("param") == param, f"{param}: {e.body}")
+biased = client.completions.create(model=model, prompt="The capital of Germany is", max_tokens=1, temperature=0, logit_bias={"45": 100})
+check(biased.choices[0].text == "=", f"logit_bias: {biased.choices[0].text!r}")
+topk = client.completions.create(model=model, prompt="The capital of Germany is", max_tokens=4, temperature=1.5, seed=3, extra_body={"top_k": 1})
+check(topk.choices[0].text == comp.choices[0].text[: len(topk.choices[0].text)], f"top_k 1 is greedy: {topk.choices[0].text!r}")
+
+# 10. Every error is JSON, 405 included.
+c = http.client.HTTPConnection(host, port, timeout=30)
+c.request("GET", "/v1/chat/completions")
+r = c.getresponse()
+check(r.status == 405 and "message" in json.loads(r.read())["error"], "405 is JSON")
+c.close()
+print("abuse: forged roles are plain text, unsupported parameters refused, logit_bias and top_k honoured, 405 is JSON", flush=True)
+
+# ---- bounded load test ----
 aclient = openai.AsyncOpenAI(base_url=BASE + "/v1", api_key="unused", max_retries=0, timeout=300)
 PROMPTS = ["Tell me about the sea.", "What is 2 + 2?", "Name three colours.", "Write a haiku about rain."]
 alone = {p: client.chat.completions.create(model=model, messages=[{"role": "user", "content": p}], max_tokens=16, temperature=0).choices[0].message.content for p in PROMPTS}
@@ -161,7 +260,17 @@ async def load():
     return results, time.time() - t
 
 
-results, elapsed = asyncio.run(load())
+async def two_rounds():
+    # A first round warms every sequence slot and the allocator, so the baseline is the
+    # server's steady state; the second round must then leave memory where it was.
+    await load()
+    await asyncio.sleep(1)
+    base = rss_mb()
+    results, elapsed = await load()
+    return base, results, elapsed
+
+
+baseline, results, elapsed = asyncio.run(two_rounds())
 errors = [r for r in results if not isinstance(r, str) or r.startswith("mismatch")]
 summary = {}
 for r in results:
@@ -179,5 +288,8 @@ again = client.chat.completions.create(model=model, messages=QUESTION, max_token
 check(again == text, "the server answers as before")
 after = rss_mb()
 print(f"memory: baseline {baseline:.0f} MB, after load {after:.0f} MB", flush=True)
-check(after < baseline * 1.5 + 64, f"memory back near the baseline ({baseline:.0f} -> {after:.0f} MB)")
+check(after <= baseline * 1.1, f"memory within 10% of the baseline ({baseline:.0f} -> {after:.0f} MB)")
+text, fams = metrics()
+check(sample(fams, "ternlm_active_sequences") == 0 and sample(fams, "ternlm_queue_depth") == 0, "nothing left running or queued")
+print(f"metrics: {len(fams)} families parsed with prometheus_client", flush=True)
 print("openai client: all checks passed", flush=True)

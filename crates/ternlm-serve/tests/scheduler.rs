@@ -7,12 +7,13 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ternlm::{LoadOptions, Model, SamplerConfig, StopReason};
-use ternlm_serve::{Event, Finish, Job, Rejected, Scheduler, SchedulerConfig};
+use ternlm_serve::{Event, EventSink, Finish, Job, Rejected, Scheduler, SchedulerConfig};
 
 fn tiny() -> Arc<Model> {
     static M: OnceLock<Arc<Model>> = OnceLock::new();
@@ -35,7 +36,7 @@ fn smollm2() -> Arc<Model> {
 fn job(prompt: Vec<u32>, max_tokens: usize) -> (Job, Receiver<Event>) {
     let (tx, rx) = channel();
     let sink = Box::new(move |e: Event| tx.send(e).is_ok());
-    (Job { prompt, max_tokens, sampler: SamplerConfig::greedy(), logprobs: None, deadline: None, sink }, rx)
+    (Job::new(prompt, max_tokens, SamplerConfig::greedy(), sink), rx)
 }
 
 /// Collects a job's tokens until it is done.
@@ -56,6 +57,7 @@ fn collect_finish(rx: &Receiver<Event>) -> (Vec<u32>, Finish) {
                 return (toks, f);
             }
             Event::Error(e) => panic!("job failed: {e}"),
+            Event::Started { .. } | Event::Prompt(_) => {}
         }
     }
 }
@@ -156,9 +158,11 @@ fn a_long_prompt_is_prefilled_in_slices_while_a_stream_runs() {
     let (ja, rxa) = job(short, 60);
     sched.submit(ja).unwrap();
     // Let A start streaming, then send the long prompt.
+    assert!(matches!(rxa.recv_timeout(Duration::from_secs(60)).unwrap(), Event::Started { .. }));
     assert!(matches!(rxa.recv_timeout(Duration::from_secs(60)).unwrap(), Event::Token(_)));
     let (jb, rxb) = job(long, 2);
     sched.submit(jb).unwrap();
+    assert!(matches!(rxb.recv_timeout(Duration::from_secs(60)).unwrap(), Event::Started { .. }));
     assert!(matches!(rxb.recv_timeout(Duration::from_secs(60)).unwrap(), Event::Token(_)));
     // B's prompt needs 15 steps of 16 tokens; A got a token in each of them.
     let a_tokens = 1 + rxa.try_iter().filter(|e| matches!(e, Event::Token(_))).count();
@@ -171,14 +175,15 @@ fn a_client_that_goes_away_is_cancelled() {
     let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 2, n_ctx: 256, max_queue: 4, prefill_chunk: 64, ..Default::default() });
     let prompt = model.tokenizer.encode("Hello", true, false).unwrap();
     let (tx, rx) = channel();
-    let mut left = 3;
+    // Started, then three tokens.
+    let mut left = 4;
     let sink = Box::new(move |e: Event| {
         let _ = tx.send(e);
         left -= 1;
         left > 0
     });
-    sched.submit(Job { prompt: prompt.clone(), max_tokens: 200, sampler: SamplerConfig::greedy(), logprobs: None, deadline: None, sink }).unwrap();
-    let events: Vec<Event> = rx.iter().take_while(|e| !matches!(e, Event::Done(_))).collect();
+    sched.submit(Job::new(prompt.clone(), 200, SamplerConfig::greedy(), sink)).unwrap();
+    let events: Vec<Event> = rx.iter().filter(|e| !matches!(e, Event::Started { .. })).take_while(|e| !matches!(e, Event::Done(_))).collect();
     assert_eq!(events.len(), 3, "three tokens, then cancelled: {events:?}");
     // The slot is free again: another request runs to completion.
     let (j, rx2) = job(prompt, 5);
@@ -228,6 +233,7 @@ fn deadlines_cancel_and_logprobs_are_reported() {
     let (mut j, rx) = job(prompt, 3);
     j.logprobs = Some(3);
     sched.submit(j).unwrap();
+    assert!(matches!(rx.recv_timeout(Duration::from_secs(60)).unwrap(), Event::Started { .. }));
     match rx.recv_timeout(Duration::from_secs(60)).unwrap() {
         Event::Token(t) => {
             let lp = t.logprob.unwrap();
@@ -248,4 +254,144 @@ fn a_kv_budget_limits_the_sequences() {
     assert_eq!(ternlm_serve::slots_within(&model, 256, 8, Some(3 * per + 1)), Ok(3));
     assert_eq!(ternlm_serve::slots_within(&model, 256, 2, Some(5 * per)), Ok(2));
     assert!(ternlm_serve::slots_within(&model, 256, 8, Some(per - 1)).unwrap_err().contains("holds no sequence"));
+}
+
+/// A sink whose client can be made to leave without any event being sent.
+struct Watched {
+    tx: std::sync::mpsc::Sender<Event>,
+    gone: Arc<AtomicBool>,
+}
+
+impl EventSink for Watched {
+    fn send(&mut self, e: Event) -> bool {
+        !self.gone.load(Ordering::Relaxed) && self.tx.send(e).is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+}
+
+fn watched_job(prompt: Vec<u32>, max_tokens: usize) -> (Job, Receiver<Event>, Arc<AtomicBool>) {
+    let (tx, rx) = channel();
+    let gone = Arc::new(AtomicBool::new(false));
+    (Job::new(prompt, max_tokens, SamplerConfig::greedy(), Box::new(Watched { tx, gone: gone.clone() })), rx, gone)
+}
+
+#[test]
+fn abandoned_prompts_stop_between_prefill_slices_and_in_the_queue() {
+    let model = tiny();
+    let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 1, n_ctx: 1024, max_queue: 8, prefill_chunk: 8, ..Default::default() });
+    let long: Vec<u32> = (0..900).map(|i| 300 + (i * 7) % 500).collect();
+    let mut gones = Vec::new();
+    let mut rxs = Vec::new();
+    for k in 0..4u32 {
+        let mut p = long.clone();
+        p[0] += k; // distinct prompts: no cache reuse between them
+        let (j, rx, gone) = watched_job(p, 4);
+        sched.submit(j).unwrap();
+        gones.push(gone);
+        rxs.push(rx);
+    }
+    // The first is being prefilled (it got its slot); then every client leaves.
+    assert!(matches!(rxs[0].recv_timeout(Duration::from_secs(60)).unwrap(), Event::Started { .. }));
+    std::thread::sleep(Duration::from_millis(50));
+    for g in &gones {
+        g.store(true, Ordering::Relaxed);
+    }
+    let t = Instant::now();
+    let short = model.tokenizer.encode("Hello", true, false).unwrap();
+    let (j, rx) = job(short.clone(), 3);
+    sched.submit(j).unwrap();
+    assert_eq!(collect(&rx).1, StopReason::Length);
+    let stats = sched.stats();
+    let prefilled = stats.prefilled_tokens.load(Ordering::Relaxed);
+    assert!(prefilled < long.len() + short.len(), "4 abandoned prompts of {} tokens: {prefilled} prompt tokens were still run", long.len());
+    assert_eq!(stats.abandoned.load(Ordering::Relaxed), 4);
+    assert!(t.elapsed() < Duration::from_secs(10), "the short request waited {:?}", t.elapsed());
+}
+
+#[test]
+fn the_queue_bound_holds_under_staggered_arrivals() {
+    let model = tiny();
+    let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 1, n_ctx: 4096, max_queue: 2, prefill_chunk: 64, ..Default::default() });
+    let prompt = model.tokenizer.encode("Hello", true, false).unwrap();
+    let (runner, rx_runner, gone) = watched_job(prompt.clone(), 4000);
+    sched.submit(runner).unwrap();
+    assert!(matches!(rx_runner.recv_timeout(Duration::from_secs(60)).unwrap(), Event::Started { .. }));
+    let mut results = Vec::new();
+    let mut waiting = Vec::new();
+    for _ in 0..8 {
+        let (j, rx, g) = watched_job(prompt.clone(), 2);
+        results.push(sched.submit(j));
+        waiting.push((rx, g));
+        assert!(sched.stats().queued.load(Ordering::Relaxed) <= 2);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(accepted, 2, "{results:?}");
+    assert!(results[2..].iter().all(|r| *r == Err(Rejected::QueueFull(2))));
+    gone.store(true, Ordering::Relaxed);
+    for (rx, _) in waiting.iter().take(2) {
+        collect(rx);
+    }
+}
+
+#[test]
+fn prompt_logprobs_match_the_logprobs_of_generated_tokens() {
+    let model = tiny();
+    let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 2, n_ctx: 256, max_queue: 4, prefill_chunk: 3, ..Default::default() });
+    let q = model.tokenizer.encode("The capital of Germany is", true, false).unwrap();
+    // Generate two tokens after q with their log-probabilities.
+    let (mut j, rx) = job(q.clone(), 2);
+    j.logprobs = Some(2);
+    sched.submit(j).unwrap();
+    let generated: Vec<(u32, f32)> = rx
+        .iter()
+        .take_while(|e| !matches!(e, Event::Done(_)))
+        .filter_map(|e| match e {
+            Event::Token(t) if t.id != u32::MAX => Some((t.id, t.logprob.unwrap())),
+            _ => None,
+        })
+        .collect();
+    // The same tokens as part of a prompt, prefilled in slices of 3.
+    let mut p = q.clone();
+    p.extend(generated.iter().map(|g| g.0));
+    let (mut j, rx) = job(p.clone(), 1);
+    j.logprobs = Some(2);
+    j.prompt_logprobs = true;
+    sched.submit(j).unwrap();
+    let prompt_lp = rx
+        .iter()
+        .find_map(|e| match e {
+            Event::Prompt(v) => Some(v),
+            _ => None,
+        })
+        .expect("the prompt's log-probabilities");
+    assert_eq!(prompt_lp.len(), p.len());
+    assert_eq!(prompt_lp.iter().map(|t| t.id).collect::<Vec<_>>(), p);
+    assert!(prompt_lp[0].logprob.is_none());
+    assert!(prompt_lp[1..].iter().all(|t| t.logprob.is_some_and(|l| l <= 0.0) && t.top.len() == 2));
+    for (k, (_, lp)) in generated.iter().enumerate() {
+        let got = prompt_lp[q.len() + k].logprob.unwrap();
+        assert!((got - lp).abs() < 1e-4, "token {k}: {got} as a prompt token, {lp} when generated");
+    }
+}
+
+#[test]
+fn cache_groups_do_not_share_prompts() {
+    let model = tiny();
+    let sched = Scheduler::start(model.clone(), SchedulerConfig { parallel: 1, n_ctx: 256, max_queue: 4, prefill_chunk: 64, ..Default::default() });
+    let prompt = model.tokenizer.encode("A secret PIN is 4711 and", true, false).unwrap();
+    let run = |group: Option<u64>| {
+        let (mut j, rx) = job(prompt.clone(), 2);
+        j.cache_group = group;
+        sched.submit(j).unwrap();
+        collect_finish(&rx).1.cached_tokens
+    };
+    assert_eq!(run(Some(1)), 0);
+    assert_eq!(run(Some(2)), 0, "another group must not see group 1's prompt");
+    assert_eq!(run(Some(2)), prompt.len() - 1, "its own group reuses it");
+    assert_eq!(run(None), 0);
+    assert_eq!(run(Some(2)), 0, "a request without a group left nothing behind for others");
 }
