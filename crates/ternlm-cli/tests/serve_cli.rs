@@ -86,3 +86,52 @@ fn a_public_address_without_a_key_warns_and_sigterm_exits_cleanly() {
     };
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn a_stderr_nobody_reads_never_stalls_the_server() {
+    // stderr is a pipe this test never reads after the address line: once it is full, log
+    // lines must be dropped (and counted), not waited for.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ternlm"))
+        .args(["serve", "-m", tiny().to_str().unwrap(), "--port", "0", "-c", "256", "-t", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let port = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "the server stopped");
+        if let Some(at) = line.find("http://127.0.0.1:") {
+            break line[at + 17..].split(|c: char| !c.is_ascii_digit()).next().unwrap().to_string();
+        }
+    };
+    let mut s = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let t = Instant::now();
+    for i in 0..8000 {
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        // Status line, headers, blank line, then the 15-byte body.
+        let mut head = String::new();
+        loop {
+            let mut l = String::new();
+            assert!(r.read_line(&mut l).unwrap_or(0) > 0, "request {i}: the server stopped answering after {:?}", t.elapsed());
+            if l == "\r\n" {
+                break;
+            }
+            head.push_str(&l);
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut body = [0u8; 15];
+        r.read_exact(&mut body).unwrap();
+    }
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut m = String::new();
+    r.read_to_string(&mut m).unwrap();
+    let dropped: f64 = m.lines().find_map(|l| l.strip_prefix("ternlm_log_lines_dropped_total ")).unwrap().trim().parse().unwrap();
+    assert!(dropped > 0.0, "8000 lines into a pipe nobody reads: none dropped?");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -108,7 +108,8 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, sched: &Stats) -> String {
+    /// The exposition; `log_lines_dropped` comes from the request log's writer.
+    pub fn render(&self, sched: &Stats, log_lines_dropped: u64) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP ternlm_requests_total Requests by route and HTTP status.\n# TYPE ternlm_requests_total counter");
         if let Ok(m) = self.requests.lock() {
@@ -123,6 +124,7 @@ impl Metrics {
             ("ternlm_requests_abandoned_total", "Requests whose client left before their first token, cancelled unrun or part-prefilled.", load(&sched.abandoned)),
             ("ternlm_connections_refused_total", "Connections refused at --max-connections.", self.connections_refused.load(Ordering::Relaxed)),
             ("ternlm_connections_timed_out_total", "Connections closed by the header, body or idle timeout.", self.connections_timed_out.load(Ordering::Relaxed)),
+            ("ternlm_log_lines_dropped_total", "Request log lines dropped because stderr did not keep up.", log_lines_dropped),
             ("ternlm_generated_tokens_total", "Tokens generated.", self.generated_tokens.load(Ordering::Relaxed)),
             (
                 "ternlm_prompt_tokens_cached_total",

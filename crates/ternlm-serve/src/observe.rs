@@ -25,6 +25,9 @@ use crate::server::AppState;
 /// The router's routes, the only values the `endpoint` label takes besides `other`.
 pub const ROUTES: &[&str] = &["/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{id}", "/health", "/metrics"];
 
+/// The status a request is counted and logged with when its client left before an answer.
+pub const CLIENT_CLOSED: u16 = 499;
+
 /// The peer of a connection, put on each of its requests by the connection loop.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub SocketAddr);
@@ -86,7 +89,7 @@ impl Drop for Finished {
         }
         let line = Line { client: self.client, method: &self.method, route: self.route, status: self.status, total: self.started.elapsed(), details };
         if let Some(text) = line.render(self.st.cfg.log_format) {
-            eprintln!("{text}");
+            self.st.log.write(text);
         }
     }
 }
@@ -100,17 +103,20 @@ pub async fn observe(State(st): State<Arc<AppState>>, mut req: Request, next: Ne
     let record = Arc::new(RequestRecord::default());
     req.extensions_mut().insert(record.clone());
     let draining = st.draining.load(Ordering::Relaxed);
+    // Counted and logged even when the client leaves before any answer (this future is then
+    // dropped): as nginx's 499, "client closed request".
+    let mut finished = Finished { st: st.clone(), record, client, method, route, status: CLIENT_CLOSED, started };
     let resp = if draining && route != "/health" && route != "/metrics" {
         ApiError::unavailable("the server is shutting down").into_response()
     } else {
         next.run(req).await
     };
-    let mut resp = json_errors(resp, &method, &path);
+    let mut resp = json_errors(resp, &finished.method, &path);
     if draining {
         // Let the client's next request find another server.
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let finished = Finished { st, record, client, method, route, status: resp.status().as_u16(), started };
+    finished.status = resp.status().as_u16();
     resp.map(|b| Body::new(Guarded::new(b, finished)))
 }
 

@@ -3,8 +3,12 @@
 //! time and the client's address, as text or JSON. Prompt text only with `--log-prompts`:
 //! prompts are the users' data.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -16,6 +20,54 @@ pub enum LogFormat {
     Json,
     /// No request log.
     Off,
+}
+
+/// Lines waiting for stderr at most; more are dropped (and counted) rather than waited for.
+const PENDING_LINES: usize = 4096;
+
+/// Writes log lines to stderr on a thread of its own, so a stderr nobody drains (a full pipe)
+/// can never stall the threads that answer requests.
+#[derive(Debug)]
+pub struct LogWriter {
+    tx: Mutex<Option<SyncSender<String>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Lines dropped because stderr did not keep up.
+    pub dropped: AtomicU64,
+}
+
+impl LogWriter {
+    pub fn stderr() -> Self {
+        let (tx, rx) = sync_channel::<String>(PENDING_LINES);
+        let spawned = std::thread::Builder::new().name("ternlm-log".into()).spawn(move || {
+            for line in rx {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{line}");
+            }
+        });
+        let (tx, thread) = match spawned {
+            Ok(t) => (Some(tx), Some(t)),
+            Err(_) => (None, None),
+        };
+        Self { tx: Mutex::new(tx), thread: Mutex::new(thread), dropped: AtomicU64::new(0) }
+    }
+
+    /// Queues a line; drops it when too many are waiting or the writer is closed.
+    pub fn write(&self, line: String) {
+        let sent = self.tx.lock().ok().and_then(|tx| tx.as_ref().map(|tx| tx.try_send(line).is_ok()));
+        if sent != Some(true) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes out what is queued and stops the writer (at exit).
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What a handler learned about its request, for the log line.

@@ -29,7 +29,7 @@ use crate::auth::{ApiKeys, Tenant};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::observe::observe;
-use crate::request_log::{LogFormat, RequestRecord};
+use crate::request_log::{LogFormat, LogWriter, RequestRecord};
 use crate::scheduler::{Event, EventSink, Job, Rejected, Scheduler, SchedulerConfig, TokenEvent};
 use crate::stop::{Matched, StopMatcher};
 
@@ -105,6 +105,8 @@ pub struct AppState {
     pub model: Arc<Model>,
     pub scheduler: Scheduler,
     pub metrics: Metrics,
+    /// The request log's writer.
+    pub log: LogWriter,
     pub cfg: ServeConfig,
     /// Set on SIGTERM: new requests get 503.
     pub draining: AtomicBool,
@@ -113,6 +115,8 @@ pub struct AppState {
     /// Requests between their headers and the end of their response.
     in_flight: AtomicUsize,
     all_done: Notify,
+    /// Woken when `cancel_all` is set.
+    cancelling: Notify,
     next_id: AtomicU64,
     started: u64,
 }
@@ -133,11 +137,13 @@ impl AppState {
             model,
             scheduler,
             metrics: Metrics::default(),
+            log: LogWriter::stderr(),
             cfg,
             draining: AtomicBool::new(false),
             cancel_all: Arc::new(AtomicBool::new(false)),
             in_flight: AtomicUsize::new(0),
             all_done: Notify::new(),
+            cancelling: Notify::new(),
             next_id: AtomicU64::new(1),
             started: unix_now(),
         })
@@ -154,6 +160,23 @@ impl AppState {
     pub(crate) fn request_ended(&self) {
         if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.all_done.notify_waiters();
+        }
+    }
+
+    /// Cancels every running request (at its next step) and every body still arriving.
+    pub fn cancel_everything(&self) {
+        self.cancel_all.store(true, Ordering::Relaxed);
+        self.cancelling.notify_waiters();
+    }
+
+    /// Resolves once [`cancel_everything`](Self::cancel_everything) has been called.
+    async fn cancelled(&self) {
+        loop {
+            let woken = self.cancelling.notified();
+            if self.cancel_all.load(Ordering::Relaxed) {
+                return;
+            }
+            woken.await;
         }
     }
 
@@ -223,7 +246,8 @@ async fn health(State(st): State<Shared>) -> Response {
 }
 
 async fn metrics(State(st): State<Shared>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(st.scheduler.stats())).into_response()
+    let dropped = st.log.dropped.load(Ordering::Relaxed);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(st.scheduler.stats(), dropped)).into_response()
 }
 
 fn model_object(st: &AppState) -> Value {
@@ -256,9 +280,19 @@ async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Byt
         return Err(ApiError::too_large(limit));
     }
     let collect = axum::body::to_bytes(body, limit);
-    let read = match st.cfg.body_timeout {
-        Some(t) => tokio::time::timeout(t, collect).await.map_err(|_| ApiError::body_timeout(t))?,
-        None => collect.await,
+    let timed = async {
+        match st.cfg.body_timeout {
+            Some(t) => tokio::time::timeout(t, collect).await.map_err(|_| {
+                st.metrics.connections_timed_out.fetch_add(1, Ordering::Relaxed);
+                ApiError::body_timeout(t)
+            }),
+            None => Ok(collect.await),
+        }
+    };
+    // A body still arriving when the grace period ends is not waited for.
+    let read = tokio::select! {
+        r = timed => r?,
+        () = st.cancelled() => return Err(ApiError::unavailable("the server is shutting down")),
     };
     read.map_err(|e| {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
@@ -307,15 +341,14 @@ fn prepare_chat(st: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
     check_model(st, req.common.model.as_deref())?;
     let messages = req.messages()?;
     let params = req.common.params(None, req.logprobs()?, &st.cfg.sampling, st.model.tokenizer.n_vocab())?;
-    check_bytes(st, messages.iter().map(|m| m.content.len()).sum())?;
+    let template_failed = |e: ternlm::ModelError| ApiError::invalid(format!("the chat template failed: {e}"), Some("messages"));
+    let no_template = || ApiError::invalid("this model has no chat template; use /v1/completions", Some("messages"));
+    let rendered = st.model.render_chat(&messages, true).map_err(template_failed)?.ok_or_else(no_template)?;
+    check_bytes(st, rendered.len())?;
     // Message content is tokenized as plain text: only the template's own markup becomes
     // control tokens, so a user cannot forge another role's turn.
-    let prompt = st
-        .model
-        .encode_chat(&messages, true)
-        .map_err(|e| ApiError::invalid(format!("the chat template failed: {e}"), Some("messages")))?
-        .ok_or_else(|| ApiError::invalid("this model has no chat template; use /v1/completions", Some("messages")))?;
-    let logged_prompt = if st.cfg.log_prompts { st.model.render_chat(&messages, true).ok().flatten() } else { None };
+    let prompt = st.model.encode_chat(&messages, true).map_err(template_failed)?.ok_or_else(no_template)?;
+    let logged_prompt = st.cfg.log_prompts.then_some(rendered);
     Ok(Prepared { prompt, params, echo: String::new(), prompt_logprobs: false, logged_prompt })
 }
 
@@ -481,6 +514,9 @@ impl Running {
                         self.completion_tokens += 1;
                         self.st.metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
                         self.first_token_now();
+                        // Kept current, for the log line of a stream its client leaves.
+                        let n = self.completion_tokens;
+                        self.record.update(|d| d.completion_tokens = Some(n));
                     }
                     let token = (t.id != u32::MAX).then_some(t.clone());
                     return match self.stop.push(&t.text) {
@@ -513,8 +549,11 @@ impl Running {
                         StopReason::Cancelled if self.completion_tokens > 0 => Step::Finished { tail, reason: "length" },
                         StopReason::Cancelled => Step::Failed(ApiError::timeout()),
                     };
-                    if let Step::Finished { reason, .. } = &step {
-                        self.ended(reason);
+                    // The log tells a timeout from a length limit, which the API cannot.
+                    match (&step, f.reason) {
+                        (Step::Finished { .. }, StopReason::Cancelled) => self.ended("timeout"),
+                        (Step::Finished { reason, .. }, _) => self.ended(reason),
+                        _ => {}
                     }
                     return step;
                 }
@@ -789,7 +828,7 @@ pub async fn drain(st: Shared, signal: impl std::future::Future<Output = ()>) {
     st.draining.store(true, Ordering::Relaxed);
     if !st.wait_idle(st.cfg.grace).await {
         eprintln!("ternlm: grace period over: cancelling {} requests", st.in_flight());
-        st.cancel_all.store(true, Ordering::Relaxed);
+        st.cancel_everything();
         st.wait_idle(Duration::from_secs(2)).await;
     }
 }
@@ -822,8 +861,9 @@ pub fn serve_blocking(model: Arc<Model>, cfg: ServeConfig, listener: std::net::T
         crate::conn::accept_loop(listener, app, state.clone(), drain(state.clone(), shutdown_signal())).await;
         Ok::<_, std::io::Error>(state)
     })?;
-    state.cancel_all.store(true, Ordering::Relaxed);
+    state.cancel_everything();
     state.scheduler.shutdown();
     drop(rt);
+    state.log.close();
     Ok(())
 }

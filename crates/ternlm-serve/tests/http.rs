@@ -314,6 +314,8 @@ fn abandoned_long_prompts_are_not_prefilled() {
     assert!(prefilled < 3.0 * 1900.0, "6 abandoned prompts of 1900 tokens: {prefilled} prompt tokens were run");
     assert!(waited < Duration::from_secs(10), "the short request waited {waited:?}");
     assert_eq!(state.scheduler.stats().queued.load(Ordering::Relaxed), 0);
+    // Counted as nginx counts a client that closed its request.
+    assert!(m.contains(r#"ternlm_requests_total{endpoint="/v1/completions",status="499"}"#), "{m}");
 }
 
 /// A streaming completion of `max_tokens` tokens, read up to its first event: the stream
@@ -484,7 +486,9 @@ fn shutdown_is_bounded_whatever_clients_do() {
     });
     server.done.recv_timeout(Duration::from_secs(8)).expect("the server finished within the grace period and a little more");
     let took = t.elapsed();
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "shutdown took {took:?}");
+    // Neither the stream nor the half-sent body holds it past the grace period by more than
+    // a moment.
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_millis(3500), "shutdown took {took:?}");
     let tail = rest.join().unwrap();
     assert!(tail.contains("shutting down") || tail.contains("[DONE]") || tail.is_empty(), "{tail:.300}");
     drop(half);
