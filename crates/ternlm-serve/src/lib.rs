@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+mod completions;
 pub mod conn;
 pub mod error;
 pub mod metrics;
