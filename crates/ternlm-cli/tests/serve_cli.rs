@@ -7,7 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{clean_failure, run_ternlm, scratch};
@@ -44,10 +44,12 @@ fn a_busy_port_is_named_before_the_model_loads() {
     assert!(clean_failure(&o).contains("no-such-host.invalid"));
 }
 
-#[test]
-fn a_public_address_without_a_key_warns_and_sigterm_exits_cleanly() {
+/// A `ternlm serve` on the tiny model with `extra` flags, read up to its address line:
+/// the process, its stderr, the port, and everything it printed so far.
+fn spawn_serve(extra: &[&str]) -> (Child, BufReader<ChildStderr>, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ternlm"))
-        .args(["serve", "-m", tiny().to_str().unwrap(), "--host", "0.0.0.0", "--port", "0", "-c", "256", "--log-format", "json", "-t", "1"])
+        .args(["serve", "-m", tiny().to_str().unwrap(), "--port", "0", "-c", "256", "-t", "1"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -60,10 +62,19 @@ fn a_public_address_without_a_key_warns_and_sigterm_exits_cleanly() {
         line.clear();
         assert!(err.read_line(&mut line).unwrap() > 0, "the server stopped: {seen}");
         seen.push_str(&line);
-        if let Some(at) = line.find("http://0.0.0.0:") {
-            break line[at + 15..].split(|c: char| !c.is_ascii_digit()).next().unwrap().to_string();
+        if let Some(at) = line.find(" on http://") {
+            let addr = &line[at + 11..];
+            break addr.split(':').nth(1).unwrap().split(|c: char| !c.is_ascii_digit()).next().unwrap().to_string();
         }
     };
+    (child, err, port, seen)
+}
+
+#[test]
+fn a_public_address_without_a_key_warns_and_sigterm_exits_cleanly() {
+    let (mut child, mut err, port, seen) = spawn_serve(&["--host", "0.0.0.0", "--log-format", "json"]);
+    assert!(seen.contains("http://0.0.0.0:"), "{seen}");
+    let mut line = String::new();
     assert!(seen.contains("WARNING") && seen.contains("without an API key"), "{seen}");
     let mut s = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
     s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
@@ -91,22 +102,7 @@ fn a_public_address_without_a_key_warns_and_sigterm_exits_cleanly() {
 fn a_stderr_nobody_reads_never_stalls_the_server() {
     // stderr is a pipe this test never reads after the address line: once it is full, log
     // lines must be dropped (and counted), not waited for.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ternlm"))
-        .args(["serve", "-m", tiny().to_str().unwrap(), "--port", "0", "-c", "256", "-t", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "the server stopped");
-        if let Some(at) = line.find("http://127.0.0.1:") {
-            break line[at + 17..].split(|c: char| !c.is_ascii_digit()).next().unwrap().to_string();
-        }
-    };
+    let (mut child, _stderr, port, _) = spawn_serve(&[]);
     let mut s = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
