@@ -104,12 +104,12 @@ fn prepare_chat(st: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
     let params = req.common.params(None, req.logprobs()?, &st.cfg.sampling, st.model.tokenizer.n_vocab())?;
     let template_failed = |e: ternlm::ModelError| ApiError::invalid(format!("the chat template failed: {e}"), Some("messages"));
     let no_template = || ApiError::invalid("this model has no chat template; use /v1/completions", Some("messages"));
-    let rendered = st.model.render_chat(&messages, true).map_err(template_failed)?.ok_or_else(no_template)?;
-    check_bytes(st, rendered.len())?;
+    let rendered = st.model.render_chat_literal(&messages, true).map_err(template_failed)?.ok_or_else(no_template)?;
+    check_bytes(st, rendered.text().len())?;
     // Message content is tokenized as plain text: only the template's own markup becomes
     // control tokens, so a user cannot forge another role's turn.
-    let prompt = st.model.encode_chat(&messages, true).map_err(template_failed)?.ok_or_else(no_template)?;
-    let logged_prompt = st.cfg.log_prompts.then_some(rendered);
+    let prompt = st.model.encode_chat_rendered(&rendered).map_err(template_failed)?;
+    let logged_prompt = st.cfg.log_prompts.then(|| rendered.into_text());
     Ok(Prepared { prompt, params, echo: String::new(), prompt_logprobs: false, logged_prompt })
 }
 
@@ -234,7 +234,8 @@ enum Step {
 }
 
 impl Running {
-    fn first_token_now(&mut self) {
+    /// Times a generated token: time to first token for the first, time per token after.
+    fn token_arrived(&mut self) {
         let now = Instant::now();
         match self.last_token {
             None => {
@@ -274,7 +275,7 @@ impl Running {
                     if t.id != u32::MAX {
                         self.completion_tokens += 1;
                         self.st.metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
-                        self.first_token_now();
+                        self.token_arrived();
                         // Kept current, for the log line of a stream its client leaves.
                         let n = self.completion_tokens;
                         self.record.update(|d| d.completion_tokens = Some(n));
@@ -297,7 +298,7 @@ impl Running {
                         self.st.metrics.generated_tokens.fetch_add((f.completion_tokens - self.completion_tokens) as u64, Ordering::Relaxed);
                         self.completion_tokens = f.completion_tokens;
                         if self.last_token.is_none() {
-                            self.first_token_now();
+                            self.token_arrived();
                         }
                     }
                     self.cached_tokens = f.cached_tokens;
@@ -449,11 +450,26 @@ async fn whole(mut r: Running, echo: String) -> Response {
     Json(body).into_response()
 }
 
-/// Characters in the longest whole-UTF-8 prefix of `bytes`.
-fn chars_in(bytes: &[u8]) -> usize {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.chars().count(),
-        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).map_or(0, |s| s.chars().count()),
+/// Counts the characters of a byte stream as it grows, each byte looked at once: a
+/// character split between two tokens counts once its last byte arrives.
+#[derive(Default)]
+struct CharCounter {
+    bytes: Vec<u8>,
+    /// Bytes already counted (a whole-UTF-8 prefix) and the characters in them.
+    counted: usize,
+    chars: usize,
+}
+
+impl CharCounter {
+    fn push(&mut self, piece: &[u8]) {
+        self.bytes.extend_from_slice(piece);
+        let rest = &self.bytes[self.counted..];
+        let whole = match std::str::from_utf8(rest) {
+            Ok(s) => s,
+            Err(e) => std::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or(""),
+        };
+        self.chars += whole.chars().count();
+        self.counted += whole.len();
     }
 }
 
@@ -462,11 +478,11 @@ fn chars_in(bytes: &[u8]) -> usize {
 /// first character each token completes.
 fn text_logprobs(r: &Running, tokens: &[TokenEvent], base: usize) -> Value {
     let tok = &r.st.model.tokenizer;
-    let mut bytes: Vec<u8> = Vec::new();
+    let mut text = CharCounter::default();
     let mut offsets = Vec::with_capacity(tokens.len());
     for t in tokens {
-        offsets.push(base + chars_in(&bytes));
-        bytes.extend_from_slice(tok.piece(t.id));
+        offsets.push(base + text.chars);
+        text.push(tok.piece(t.id));
     }
     let top = |t: &TokenEvent| {
         if t.logprob.is_none() {

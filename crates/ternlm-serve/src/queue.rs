@@ -93,8 +93,4 @@ impl Queue {
     pub(crate) fn len(&self) -> usize {
         self.lock().jobs.len()
     }
-
-    pub(crate) fn is_open(&self) -> bool {
-        self.lock().open
-    }
 }

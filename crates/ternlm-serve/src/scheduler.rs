@@ -311,6 +311,7 @@ fn prompt_logprobs(model: &Model, rows: &[f32], tokens: &[u32], k: usize, out: &
 fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
     let mcfg = &model.config;
     let n_vocab = mcfg.n_vocab;
+    let tok = &model.tokenizer;
     let n_ctx = cfg.n_ctx.clamp(2, 1 << 20);
     let parallel = cfg.parallel.max(1);
     let mut slots: Vec<Slot> = Vec::new();
@@ -374,9 +375,6 @@ fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
         stats.queued.store(queue.len(), Ordering::Relaxed);
         stats.active.store(slots.len(), Ordering::Relaxed);
         if slots.is_empty() {
-            if !queue.is_open() && queue.len() == 0 {
-                return;
-            }
             continue;
         }
 
@@ -480,7 +478,6 @@ fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
                     continue;
                 }
                 if s.job.prompt_logprobs {
-                    let tok = &model.tokenizer;
                     let mut events = std::mem::take(&mut s.prompt_lp);
                     for e in &mut events {
                         e.text = String::from_utf8_lossy(tok.piece(e.id)).into_owned();
@@ -498,7 +495,6 @@ fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
             if s.first_token.is_none() {
                 s.first_token = Some(s.admitted.elapsed());
             }
-            let tok = &model.tokenizer;
             if tok.is_eog(id) {
                 done.push((*i, StopReason::Eos));
                 continue;

@@ -94,6 +94,25 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// A conversation rendered by the chat template, with the byte ranges that came from message
+/// content (tokenized without control tokens).
+#[derive(Clone, Debug)]
+pub struct RenderedChat {
+    text: String,
+    literal: Vec<Range<usize>>,
+}
+
+impl RenderedChat {
+    /// The prompt text, as `render_chat` gives it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn into_text(self) -> String {
+        self.text
+    }
+}
+
 impl Model {
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let start = Instant::now();
@@ -166,12 +185,24 @@ impl Model {
     /// when a message's control-token text cannot be told from the template's markup (see
     /// [`ChatTemplate::render_with_literal_spans`]).
     pub fn encode_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Option<Vec<u32>>> {
+        self.render_chat_literal(messages, add_generation_prompt)?.map(|chat| self.encode_chat_rendered(&chat)).transpose()
+    }
+
+    /// The first half of [`encode_chat`](Self::encode_chat): the rendered conversation with
+    /// where its message content lies, for a caller that also needs the text (to check its
+    /// length, to log it) without rendering twice.
+    pub fn render_chat_literal(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Option<RenderedChat>> {
         let Some(template) = &self.template else {
             return Ok(None);
         };
-        let (rendered, literal) =
-            template.render_with_literal_spans(messages, add_generation_prompt, |text| self.tokenizer.control_text_spans(text))?;
-        self.encode_template_output(&rendered, &literal).map(Some)
+        let (text, literal) = template.render_with_literal_spans(messages, add_generation_prompt, |t| self.tokenizer.control_text_spans(t))?;
+        Ok(Some(RenderedChat { text, literal }))
+    }
+
+    /// The second half of [`encode_chat`](Self::encode_chat): the tokens of a rendered
+    /// conversation, control tokens matched only outside its message content.
+    pub fn encode_chat_rendered(&self, chat: &RenderedChat) -> Result<Vec<u32>> {
+        self.encode_template_output(&chat.text, &chat.literal)
     }
 
     fn encode_template_output(&self, rendered: &str, literal: &[Range<usize>]) -> Result<Vec<u32>> {

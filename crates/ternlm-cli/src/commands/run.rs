@@ -38,17 +38,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             msgs.push(Message::new("system", sys.clone()));
         }
         msgs.push(Message::new("user", prompt_text.clone()));
-        model.render_chat(&msgs, true)?.map(|text| (text, msgs))
+        model.render_chat_literal(&msgs, true)?
     };
     if args.system.is_some() && templated.is_none() {
         eprintln!("ternlm: note: --system is ignored without a chat template");
     }
     // The prompt is text: control-token strings in it stay plain text.
     let prompt = match &templated {
-        Some((_, msgs)) => model.encode_chat(msgs, true)?.unwrap_or_default(),
+        Some(chat) => model.encode_chat_rendered(chat)?,
         None => model.tokenizer.encode(&prompt_text, true, false)?,
     };
-    let templated = templated.map(|(text, _)| text);
     if prompt.is_empty() {
         anyhow::bail!("the prompt is empty");
     }
@@ -88,7 +87,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if args.json {
         let obj = json!({
             "model": model.path().display().to_string(),
-            "prompt": templated.as_deref().unwrap_or(&prompt_text),
+            "prompt": templated.as_ref().map_or(prompt_text.as_str(), |c| c.text()),
             "prompt_tokens": prompt,
             "tokens": outcome.tokens,
             "text": outcome.text,

@@ -77,7 +77,8 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         api_keys: ApiKeys::new(keys),
         metrics_public: a.metrics_public,
         cache_scope,
-        scheduler: SchedulerConfig { parallel, n_ctx, max_queue: a.max_queue, prefill_chunk: a.prefill_chunk, cache_prompt: cache_scope != CacheScope::Off },
+        // The scope decides whether the scheduler keeps prompts at all (AppState::new).
+        scheduler: SchedulerConfig { parallel, n_ctx, max_queue: a.max_queue, prefill_chunk: a.prefill_chunk, ..Default::default() },
         sampling: SamplingDefaults { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, min_p: a.min_p, repeat_penalty: a.repeat_penalty },
         max_body: a.max_body,
         timeout: limit(a.timeout),
