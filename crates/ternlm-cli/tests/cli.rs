@@ -13,9 +13,7 @@ use ternlm_format::gguf::writer::{TensorData, write};
 use ternlm_format::{GgufFile, MetadataValue};
 
 fn fixtures() -> PathBuf {
-    std::env::var_os("TERNLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+    std::env::var_os("TERNLM_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
 }
 
 fn tiny() -> PathBuf {
@@ -40,11 +38,7 @@ fn assert_clean_failure(o: &Output, needle: &str) {
 fn variant(name: &str, edit: impl FnOnce(&mut Vec<(String, MetadataValue)>, &mut Vec<TensorData<'_>>)) -> PathBuf {
     let src = GgufFile::open(tiny()).unwrap();
     let mut md = src.metadata.clone();
-    let mut tensors: Vec<TensorData<'_>> = src
-        .tensors
-        .iter()
-        .map(|t| TensorData { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty, data: src.data(t) })
-        .collect();
+    let mut tensors: Vec<TensorData<'_>> = src.tensors.iter().map(|t| TensorData { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty, data: src.data(t) }).collect();
     edit(&mut md, &mut tensors);
     let out = scratch(name);
     write(&out, &md, &tensors).unwrap();
@@ -208,7 +202,6 @@ fn prompt_longer_than_the_context_fails_cleanly() {
     assert_clean_failure(&o, "context");
     assert_clean_failure(&ternlm(&["run", "-m", t.to_str().unwrap(), "-p", "x", "--top-p", "7"], None), "--top-p");
 }
-
 
 #[test]
 fn bench_json_has_the_contract_fields_and_sane_numbers() {

@@ -89,8 +89,7 @@ fn edit_tensors(dir: &Path, edit: impl FnOnce(&mut Vec<(String, safetensors::Dty
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
-        st.iter().map(|(n, v)| (n.to_string(), v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st.iter().map(|(n, v)| (n.to_string(), v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
     edit(&mut tensors);
     let views: Vec<(String, TensorView<'_>)> = tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
@@ -177,11 +176,7 @@ fn list_and_rm_manage_the_cache() {
 fn pull_resumes_from_a_hub_and_runs_offline() {
     use ternlm_hub::fake_hub::{FakeFile, FakeHub, FakeRepo};
     let src = tiny(TinyKind::LlamaTernary, true);
-    let files = std::fs::read_dir(&src)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| FakeFile::new(&p.file_name().unwrap().to_string_lossy(), std::fs::read(&p).unwrap()))
-        .collect();
+    let files = std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).map(|p| FakeFile::new(&p.file_name().unwrap().to_string_lossy(), std::fs::read(&p).unwrap())).collect();
     let repo = FakeRepo { name: "org/falcon-tiny".into(), commit: "ab".repeat(20), files, token: None };
     let hub = FakeHub::start(vec![repo], vec!["model-00002-of-00002.safetensors".into()]).unwrap();
     let home = scratch("home");

@@ -15,9 +15,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// Where one row lives inside a tensor's bytes, checked against the tensor's length.
 fn row_slice<'a>(ty: TensorType, data: &'a [u8], row_len: usize, row: usize, name: &str) -> Result<&'a [u8]> {
     let bad = |reason: String| FormatError::BadTensor { name: name.to_string(), reason };
-    let rb = ty
-        .row_bytes(row_len)
-        .ok_or_else(|| bad(format!("row length {row_len} is not a multiple of the {ty} block size")))?;
+    let rb = ty.row_bytes(row_len).ok_or_else(|| bad(format!("row length {row_len} is not a multiple of the {ty} block size")))?;
     let start = row.checked_mul(rb).ok_or_else(|| bad("row offset overflows".into()))?;
     data.get(start..start + rb).ok_or_else(|| bad(format!("row {row} lies outside the tensor data")))
 }
@@ -25,10 +23,7 @@ fn row_slice<'a>(ty: TensorType, data: &'a [u8], row_len: usize, row: usize, nam
 /// The whole-tensor scale stored after I2_S's packed bytes.
 pub fn i2s_scale(data: &[u8], n_elements: usize, name: &str) -> Result<f32> {
     let at = n_elements / 4;
-    let b = data.get(at..at + 4).ok_or_else(|| FormatError::BadTensor {
-        name: name.to_string(),
-        reason: "I2_S scale lies outside the tensor data".into(),
-    })?;
+    let b = data.get(at..at + 4).ok_or_else(|| FormatError::BadTensor { name: name.to_string(), reason: "I2_S scale lies outside the tensor data".into() })?;
     let s = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     if !s.is_finite() {
         return Err(FormatError::BadTensor { name: name.to_string(), reason: format!("I2_S scale {s} is not finite") });
@@ -38,15 +33,7 @@ pub fn i2s_scale(data: &[u8], n_elements: usize, name: &str) -> Result<f32> {
 
 /// Dequantizes row `row` (of length `row_len`) of a tensor whose bytes are `data` into `out`.
 /// `n_elements` is the tensor's total element count (I2_S keeps its scale after all rows).
-pub fn dequantize_row(
-    ty: TensorType,
-    data: &[u8],
-    row_len: usize,
-    n_elements: usize,
-    row: usize,
-    name: &str,
-    out: &mut [f32],
-) -> Result<()> {
+pub fn dequantize_row(ty: TensorType, data: &[u8], row_len: usize, n_elements: usize, row: usize, name: &str, out: &mut [f32]) -> Result<()> {
     assert_eq!(out.len(), row_len, "output buffer must hold one row");
     let src = row_slice(ty, data, row_len, row, name)?;
     match ty {
@@ -116,11 +103,7 @@ fn dequant_q8_0(b: &[u8], o: &mut [f32]) {
 
 /// The 6-bit scale and min of sub-block `j` (0..8) of a Q4_K/Q5_K block.
 pub fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
-    }
+    if j < 4 { (s[j] & 63, s[j + 4] & 63) } else { ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4)) }
 }
 
 fn dequant_q4_k(b: &[u8], o: &mut [f32]) {
@@ -177,21 +160,10 @@ pub struct TernaryScales {
 }
 
 /// Unpacks row `row` of a ternary tensor into trits in {-1, 0, 1} and returns its scales.
-pub fn unpack_ternary_row(
-    ty: TensorType,
-    data: &[u8],
-    row_len: usize,
-    n_elements: usize,
-    row: usize,
-    name: &str,
-    trits: &mut [i8],
-) -> Result<TernaryScales> {
+pub fn unpack_ternary_row(ty: TensorType, data: &[u8], row_len: usize, n_elements: usize, row: usize, name: &str, trits: &mut [i8]) -> Result<TernaryScales> {
     assert_eq!(trits.len(), row_len, "trit buffer must hold one row");
     let src = row_slice(ty, data, row_len, row, name)?;
-    let bad_code = || FormatError::BadTensor {
-        name: name.to_string(),
-        reason: format!("row {row} holds the invalid 2-bit code 3 (ternary codes are 0, 1, 2)"),
-    };
+    let bad_code = || FormatError::BadTensor { name: name.to_string(), reason: format!("row {row} holds the invalid 2-bit code 3 (ternary codes are 0, 1, 2)") };
     match ty {
         TensorType::I2S => {
             let scale = i2s_scale(data, n_elements, name)?;

@@ -16,12 +16,7 @@ pub enum FormatError {
     #[error("unsupported GGUF version {0} (ternlm reads versions 2 and 3)")]
     UnsupportedVersion(u32),
     #[error("GGUF file is truncated: needed {needed} bytes at offset {offset} while reading {what}, file has {len}")]
-    Truncated {
-        what: String,
-        offset: u64,
-        needed: u64,
-        len: u64,
-    },
+    Truncated { what: String, offset: u64, needed: u64, len: u64 },
     #[error("GGUF {what} is implausible: {value} (limit {limit})")]
     Implausible { what: String, value: u64, limit: u64 },
     #[error("GGUF {what} is {value}, more than the {remaining} bytes left could hold: the file is truncated or corrupt")]
@@ -41,11 +36,7 @@ pub enum FormatError {
     #[error("metadata key {0:?} is missing")]
     MissingKey(String),
     #[error("metadata key {key:?} has the wrong type: expected {expected}, found {found}")]
-    WrongKeyType {
-        key: String,
-        expected: &'static str,
-        found: &'static str,
-    },
+    WrongKeyType { key: String, expected: &'static str, found: &'static str },
     #[error("{path}: {reason}")]
     Safetensors { path: PathBuf, reason: String },
     #[error("tensor {name:?} in {file}: {reason}")]

@@ -17,10 +17,7 @@ fn bad(ty: TensorType, reason: String) -> FormatError {
 
 /// Quantizes `rows` rows of `row_len` floats into the bytes of a tensor of type `ty`.
 pub fn quantize_rows(ty: TensorType, x: &[f32], row_len: usize) -> Result<Vec<u8>> {
-    let rb = ty
-        .row_bytes(row_len)
-        .filter(|_| !ty.is_ternary())
-        .ok_or_else(|| bad(ty, format!("cannot quantize rows of {row_len} floats into {ty}")))?;
+    let rb = ty.row_bytes(row_len).filter(|_| !ty.is_ternary()).ok_or_else(|| bad(ty, format!("cannot quantize rows of {row_len} floats into {ty}")))?;
     if row_len == 0 || !x.len().is_multiple_of(row_len) {
         return Err(bad(ty, format!("{} values are not whole rows of {row_len}", x.len())));
     }

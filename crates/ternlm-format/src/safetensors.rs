@@ -84,11 +84,7 @@ impl Checkpoint {
         } else if dir.join(SINGLE_FILE).exists() {
             vec![dir.join(SINGLE_FILE)]
         } else {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map_err(io(dir))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-                .collect();
+            let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map_err(io(dir))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "safetensors")).collect();
             v.sort();
             if v.is_empty() {
                 return Err(st_err(dir, "holds no *.safetensors file"));
@@ -194,10 +190,7 @@ mod tests {
     use super::*;
 
     fn write(dir: &Path, file: &str, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-            .iter()
-            .map(|(n, d, s, b)| (n.to_string(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
-            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors.iter().map(|(n, d, s, b)| (n.to_string(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap())).collect();
         std::fs::write(dir.join(file), safetensors::serialize(views, None).unwrap()).unwrap();
     }
 

@@ -27,19 +27,7 @@ pub const I2S_TRAILER_BYTES: u64 = 32;
 pub const I2S_BLOCK: usize = 128;
 
 impl TensorType {
-    pub const ALL: [TensorType; 11] = [
-        Self::F32,
-        Self::F16,
-        Self::BF16,
-        Self::Q4_0,
-        Self::Q4_1,
-        Self::Q8_0,
-        Self::Q4K,
-        Self::Q6K,
-        Self::TQ1_0,
-        Self::TQ2_0,
-        Self::I2S,
-    ];
+    pub const ALL: [TensorType; 11] = [Self::F32, Self::F16, Self::BF16, Self::Q4_0, Self::Q4_1, Self::Q8_0, Self::Q4K, Self::Q6K, Self::TQ1_0, Self::TQ2_0, Self::I2S];
 
     pub fn from_id(id: u32) -> Option<Self> {
         Some(match id {
@@ -159,11 +147,7 @@ impl TensorType {
             return None;
         }
         let packed = (n_elements / bl).checked_mul(self.block_bytes() as u64)?;
-        if self == Self::I2S {
-            packed.checked_add(I2S_TRAILER_BYTES)
-        } else {
-            Some(packed)
-        }
+        if self == Self::I2S { packed.checked_add(I2S_TRAILER_BYTES) } else { Some(packed) }
     }
 }
 

@@ -8,9 +8,7 @@ use ternlm_format::dequant::{dequantize_row, unpack_ternary_row};
 use ternlm_format::{GgufFile, Metadata, TensorType};
 
 fn fixtures() -> PathBuf {
-    std::env::var_os("TERNLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+    std::env::var_os("TERNLM_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
 }
 
 fn scales(model_json: &str) -> serde_json::Map<String, serde_json::Value> {

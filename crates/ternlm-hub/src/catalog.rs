@@ -54,7 +54,12 @@ pub struct HubEntry {
 }
 
 pub static HUB_CATALOG: &[HubEntry] = &[
-    HubEntry { name: "bitnet-2b", aliases: &["bitnet-b1.58-2b-4t", "bitnet"], description: "microsoft/bitnet-b1.58-2B-4T, packed ternary safetensors (1.2 GB)", spec: "hf:microsoft/bitnet-b1.58-2B-4T" },
+    HubEntry {
+        name: "bitnet-2b",
+        aliases: &["bitnet-b1.58-2b-4t", "bitnet"],
+        description: "microsoft/bitnet-b1.58-2B-4T, packed ternary safetensors (1.2 GB)",
+        spec: "hf:microsoft/bitnet-b1.58-2B-4T",
+    },
     HubEntry { name: "bitnet-2b-bf16", aliases: &[], description: "microsoft/bitnet-b1.58-2B-4T-bf16, bf16 master weights ternarized at load (4.8 GB)", spec: "hf:microsoft/bitnet-b1.58-2B-4T-bf16" },
     HubEntry { name: "bitnet-large", aliases: &["bitnet-b1.58-large"], description: "1bitLLM/bitnet_b1_58-large, fp16 latent weights (730M parameters)", spec: "hf:1bitLLM/bitnet_b1_58-large" },
     HubEntry { name: "falcon3-1b-1.58", aliases: &["falcon3-1b"], description: "tiiuae/Falcon3-1B-Instruct-1.58bit", spec: "hf:tiiuae/Falcon3-1B-Instruct-1.58bit" },

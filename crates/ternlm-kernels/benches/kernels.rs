@@ -29,7 +29,6 @@ fn pool() -> ThreadPool {
     ThreadPool::new(std::env::var("TERNLM_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1))
 }
 
-
 fn noise(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed | 1;
     (0..n)

@@ -410,11 +410,7 @@ fn dot_q4k(w: &[u8], a: &QuantActs, t: usize) -> f32 {
             let (sc, m) = q4k_scale_min(j, scales);
             let q = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
             let xs = &x[j * 32..j * 32 + 32];
-            let isum: i32 = if j % 2 == 0 {
-                q.iter().zip(xs).map(|(&q, &v)| i32::from(q & 0xF) * i32::from(v)).sum()
-            } else {
-                q.iter().zip(xs).map(|(&q, &v)| i32::from(q >> 4) * i32::from(v)).sum()
-            };
+            let isum: i32 = if j % 2 == 0 { q.iter().zip(xs).map(|(&q, &v)| i32::from(q & 0xF) * i32::from(v)).sum() } else { q.iter().zip(xs).map(|(&q, &v)| i32::from(q >> 4) * i32::from(v)).sum() };
             acc += i32::from(sc) * isum;
             mins += i32::from(m) * (bsums[b * 16 + 2 * j] + bsums[b * 16 + 2 * j + 1]);
         }
@@ -427,11 +423,7 @@ fn dot_q4k(w: &[u8], a: &QuantActs, t: usize) -> f32 {
 
 #[inline(always)]
 fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
-    }
+    if j < 4 { (s[j] & 63, s[j + 4] & 63) } else { ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4)) }
 }
 
 /// Q6_K in ggml's AVX2 order: per block, 8 exact int32 lanes (lane `l` holds elements
@@ -476,7 +468,6 @@ fn q6k_values(blk: &[u8]) -> [i8; 256] {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]

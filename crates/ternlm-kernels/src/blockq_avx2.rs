@@ -54,15 +54,7 @@ unsafe fn hsum_float_8(v: __m256) -> f32 {
 /// whole row range runs inside one call so per-row costs (bounds checks, calls, constants)
 /// stay out of the loop: SmolLM2's rows are only 18 blocks long.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemv_q32<const K: u8>(
-    w: &[u8],
-    row_bytes: usize,
-    rows: std::ops::Range<usize>,
-    a: &QuantActs,
-    t: usize,
-    out: SyncOut,
-    out_rows: usize,
-) {
+pub(crate) unsafe fn gemv_q32<const K: u8>(w: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, a: &QuantActs, t: usize, out: SyncOut, out_rows: usize) {
     let bytes = match K {
         0 => 18,
         1 => 20,
@@ -70,11 +62,7 @@ pub(crate) unsafe fn gemv_q32<const K: u8>(
     };
     let nb = a.k / 32;
     assert!(row_bytes >= nb * bytes && w.len() >= rows.end * row_bytes && t < a.n);
-    assert!(
-        a.q.len() >= (t + 1) * a.k
-            && a.d.len() >= (t + 1) * nb
-            && (K != 1 || a.s.len() >= (t + 1) * nb)
-    );
+    assert!(a.q.len() >= (t + 1) * a.k && a.d.len() >= (t + 1) * nb && (K != 1 || a.s.len() >= (t + 1) * nb));
     // SAFETY: every row in `rows` and token `t` lie inside `w` and `a` (asserted above); block
     // b of a row reads `bytes` bytes at b·bytes, and x/d8/s8 at token t's block b.
     unsafe {
@@ -106,11 +94,7 @@ pub(crate) unsafe fn gemv_q32<const K: u8>(
                     }
                     _ => dot32_i8(_mm256_loadu_si256(blk.add(2) as *const __m256i), xv),
                 };
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(dw * *d8.add(b)),
-                    _mm256_cvtepi32_ps(lanes),
-                    acc,
-                );
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * *d8.add(b)), _mm256_cvtepi32_ps(lanes), acc);
             }
             out.set(t * out_rows + r, hsum_float_8(acc) + summs);
         }
@@ -151,15 +135,7 @@ impl Q32 {
 /// output's float arithmetic is exactly the portable kernel's (per-lane FMA across blocks in
 /// order, [`hsum_float_8`] at the end).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q32(
-    kind: Q32,
-    w: &[u8],
-    row_bytes: usize,
-    r0: usize,
-    n_rows: usize,
-    a: &QuantActs,
-    out: &mut dyn FnMut(usize, usize, f32),
-) {
+pub(crate) unsafe fn gemm_q32(kind: Q32, w: &[u8], row_bytes: usize, r0: usize, n_rows: usize, a: &QuantActs, out: &mut dyn FnMut(usize, usize, f32)) {
     // One copy of the loop per type, so the type's branches fold away inside the tiles.
     // SAFETY: this function runs with AVX2/FMA/F16C, which the inlined copies need.
     unsafe {
@@ -180,11 +156,7 @@ unsafe fn gemm_q32_k<const K: u8>(w: &[u8], row_bytes: usize, r0: usize, n_rows:
     };
     let nb = a.k / 32;
     assert!(row_bytes >= nb * kind.bytes() && w.len() >= (r0 + n_rows) * row_bytes);
-    assert!(
-        a.q.len() >= a.n * a.k
-            && a.d.len() >= a.n * nb
-            && (kind != Q32::Q4_1 || a.s.len() >= a.n * nb)
-    );
+    assert!(a.q.len() >= a.n * a.k && a.d.len() >= a.n * nb && (kind != Q32::Q4_1 || a.s.len() >= a.n * nb));
     let n = a.n;
     let mut r = 0;
     while r < n_rows {
@@ -211,16 +183,7 @@ unsafe fn gemm_q32_k<const K: u8>(w: &[u8], row_bytes: usize, r0: usize, n_rows:
 /// One `R`-row, `T`-token tile; returns `T`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn tile<const R: usize, const T: usize>(
-    kind: Q32,
-    w: &[u8],
-    row_bytes: usize,
-    r0: usize,
-    t0: usize,
-    nb: usize,
-    a: &QuantActs,
-    out: &mut dyn FnMut(usize, usize, f32),
-) -> usize {
+unsafe fn tile<const R: usize, const T: usize>(kind: Q32, w: &[u8], row_bytes: usize, r0: usize, t0: usize, nb: usize, a: &QuantActs, out: &mut dyn FnMut(usize, usize, f32)) -> usize {
     // SAFETY: the caller checked rows r0..r0+R and tokens t0..t0+T lie inside `w` and `a`;
     // every load below is within one block of one of those rows or tokens.
     unsafe {
@@ -254,11 +217,7 @@ unsafe fn tile<const R: usize, const T: usize>(
                 let tok = t0 + t;
                 let xv = _mm256_loadu_si256(a.q.as_ptr().add(tok * a.k + b * 32) as *const __m256i);
                 let d8 = *a.d.get_unchecked(tok * nb + b);
-                let s8 = if kind == Q32::Q4_1 {
-                    *a.s.get_unchecked(tok * nb + b)
-                } else {
-                    0.0
-                };
+                let s8 = if kind == Q32::Q4_1 { *a.s.get_unchecked(tok * nb + b) } else { 0.0 };
                 for r in 0..R {
                     let lanes = match kind {
                         Q32::Q4_1 => _mm256_madd_epi16(_mm256_maddubs_epi16(wv[r], xv), ones),
@@ -267,11 +226,7 @@ unsafe fn tile<const R: usize, const T: usize>(
                     if kind == Q32::Q4_1 {
                         summs[r][t] += mw[r] * s8;
                     }
-                    acc[r][t] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(dw[r] * d8),
-                        _mm256_cvtepi32_ps(lanes),
-                        acc[r][t],
-                    );
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * d8), _mm256_cvtepi32_ps(lanes), acc[r][t]);
                 }
             }
         }
@@ -313,36 +268,17 @@ unsafe fn q6k_half(blk: *const u8, half: usize) -> [__m256i; 4] {
         [
             _mm256_or_si256(_mm256_and_si256(ql_lo, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m2))),
             _mm256_or_si256(_mm256_and_si256(ql_hi, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2))),
-            _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(ql_lo), m4),
-                _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(qh), m2)),
-            ),
-            _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(ql_hi), m4),
-                _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(qh), m2)),
-            ),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql_lo), m4), _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(qh), m2))),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql_hi), m4), _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(qh), m2))),
         ]
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemv_q6k(
-    w: &[u8],
-    row_bytes: usize,
-    rows: std::ops::Range<usize>,
-    a: &QuantActs,
-    t: usize,
-    out: SyncOut,
-    out_rows: usize,
-) {
+pub(crate) unsafe fn gemv_q6k(w: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, a: &QuantActs, t: usize, out: SyncOut, out_rows: usize) {
     let (q8, d8) = (a.row(t), a.row_d(t));
     let nb = a.k / 256;
-    assert!(
-        row_bytes >= nb * 210
-            && w.len() >= rows.end * row_bytes
-            && q8.len() >= nb * 256
-            && d8.len() >= nb
-    );
+    assert!(row_bytes >= nb * 210 && w.len() >= rows.end * row_bytes && q8.len() >= nb * 256 && d8.len() >= nb);
     // SAFETY: block b of row r reads 210 bytes of w at r·row_bytes + b·210 and 256 values of
     // q8 at b·256 (b < nb, r < rows.end: asserted above).
     unsafe {
@@ -362,10 +298,7 @@ pub(crate) unsafe fn gemv_q6k(
                         let v = half * 4 + part;
                         let xv = _mm256_loadu_si256(x.add(v * 32) as *const __m256i);
                         // (q - 32)·x in int16 pairs: both products fit (≤ 16002 and ≤ 8128).
-                        let p = _mm256_sub_epi16(
-                            _mm256_maddubs_epi16(qv, xv),
-                            _mm256_maddubs_epi16(m32, xv),
-                        );
+                        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(qv, xv), _mm256_maddubs_epi16(m32, xv));
                         let shuf = _mm_loadu_si128(Q6K_SCALE_SHUFFLE[v].as_ptr() as *const __m128i);
                         let s16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, shuf));
                         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s16));

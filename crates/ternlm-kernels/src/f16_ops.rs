@@ -179,7 +179,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Every level returns the scalar reference's exact bits, on lengths with ragged

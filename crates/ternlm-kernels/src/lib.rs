@@ -23,16 +23,16 @@ pub mod aligned;
 pub mod attention;
 pub mod bandwidth;
 pub mod blockq;
+#[cfg(target_arch = "x86_64")]
+mod blockq_avx2;
 pub mod f16_ops;
 mod f16_rows;
 pub mod huge_buf;
 pub mod int8;
-#[cfg(target_arch = "x86_64")]
-mod blockq_avx2;
 pub mod isa;
 pub mod ops;
 pub mod pool;
-pub mod ternary;
 mod sync_out;
+pub mod ternary;
 
 pub use pool::ThreadPool;

@@ -59,10 +59,7 @@ impl ThreadPool {
         let workers = (1..n_threads.max(1))
             .map(|i| {
                 let shared = Arc::clone(&shared);
-                std::thread::Builder::new()
-                    .name(format!("ternlm-worker-{i}"))
-                    .spawn(move || worker(&shared))
-                    .expect("spawning a worker thread")
+                std::thread::Builder::new().name(format!("ternlm-worker-{i}")).spawn(move || worker(&shared)).expect("spawning a worker thread")
             })
             .collect();
         Self { shared, workers, job_lock: Mutex::new(()) }
@@ -82,8 +79,7 @@ impl ThreadPool {
         let _one_job_at_a_time = self.job_lock.lock().unwrap_or_else(|e| e.into_inner());
         let sh = &*self.shared;
         // SAFETY: erases the closure's lifetime; we wait below until no worker still uses it.
-        let ptr: *const Task =
-            unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + 'f), *const Task>(f as *const _) };
+        let ptr: *const Task = unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + 'f), *const Task>(f as *const _) };
         *sh.job.lock().unwrap_or_else(|e| e.into_inner()) = (Some(JobPtr(ptr)), n_tasks);
         sh.next.store(0, Ordering::Relaxed);
         sh.finished.store(0, Ordering::Relaxed);

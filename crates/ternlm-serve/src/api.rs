@@ -270,9 +270,12 @@ impl Common {
             Some(m) => {
                 let mut v = Vec::with_capacity(m.len());
                 for (k, &b) in m {
-                    let id = k.trim().parse::<u32>().ok().filter(|&id| (id as usize) < n_vocab).ok_or_else(|| {
-                        ApiError::invalid(format!("logit_bias key {k:?} is not a token id of this model (0 to {})", n_vocab.saturating_sub(1)), Some("logit_bias"))
-                    })?;
+                    let id = k
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|&id| (id as usize) < n_vocab)
+                        .ok_or_else(|| ApiError::invalid(format!("logit_bias key {k:?} is not a token id of this model (0 to {})", n_vocab.saturating_sub(1)), Some("logit_bias")))?;
                     if !(b.is_finite() && (-100.0..=100.0).contains(&b)) {
                         return Err(ApiError::invalid(format!("logit_bias values must be between -100 and 100, got {b} for token {id}"), Some("logit_bias")));
                     }
@@ -296,18 +299,7 @@ impl Common {
             }
             Some(OneOrMany::Many(v)) => v.clone(),
         };
-        let sampler = SamplerConfig {
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            repeat_penalty,
-            presence_penalty: presence,
-            frequency_penalty: frequency,
-            repeat_last_n,
-            seed,
-            logit_bias,
-        };
+        let sampler = SamplerConfig { temperature, top_k, top_p, min_p, repeat_penalty, presence_penalty: presence, frequency_penalty: frequency, repeat_last_n, seed, logit_bias };
         let stream = self.stream.unwrap_or(false);
         let include_usage = stream && self.stream_options.as_ref().is_some_and(|o| o.include_usage);
         Ok(Params { max_tokens: max, sampler, stop, logprobs, stream, include_usage })

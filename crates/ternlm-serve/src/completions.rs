@@ -259,11 +259,7 @@ impl Running {
     async fn next(&mut self) -> Step {
         loop {
             let Some(ev) = self.rx.recv().await else {
-                return Step::Failed(if self.st.cancel_all.load(Ordering::Relaxed) {
-                    ApiError::unavailable("the server is shutting down")
-                } else {
-                    ApiError::internal("the scheduler stopped")
-                });
+                return Step::Failed(if self.st.cancel_all.load(Ordering::Relaxed) { ApiError::unavailable("the server is shutting down") } else { ApiError::internal("the scheduler stopped") });
             };
             match ev {
                 Event::Started { cached_tokens } => {
@@ -396,11 +392,7 @@ async fn run(st: Shared, kind: Kind, p: Prepared, tenant: Tenant, record: Arc<Re
         params: p.params,
         record,
     };
-    if running.params.stream {
-        Sse::new(sse_stream(running, p.echo)).keep_alive(KeepAlive::default()).into_response()
-    } else {
-        whole(running, p.echo).await
-    }
+    if running.params.stream { Sse::new(sse_stream(running, p.echo)).keep_alive(KeepAlive::default()).into_response() } else { whole(running, p.echo).await }
 }
 
 async fn whole(mut r: Running, echo: String) -> Response {

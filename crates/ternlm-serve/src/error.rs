@@ -57,7 +57,11 @@ impl ApiError {
     }
 
     pub fn queue_full(waiting: usize) -> Self {
-        Self { retry_after: Some(1), code: Some("rate_limit_exceeded"), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", format!("the server is busy: {waiting} requests are already waiting; retry shortly")) }
+        Self {
+            retry_after: Some(1),
+            code: Some("rate_limit_exceeded"),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", format!("the server is busy: {waiting} requests are already waiting; retry shortly"))
+        }
     }
 
     pub fn too_large(limit: usize) -> Self {

@@ -126,11 +126,7 @@ impl Metrics {
             ("ternlm_connections_timed_out_total", "Connections closed by the header, body or idle timeout.", self.connections_timed_out.load(Ordering::Relaxed)),
             ("ternlm_log_lines_dropped_total", "Request log lines dropped because stderr did not keep up.", log_lines_dropped),
             ("ternlm_generated_tokens_total", "Tokens generated.", self.generated_tokens.load(Ordering::Relaxed)),
-            (
-                "ternlm_prompt_tokens_cached_total",
-                "Prompt tokens whose KV an earlier request's cache held (not prefilled again).",
-                load(&sched.cached_prompt_tokens),
-            ),
+            ("ternlm_prompt_tokens_cached_total", "Prompt tokens whose KV an earlier request's cache held (not prefilled again).", load(&sched.cached_prompt_tokens)),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }

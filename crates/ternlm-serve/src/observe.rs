@@ -106,11 +106,7 @@ pub async fn observe(State(st): State<Arc<AppState>>, mut req: Request, next: Ne
     // Counted and logged even when the client leaves before any answer (this future is then
     // dropped): as nginx's 499, "client closed request".
     let mut finished = Finished { st, record, client, method, route, status: CLIENT_CLOSED, started };
-    let resp = if draining && route != "/health" && route != "/metrics" {
-        ApiError::unavailable("the server is shutting down").into_response()
-    } else {
-        next.run(req).await
-    };
+    let resp = if draining && route != "/health" && route != "/metrics" { ApiError::unavailable("the server is shutting down").into_response() } else { next.run(req).await };
     let mut resp = json_errors(resp, &finished.method, &path);
     if draining {
         // Let the client's next request find another server.

@@ -50,14 +50,7 @@ impl<C: Positions> PromptCache<C> {
         }
         let shared = |held: &[u32]| held.iter().zip(prompt).take_while(|(a, b)| a == b).count();
         // (tokens shared, index); later entries win ties: they were freed more recently.
-        let best = self
-            .free
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, g, _))| *g == group)
-            .map(|(i, (_, _, held))| (shared(held), i))
-            .max()
-            .filter(|&(n, _)| self.reuse && reuse && n > 0);
+        let best = self.free.iter().enumerate().filter(|(_, (_, g, _))| *g == group).map(|(i, (_, _, held))| (shared(held), i)).max().filter(|&(n, _)| self.reuse && reuse && n > 0);
         if best.is_none() && may_grow {
             return None;
         }

@@ -90,7 +90,9 @@ pub struct Finish {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// The request got a slot; this many leading prompt tokens came from a cache.
-    Started { cached_tokens: usize },
+    Started {
+        cached_tokens: usize,
+    },
     /// The prompt's tokens with their log-probabilities (asked for by `prompt_logprobs`),
     /// sent once the prompt is in, before the first generated token.
     Prompt(Vec<TokenEvent>),
@@ -201,10 +203,7 @@ impl Scheduler {
         let queue = Arc::new(Queue::new(cfg.max_queue));
         let stats = Arc::new(Stats::default());
         let (q, st) = (queue.clone(), stats.clone());
-        let thread = std::thread::Builder::new()
-            .name("ternlm-scheduler".into())
-            .spawn(move || run(&model, &cfg, &q, &st))
-            .ok();
+        let thread = std::thread::Builder::new().name("ternlm-scheduler".into()).spawn(move || run(&model, &cfg, &q, &st)).ok();
         Self { queue, thread: Mutex::new(thread), stats }
     }
 
@@ -260,14 +259,7 @@ fn logprobs(logits: &[f32], id: u32, k: usize) -> (f32, Vec<(u32, f32)>) {
 }
 
 fn finish(slot: &mut Slot, reason: StopReason) {
-    let done = Finish {
-        reason,
-        prompt_tokens: slot.job.prompt.len(),
-        cached_tokens: slot.cached,
-        completion_tokens: slot.sampled.len(),
-        time_to_first_token: slot.first_token,
-        queued: slot.queued,
-    };
+    let done = Finish { reason, prompt_tokens: slot.job.prompt.len(), cached_tokens: slot.cached, completion_tokens: slot.sampled.len(), time_to_first_token: slot.first_token, queued: slot.queued };
     slot.job.sink.send(Event::Done(done));
 }
 

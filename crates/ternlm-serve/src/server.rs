@@ -207,21 +207,12 @@ impl AppState {
 
 /// The router with every endpoint, the key check, and the observing middleware.
 pub fn router(state: Shared) -> Router {
-    let keyed = Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
-        .route("/v1/models", get(models))
-        .route("/v1/models/{id}", get(model_by_id));
+    let keyed = Router::new().route("/v1/chat/completions", post(chat)).route("/v1/completions", post(completions)).route("/v1/models", get(models)).route("/v1/models/{id}", get(model_by_id));
     let keyed = if state.cfg.metrics_public { keyed } else { keyed.route("/metrics", get(metrics)) };
     let keyed = keyed.route_layer(middleware::from_fn_with_state(state.clone(), auth));
     let open = Router::new().route("/health", get(health));
     let open = if state.cfg.metrics_public { open.route("/metrics", get(metrics)) } else { open };
-    Router::new()
-        .merge(keyed)
-        .merge(open)
-        .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+    Router::new().merge(keyed).merge(open).fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) }).layer(middleware::from_fn_with_state(state.clone(), observe)).with_state(state)
 }
 
 async fn auth(State(st): State<Shared>, mut req: Request, next: Next) -> Response {

@@ -587,7 +587,8 @@ fn token_text(id: u32) -> String {
 
 #[test]
 fn usage_and_logprobs_add_up() {
-    let (addr, _) = start(ServeConfig { timeout: Some(Duration::from_millis(1500)), scheduler: SchedulerConfig { parallel: 2, n_ctx: 2048, max_queue: 8, prefill_chunk: 32, ..Default::default() }, ..cfg() });
+    let (addr, _) =
+        start(ServeConfig { timeout: Some(Duration::from_millis(1500)), scheduler: SchedulerConfig { parallel: 2, n_ctx: 2048, max_queue: 8, prefill_chunk: 32, ..Default::default() }, ..cfg() });
     // An immediate end of sequence (EOS forced by logit_bias) is one completion token.
     let eos = completion(&addr, r#"{"prompt": "Hello there", "max_tokens": 5, "temperature": 0, "logit_bias": {"2": 100}}"#);
     assert_eq!(eos["choices"][0]["finish_reason"], "stop");

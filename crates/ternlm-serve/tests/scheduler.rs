@@ -102,16 +102,8 @@ fn next_turn_reuses_the_cache_smollm2() {
     next_turn_reuses_the_cache(smollm2());
 }
 
-const PROMPTS: [&str; 8] = [
-    "The capital of Germany is",
-    "Once upon a time,",
-    "1, 2, 3, 4,",
-    "def fibonacci(n):",
-    "The quick brown fox",
-    "My favourite colour is",
-    "Water boils at",
-    "In 1969, the first",
-];
+const PROMPTS: [&str; 8] =
+    ["The capital of Germany is", "Once upon a time,", "1, 2, 3, 4,", "def fibonacci(n):", "The quick brown fox", "My favourite colour is", "Water boils at", "In 1969, the first"];
 
 fn alone_and_together(model: Arc<Model>, n: usize) {
     let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| model.tokenizer.encode(p, true, false).unwrap()).collect();

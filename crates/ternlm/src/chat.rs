@@ -49,11 +49,7 @@ fn strftime_now(fmt: String) -> String {
     let days = (secs / 86_400) as i64;
     let (y, m, d) = civil_from_days(days);
     const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
-    fmt.replace("%Y", &y.to_string())
-        .replace("%m", &format!("{m:02}"))
-        .replace("%d", &format!("{d:02}"))
-        .replace("%B", MONTHS[(m - 1) as usize])
-        .replace("%b", &MONTHS[(m - 1) as usize][..3])
+    fmt.replace("%Y", &y.to_string()).replace("%m", &format!("{m:02}")).replace("%d", &format!("{d:02}")).replace("%B", MONTHS[(m - 1) as usize]).replace("%b", &MONTHS[(m - 1) as usize][..3])
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
@@ -79,13 +75,7 @@ impl ChatTemplate {
     /// `eos_token`.
     pub fn new(source: &str, bos: &str, eos: &str) -> Result<Self> {
         let mut env = Environment::new();
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .map_err(|e| ModelError::Template(e.to_string()))?,
-        );
+        env.set_syntax(minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(|e| ModelError::Template(e.to_string()))?);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
@@ -120,25 +110,16 @@ impl ChatTemplate {
     /// text itself alone. When neither reproduces the plain render, content's control-token
     /// text cannot be told from the template's, and this fails naming the first message
     /// whose content holds some.
-    pub fn render_with_literal_spans(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-        control_spans: impl Fn(&str) -> Vec<Range<usize>>,
-    ) -> Result<(String, Vec<Range<usize>>)> {
+    pub fn render_with_literal_spans(&self, messages: &[Message], add_generation_prompt: bool, control_spans: impl Fn(&str) -> Vec<Range<usize>>) -> Result<(String, Vec<Range<usize>>)> {
         let rendered = self.render(messages, add_generation_prompt)?;
         let controls: Vec<Vec<Range<usize>>> = messages.iter().map(|m| control_spans(&m.content)).collect();
         let Some(first) = controls.iter().position(|c| !c.is_empty()) else {
             return Ok((rendered, Vec::new()));
         };
-        let whole: Vec<Vec<Range<usize>>> =
-            messages.iter().map(|m| std::iter::once(0..m.content.len()).filter(|r| !r.is_empty()).collect()).collect();
+        let whole: Vec<Vec<Range<usize>>> = messages.iter().map(|m| std::iter::once(0..m.content.len()).filter(|r| !r.is_empty()).collect()).collect();
         // A stand-in prefix found in no content and not in the plain render: a stand-in in the
         // output can then only have come from the messages.
-        let prefix = (0u64..)
-            .map(|n| format!("{STAND_IN_OPEN}{n}:"))
-            .find(|p| !rendered.contains(p.as_str()) && messages.iter().all(|m| !m.content.contains(p.as_str())))
-            .unwrap_or_default();
+        let prefix = (0u64..).map(|n| format!("{STAND_IN_OPEN}{n}:")).find(|p| !rendered.contains(p.as_str()) && messages.iter().all(|m| !m.content.contains(p.as_str()))).unwrap_or_default();
         for pieces in [&whole, &controls] {
             if let Some(spans) = self.spans_by_stand_ins(messages, add_generation_prompt, pieces, &prefix, &rendered) {
                 return Ok((rendered, spans));
@@ -149,14 +130,7 @@ impl ChatTemplate {
 
     /// Renders with the `pieces` (byte ranges of each message's content) replaced by stand-ins,
     /// swaps them back, and returns where they landed when the result is the plain render.
-    fn spans_by_stand_ins(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-        pieces: &[Vec<Range<usize>>],
-        prefix: &str,
-        rendered: &str,
-    ) -> Option<Vec<Range<usize>>> {
+    fn spans_by_stand_ins(&self, messages: &[Message], add_generation_prompt: bool, pieces: &[Vec<Range<usize>>], prefix: &str, rendered: &str) -> Option<Vec<Range<usize>>> {
         let mut originals: Vec<&str> = Vec::new();
         let standing_in: Vec<Message> = messages
             .iter()

@@ -39,14 +39,10 @@ impl Config {
     /// Reads the hyperparameters of the architecture named in `general.architecture`.
     /// `n_vocab_hint` is the tokenizer's size, used when the file has no `vocab_size`.
     pub fn from_metadata(md: &impl Metadata, n_vocab_hint: Option<usize>) -> Result<Self> {
-        let arch_name = md
-            .str_of("general.architecture")?
-            .ok_or_else(|| ModelError::Format(ternlm_format::FormatError::MissingKey("general.architecture".into())))?;
+        let arch_name = md.str_of("general.architecture")?.ok_or_else(|| ModelError::Format(ternlm_format::FormatError::MissingKey("general.architecture".into())))?;
         let arch = ArchSpec::for_name(arch_name)?;
         let k = |s: &str| format!("{arch_name}.{s}");
-        let req = |key: String, limit: u64| -> Result<usize> {
-            usize_key(md, &key, limit)?.ok_or_else(|| bad(&key, "is missing"))
-        };
+        let req = |key: String, limit: u64| -> Result<usize> { usize_key(md, &key, limit)?.ok_or_else(|| bad(&key, "is missing")) };
         let n_embd = req(k("embedding_length"), 1 << 16)?;
         let n_layer = req(k("block_count"), 1024)?;
         let n_ff = req(k("feed_forward_length"), 1 << 20)?;

@@ -30,32 +30,8 @@ pub struct Shape {
 }
 
 pub const SHAPES: [Shape; 4] = [
-    Shape {
-        name: "2b4t",
-        about: "microsoft/bitnet-b1.58-2B-4T",
-        n_embd: 2560,
-        n_ff: 6912,
-        n_layer: 30,
-        n_head: 20,
-        n_head_kv: 5,
-        n_vocab: 128256,
-        n_ctx: 4096,
-        rope_base: 500000.0,
-        rms_eps: 1e-5,
-    },
-    Shape {
-        name: "3b",
-        about: "1bitLLM/bitnet_b1_58-3B",
-        n_embd: 3200,
-        n_ff: 8640,
-        n_layer: 26,
-        n_head: 32,
-        n_head_kv: 32,
-        n_vocab: 32002,
-        n_ctx: 2048,
-        rope_base: 10000.0,
-        rms_eps: 1e-5,
-    },
+    Shape { name: "2b4t", about: "microsoft/bitnet-b1.58-2B-4T", n_embd: 2560, n_ff: 6912, n_layer: 30, n_head: 20, n_head_kv: 5, n_vocab: 128256, n_ctx: 4096, rope_base: 500000.0, rms_eps: 1e-5 },
+    Shape { name: "3b", about: "1bitLLM/bitnet_b1_58-3B", n_embd: 3200, n_ff: 8640, n_layer: 26, n_head: 32, n_head_kv: 32, n_vocab: 32002, n_ctx: 2048, rope_base: 10000.0, rms_eps: 1e-5 },
     Shape {
         name: "falcon3-1b",
         about: "tiiuae/Falcon3-1B-Instruct-1.58bit",
@@ -158,7 +134,13 @@ pub fn write_dummy(spec: &DummySpec, path: &Path) -> Result<DummyReport> {
         return Err(ModelError::Invalid(format!("--head must be f16, q6_k or q8_0, not {}", spec.head_type)));
     }
     let arch = match spec.arch.as_deref() {
-        None => if spec.linear_type == TensorType::I2S { "bitnet-25" } else { "bitnet" },
+        None => {
+            if spec.linear_type == TensorType::I2S {
+                "bitnet-25"
+            } else {
+                "bitnet"
+            }
+        }
         Some(a @ ("bitnet" | "bitnet-25")) => a,
         Some(other) => return Err(ModelError::Invalid(format!("--arch must be bitnet or bitnet-25, not {other:?}"))),
     };
@@ -238,8 +220,7 @@ pub fn write_dummy(spec: &DummySpec, path: &Path) -> Result<DummyReport> {
     md.extend(hp.to_metadata());
     md.extend(tokenizer_metadata(s.n_vocab));
 
-    let data: Vec<TensorData<'_>> =
-        tensors.iter().map(|(name, dims, ty, bytes)| TensorData { name: name.clone(), dims: dims.clone(), ty: *ty, data: bytes }).collect();
+    let data: Vec<TensorData<'_>> = tensors.iter().map(|(name, dims, ty, bytes)| TensorData { name: name.clone(), dims: dims.clone(), ty: *ty, data: bytes }).collect();
     write(path, &md, &data)?;
     report.bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     Ok(report)

@@ -17,7 +17,9 @@ pub enum ModelError {
     Tokenizer(String),
     #[error("chat template: {0}")]
     Template(String),
-    #[error("message {index}: its content holds control-token text that cannot be told apart from the chat template's own markup (the template transforms the content), so it cannot be tokenized safely; remove the control-token text")]
+    #[error(
+        "message {index}: its content holds control-token text that cannot be told apart from the chat template's own markup (the template transforms the content), so it cannot be tokenized safely; remove the control-token text"
+    )]
     ChatContent { index: usize },
     #[error("the prompt is {prompt} tokens but the context holds {ctx} (raise --ctx-size or shorten the prompt)")]
     PromptTooLong { prompt: usize, ctx: usize },

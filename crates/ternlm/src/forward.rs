@@ -59,15 +59,7 @@ pub struct Segment<'a> {
 }
 
 /// Runs `tokens` at positions `cache.len()..` and returns logits (`n_vocab` per row asked).
-pub fn forward(
-    cfg: &Config,
-    w: &Weights,
-    pool: &ThreadPool,
-    cache: &mut KvCache,
-    tokens: &[u32],
-    which: Logits,
-    s: &mut Scratch,
-) -> Result<Vec<f32>> {
+pub fn forward(cfg: &Config, w: &Weights, pool: &ThreadPool, cache: &mut KvCache, tokens: &[u32], which: Logits, s: &mut Scratch) -> Result<Vec<f32>> {
     let mut segs = [Segment { cache, tokens, logits: which }];
     Ok(forward_batch(cfg, w, pool, &mut segs, s)?.pop().unwrap_or_default())
 }

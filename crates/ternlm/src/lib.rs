@@ -34,6 +34,6 @@ pub use forward::Logits;
 pub use model::{LoadOptions, Model, RenderedChat, TernaryLayout, default_threads, open_model_file};
 pub use sampler::{Sampler, SamplerConfig};
 pub use session::{GenerateParams, Generation, Session, StopReason};
-pub use tokenizer::{StreamDecoder, Tokenizer};
 pub use ternlm_format as format;
 pub use ternlm_kernels::{bandwidth, isa};
+pub use tokenizer::{StreamDecoder, Tokenizer};

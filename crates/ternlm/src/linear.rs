@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use ternlm_format::dequant::{dequantize_row, i2s_scale, unpack_ternary_row};
 use ternlm_format::{GgufFile, TensorInfo, TensorType};
 use ternlm_kernels::ThreadPool;
-use ternlm_kernels::huge_buf::HugeBuf;
 use ternlm_kernels::act_quant::{ActFormat, QuantActs};
 use ternlm_kernels::blockq::{BlockKind, BlockMatrix, PreparedActs, WeightBytes};
+use ternlm_kernels::huge_buf::HugeBuf;
 use ternlm_kernels::int8::Int8Matrix;
 use ternlm_kernels::ternary::{TernaryLayout, TernaryMatrix};
 

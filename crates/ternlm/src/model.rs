@@ -121,11 +121,7 @@ impl Model {
         let tokenizer = Tokenizer::from_metadata(file.as_ref())?;
         let config = Config::from_metadata(file.as_ref(), Some(tokenizer.n_vocab()))?;
         if tokenizer.n_vocab() != config.n_vocab {
-            return Err(ModelError::Tokenizer(format!(
-                "the tokenizer has {} tokens but the model's vocabulary is {}",
-                tokenizer.n_vocab(),
-                config.n_vocab
-            )));
+            return Err(ModelError::Tokenizer(format!("the tokenizer has {} tokens but the model's vocabulary is {}", tokenizer.n_vocab(), config.n_vocab)));
         }
         let pool = ThreadPool::new(opts.threads.max(1));
         let weights = Weights::load(&file, &config, &pool, opts)?;
@@ -208,10 +204,7 @@ impl Model {
     fn encode_template_output(&self, rendered: &str, literal: &[Range<usize>]) -> Result<Vec<u32>> {
         let tok = &self.tokenizer;
         // BOS text that message content put first is no BOS.
-        let bos_written = tok
-            .bos
-            .and_then(|b| tok.token_text(b))
-            .is_some_and(|t| !t.is_empty() && rendered.starts_with(t) && literal.iter().all(|r| r.is_empty() || r.start >= t.len()));
+        let bos_written = tok.bos.and_then(|b| tok.token_text(b)).is_some_and(|t| !t.is_empty() && rendered.starts_with(t) && literal.iter().all(|r| r.is_empty() || r.start >= t.len()));
         tok.encode_with_literal_spans(rendered, !bos_written, literal)
     }
 
@@ -225,5 +218,4 @@ impl Model {
     pub fn default_ctx(&self) -> usize {
         self.config.n_ctx_train.min(4096)
     }
-
 }

@@ -118,19 +118,7 @@ fn literal_spans_block_partly_covered_control_tokens() {
 /// BPE), from a model of a shrunken shape.
 fn spm_tokenizer() -> Tokenizer {
     use ternlm::dummy::{DummySpec, Shape, write_dummy};
-    let shape = Shape {
-        name: "test",
-        about: "a small shape",
-        n_embd: 256,
-        n_ff: 256,
-        n_layer: 1,
-        n_head: 2,
-        n_head_kv: 2,
-        n_vocab: 300,
-        n_ctx: 64,
-        rope_base: 10000.0,
-        rms_eps: 1e-5,
-    };
+    let shape = Shape { name: "test", about: "a small shape", n_embd: 256, n_ff: 256, n_layer: 1, n_head: 2, n_head_kv: 2, n_vocab: 300, n_ctx: 64, rope_base: 10000.0, rms_eps: 1e-5 };
     let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("spm-tokenizer-{}.gguf", std::process::id()));
     let spec = DummySpec { shape, linear_type: ternlm::format::TensorType::TQ2_0, head_type: ternlm::format::TensorType::Q8_0, seed: 1, arch: None };
     write_dummy(&spec, &path).unwrap();

@@ -93,9 +93,7 @@ fn reference_logits(w: &Weights, tokens: &[u32]) -> Vec<f64> {
             let mut att = vec![0f64; D];
             for h in 0..HEADS {
                 let kvh = h / (HEADS / KV_HEADS);
-                let sc: Vec<f64> = (0..=i)
-                    .map(|p| (0..HD).map(|d| qs[i][h * HD + d] * ks[p][kvh * HD + d]).sum::<f64>() / (HD as f64).sqrt())
-                    .collect();
+                let sc: Vec<f64> = (0..=i).map(|p| (0..HD).map(|d| qs[i][h * HD + d] * ks[p][kvh * HD + d]).sum::<f64>() / (HD as f64).sqrt()).collect();
                 let m = sc.iter().cloned().fold(f64::MIN, f64::max);
                 let e: Vec<f64> = sc.iter().map(|s| (s - m).exp()).collect();
                 let z: f64 = e.iter().sum();
@@ -192,8 +190,7 @@ fn build(path: &std::path::Path) -> Weights {
             owned.push((format!("blk.{i}.{n}.weight"), dims(n), f32_bytes(t)));
         }
     }
-    let tensors: Vec<TensorData<'_>> =
-        owned.iter().map(|(n, d, b)| TensorData { name: n.clone(), dims: d.clone(), ty: TensorType::F32, data: b }).collect();
+    let tensors: Vec<TensorData<'_>> = owned.iter().map(|(n, d, b)| TensorData { name: n.clone(), dims: d.clone(), ty: TensorType::F32, data: b }).collect();
     write(path, &md, &tensors).unwrap();
     w
 }

@@ -17,9 +17,8 @@ use std::path::{Path, PathBuf};
 use ternlm::format::TensorType;
 use ternlm::format::safetensors::{Checkpoint, Dtype};
 use ternlm::hf::tiny::{TinyKind, write_tiny};
-use ternlm::hf::{ConvertOptions, Conversion};
+use ternlm::hf::{Conversion, ConvertOptions};
 use ternlm::{LoadOptions, Logits, Model};
-
 
 fn tmp(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hf-{}-{name}", std::process::id()));
@@ -183,11 +182,7 @@ impl Reference {
                 let h = rms(x, &self.floats(&p("post_attention_layernorm.weight")), eps);
                 let g = self.linear(&p("mlp.gate_proj"), &h);
                 let u = self.linear(&p("mlp.up_proj"), &h);
-                let mut a: Vec<f32> = g
-                    .iter()
-                    .zip(&u)
-                    .map(|(g, u)| if relu2 { g.max(0.0).powi(2) * u } else { g / (1.0 + (-g).exp()) * u })
-                    .collect();
+                let mut a: Vec<f32> = g.iter().zip(&u).map(|(g, u)| if relu2 { g.max(0.0).powi(2) * u } else { g / (1.0 + (-g).exp()) * u }).collect();
                 if let Some(s) = ffn_sub {
                     a = rms(&a, &self.floats(&p(&format!("{s}.weight"))), eps);
                 }
@@ -267,7 +262,11 @@ use Tol::{Abs, Exact, Noise};
 #[test]
 fn bitnet_b158_packed_autobitlinear() {
     // weight_scale is bf16, which f16 holds exactly: every ternary type is lossless here.
-    check_family(TinyKind::BitNetPacked, false, &[(Some(I2S), None, Exact), (Some(TQ2_0), None, Exact), (Some(TQ1_0), None, Exact), (Some(TQ2_0), Some(Q6K), Noise(3.0)), (Some(Q8_0), Some(F16), Noise(4.0))]);
+    check_family(
+        TinyKind::BitNetPacked,
+        false,
+        &[(Some(I2S), None, Exact), (Some(TQ2_0), None, Exact), (Some(TQ1_0), None, Exact), (Some(TQ2_0), Some(Q6K), Noise(3.0)), (Some(Q8_0), Some(F16), Noise(4.0))],
+    );
 }
 
 #[test]

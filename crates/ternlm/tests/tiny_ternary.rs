@@ -79,19 +79,7 @@ fn tiny_bitnet_b158_i2_s_matches_bitnet_cpp() {
 fn dummy_models_of_every_type_load_and_agree() {
     use ternlm::dummy::{DummySpec, Shape, write_dummy};
     use ternlm::format::TensorType;
-    let shape = Shape {
-        name: "test",
-        about: "a small shape",
-        n_embd: 256,
-        n_ff: 512,
-        n_layer: 2,
-        n_head: 4,
-        n_head_kv: 2,
-        n_vocab: 300,
-        n_ctx: 128,
-        rope_base: 10000.0,
-        rms_eps: 1e-5,
-    };
+    let shape = Shape { name: "test", about: "a small shape", n_embd: 256, n_ff: 512, n_layer: 2, n_head: 4, n_head_kv: 2, n_vocab: 300, n_ctx: 128, rope_base: 10000.0, rms_eps: 1e-5 };
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dummy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (ty, head) in [(TensorType::TQ2_0, TensorType::Q6K), (TensorType::TQ1_0, TensorType::Q8_0), (TensorType::I2S, TensorType::F16)] {

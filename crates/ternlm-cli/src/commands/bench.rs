@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
+use ternlm::bandwidth::read_bandwidth;
 use ternlm::forward::{Scratch, Segment, forward_batch};
 use ternlm::kv_cache::KvCache;
 use ternlm::{LoadOptions, Logits, Model};
-use ternlm::bandwidth::read_bandwidth;
 
 use crate::cli::BenchArgs;
 use crate::load::model_path;
@@ -58,7 +58,8 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         println!("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
     }
     for &t in &threads {
-        let model = Model::load(&path, &LoadOptions { threads: t, ternary_layout: a.weights.ternary_layout.into(), int8_head: a.weights.int8_head }).with_context(|| format!("loading {}", path.display()))?;
+        let model =
+            Model::load(&path, &LoadOptions { threads: t, ternary_layout: a.weights.ternary_layout.into(), int8_head: a.weights.int8_head }).with_context(|| format!("loading {}", path.display()))?;
         let isa = ternlm::isa::active().name();
         let params: u64 = model.file().view().tensors.iter().map(|i| i.n_elements()).sum();
         let size = model.file().len();

@@ -59,7 +59,13 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
                 Some(m) => format!("hf:{}@{} ({})", m.repo, m.revision, &m.commit[..m.commit.len().min(10)]),
                 None => CATALOG.iter().find(|e| e.name == name).map_or_else(String::new, |e| format!("pypi:{}=={}", e.source.package, e.source.version)),
             };
-            let status = if partial { "partial" } else if name.starts_with("hf--") && manifest.is_none() { "incomplete" } else { "ok" };
+            let status = if partial {
+                "partial"
+            } else if name.starts_with("hf--") && manifest.is_none() {
+                "incomplete"
+            } else {
+                "ok"
+            };
             rows.push((name, bytes, status, source, p));
         }
     }

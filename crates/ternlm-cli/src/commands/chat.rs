@@ -70,10 +70,7 @@ pub fn chat(args: ChatArgs) -> Result<ExitCode> {
             history.remove(base.len());
             prompt = conversation_tokens(&model, &history)?;
         }
-        let params = GenerateParams {
-            max_tokens: max_tokens(&args.sampling),
-            sampler: ternlm::SamplerConfig { seed, ..sampler.clone() },
-        };
+        let params = GenerateParams { max_tokens: max_tokens(&args.sampling), sampler: ternlm::SamplerConfig { seed, ..sampler.clone() } };
         seed = seed.wrapping_add(1);
         // A Ctrl-C pressed while the prompt was waiting must not stop this reply.
         interrupted.store(false, Ordering::SeqCst);
@@ -97,13 +94,7 @@ pub fn chat(args: ChatArgs) -> Result<ExitCode> {
             eprintln!("(stopped)");
         }
         if args.verbose {
-            eprintln!(
-                "ternlm: prompt {} tokens, {:.1} tokens/s | reply {} tokens, {:.1} tokens/s",
-                reply.prompt_evaluated,
-                reply.prompt_tokens_per_s(),
-                reply.tokens.len(),
-                reply.gen_tokens_per_s()
-            );
+            eprintln!("ternlm: prompt {} tokens, {:.1} tokens/s | reply {} tokens, {:.1} tokens/s", reply.prompt_evaluated, reply.prompt_tokens_per_s(), reply.tokens.len(), reply.gen_tokens_per_s());
         }
         history.push(Message::new("assistant", reply.text));
     }

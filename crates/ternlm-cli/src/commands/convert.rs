@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ternlm::format::TensorType;
-use ternlm::hf::{ConvertOptions, Conversion, is_checkpoint_dir};
+use ternlm::hf::{Conversion, ConvertOptions, is_checkpoint_dir};
 
 use super::parse_type;
 use crate::cli::ConvertArgs;

@@ -74,15 +74,7 @@ pub fn info(args: InfoArgs) -> Result<ExitCode> {
     for (ty, (n, bytes)) in &types {
         println!("  {ty:<8} {n:>5} tensors  {}", human_bytes(*bytes));
     }
-    println!(
-        "tokenizer:     {} (pre {}), {} tokens, bos {}, eos {}, add_bos {}",
-        tok.model_name(),
-        tok.pre_name().unwrap_or("none"),
-        tok.n_vocab(),
-        tok_text(tok.bos),
-        tok_text(tok.eos),
-        tok.add_bos
-    );
+    println!("tokenizer:     {} (pre {}), {} tokens, bos {}, eos {}, add_bos {}", tok.model_name(), tok.pre_name().unwrap_or("none"), tok.n_vocab(), tok_text(tok.bos), tok_text(tok.eos), tok.add_bos);
     match template {
         Some(t) => println!("chat template: {} chars\n{t}", t.len()),
         None => println!("chat template: none"),

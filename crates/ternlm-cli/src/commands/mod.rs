@@ -1,9 +1,9 @@
 //! One module per subcommand, plus the sampling options they share.
 
 mod bench;
+mod cache;
 mod chat;
 mod convert;
-mod cache;
 mod dummy;
 mod info;
 mod perplexity;
@@ -66,9 +66,7 @@ pub(crate) fn sampler_config(s: &SamplingArgs) -> Result<SamplerConfig> {
     if !(s.repeat_penalty.is_finite() && s.repeat_penalty > 0.0) {
         anyhow::bail!("--repeat-penalty must be a number > 0");
     }
-    let seed = s.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-    });
+    let seed = s.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
     Ok(SamplerConfig {
         temperature: s.temperature,
         top_k: s.top_k,

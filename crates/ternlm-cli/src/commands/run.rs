@@ -59,11 +59,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let stream = !args.json;
     let mut write_err = None;
     let outcome = session.generate(&prompt, &params, &mut |text, _| {
-        if stream && !text.is_empty()
-            && let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-                write_err = Some(e);
-                return false;
-            }
+        if stream
+            && !text.is_empty()
+            && let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        {
+            write_err = Some(e);
+            return false;
+        }
         true
     })?;
     if let Some(e) = write_err {

@@ -57,10 +57,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     if parallel < a.parallel {
         eprintln!("ternlm: --kv-budget holds {parallel} sequences of {n_ctx} tokens, not {}", a.parallel);
     }
-    eprintln!(
-        "ternlm: {parallel} sequences of up to {n_ctx} tokens; KV cache up to {:.0} MB (grown as used)",
-        (parallel * kv_bytes_per_slot(&model, n_ctx)) as f64 / 1e6
-    );
+    eprintln!("ternlm: {parallel} sequences of up to {n_ctx} tokens; KV cache up to {:.0} MB (grown as used)", (parallel * kv_bytes_per_slot(&model, n_ctx)) as f64 / 1e6);
     let name = a.alias.clone().unwrap_or_else(|| {
         let arg = a.model.model.clone().unwrap_or_else(|| ternlm_hub::catalog::DEFAULT_MODEL.to_string());
         let p = std::path::Path::new(&arg);

@@ -119,62 +119,22 @@ pub trait Metadata {
     }
 
     fn u64_of(&self, key: &str) -> Result<Option<u64>> {
-        self.get(key)
-            .map(|v| {
-                v.as_u64().ok_or_else(|| FormatError::WrongKeyType {
-                    key: key.to_string(),
-                    expected: "non-negative integer",
-                    found: v.type_name(),
-                })
-            })
-            .transpose()
+        self.get(key).map(|v| v.as_u64().ok_or_else(|| FormatError::WrongKeyType { key: key.to_string(), expected: "non-negative integer", found: v.type_name() })).transpose()
     }
 
     fn f64_of(&self, key: &str) -> Result<Option<f64>> {
-        self.get(key)
-            .map(|v| {
-                v.as_f64().ok_or_else(|| FormatError::WrongKeyType {
-                    key: key.to_string(),
-                    expected: "number",
-                    found: v.type_name(),
-                })
-            })
-            .transpose()
+        self.get(key).map(|v| v.as_f64().ok_or_else(|| FormatError::WrongKeyType { key: key.to_string(), expected: "number", found: v.type_name() })).transpose()
     }
 
     fn str_of(&self, key: &str) -> Result<Option<&str>> {
-        self.get(key)
-            .map(|v| {
-                v.as_str().ok_or_else(|| FormatError::WrongKeyType {
-                    key: key.to_string(),
-                    expected: "string",
-                    found: v.type_name(),
-                })
-            })
-            .transpose()
+        self.get(key).map(|v| v.as_str().ok_or_else(|| FormatError::WrongKeyType { key: key.to_string(), expected: "string", found: v.type_name() })).transpose()
     }
 
     fn bool_of(&self, key: &str) -> Result<Option<bool>> {
-        self.get(key)
-            .map(|v| {
-                v.as_bool().ok_or_else(|| FormatError::WrongKeyType {
-                    key: key.to_string(),
-                    expected: "bool",
-                    found: v.type_name(),
-                })
-            })
-            .transpose()
+        self.get(key).map(|v| v.as_bool().ok_or_else(|| FormatError::WrongKeyType { key: key.to_string(), expected: "bool", found: v.type_name() })).transpose()
     }
 
     fn array_of(&self, key: &str) -> Result<Option<&[MetadataValue]>> {
-        self.get(key)
-            .map(|v| {
-                v.as_array().ok_or_else(|| FormatError::WrongKeyType {
-                    key: key.to_string(),
-                    expected: "array",
-                    found: v.type_name(),
-                })
-            })
-            .transpose()
+        self.get(key).map(|v| v.as_array().ok_or_else(|| FormatError::WrongKeyType { key: key.to_string(), expected: "array", found: v.type_name() })).transpose()
     }
 }

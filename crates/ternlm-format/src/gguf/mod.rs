@@ -9,4 +9,4 @@ pub mod writer;
 
 pub use file::GgufFile;
 pub use metadata::{Metadata, MetadataValue};
-pub use reader::{GgufView, TensorInfo, MAX_DIMS};
+pub use reader::{GgufView, MAX_DIMS, TensorInfo};

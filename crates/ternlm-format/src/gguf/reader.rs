@@ -105,11 +105,7 @@ impl GgufView {
         let alignment = match key_index.get("general.alignment") {
             Some(&i) => {
                 let v = &metadata[i].1;
-                let a = v.as_u64().ok_or(FormatError::WrongKeyType {
-                    key: "general.alignment".into(),
-                    expected: "non-negative integer",
-                    found: v.type_name(),
-                })?;
+                let a = v.as_u64().ok_or(FormatError::WrongKeyType { key: "general.alignment".into(), expected: "non-negative integer", found: v.type_name() })?;
                 if a == 0 || !a.is_power_of_two() || a > 65536 {
                     return Err(FormatError::BadAlignment(a));
                 }
@@ -123,10 +119,7 @@ impl GgufView {
             let name = r.string("tensor name")?;
             let n_dims = r.u32(&format!("dimension count of tensor {name:?}"))? as usize;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(FormatError::BadTensor {
-                    name,
-                    reason: format!("has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
-                });
+                return Err(FormatError::BadTensor { name, reason: format!("has {n_dims} dimensions (1 to {MAX_DIMS} allowed)") });
             }
             let mut dims = Vec::with_capacity(n_dims);
             for _ in 0..n_dims {
@@ -137,11 +130,7 @@ impl GgufView {
             raw.push((name, dims, type_id, offset));
         }
 
-        let data_offset = align_up(r.pos as u64, alignment).ok_or(FormatError::Implausible {
-            what: "header size".into(),
-            value: r.pos as u64,
-            limit: u64::MAX - alignment,
-        })?;
+        let data_offset = align_up(r.pos as u64, alignment).ok_or(FormatError::Implausible { what: "header size".into(), value: r.pos as u64, limit: u64::MAX - alignment })?;
         let file_len = bytes.len() as u64;
         let mut tensors = Vec::with_capacity(raw.len());
         let mut tensor_index = HashMap::with_capacity(raw.len());
@@ -153,16 +142,7 @@ impl GgufView {
             tensors.push(info);
         }
 
-        Ok(Self {
-            version,
-            metadata,
-            tensors,
-            alignment,
-            data_offset,
-            file_len,
-            key_index,
-            tensor_index,
-        })
+        Ok(Self { version, metadata, tensors, alignment, data_offset, file_len, key_index, tensor_index })
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
@@ -174,15 +154,7 @@ impl GgufView {
     }
 }
 
-fn tensor_info(
-    name: String,
-    dims: Vec<u64>,
-    type_id: u32,
-    rel_offset: u64,
-    data_offset: u64,
-    alignment: u64,
-    file_len: u64,
-) -> Result<TensorInfo> {
+fn tensor_info(name: String, dims: Vec<u64>, type_id: u32, rel_offset: u64, data_offset: u64, alignment: u64, file_len: u64) -> Result<TensorInfo> {
     let bad = |name: &str, reason: String| FormatError::BadTensor { name: name.to_string(), reason };
     let Some(ty) = TensorType::from_id(type_id) else {
         return Err(match TensorType::name_of_id(type_id) {
@@ -195,31 +167,19 @@ fn tensor_info(
     }
     let mut n: u64 = 1;
     for &d in &dims {
-        n = n
-            .checked_mul(d)
-            .filter(|&n| n <= file_len.saturating_mul(8))
-            .ok_or_else(|| bad(&name, format!("has implausible dimensions {dims:?}")))?;
+        n = n.checked_mul(d).filter(|&n| n <= file_len.saturating_mul(8)).ok_or_else(|| bad(&name, format!("has implausible dimensions {dims:?}")))?;
     }
     if usize::try_from(n).is_err() {
         return Err(bad(&name, format!("has implausible dimensions {dims:?}")));
     }
-    let size = ty.data_size(dims[0], n).ok_or_else(|| {
-        bad(&name, format!("row length {} is not a multiple of the {ty} block size {}", dims[0], ty.block_len()))
-    })?;
+    let size = ty.data_size(dims[0], n).ok_or_else(|| bad(&name, format!("row length {} is not a multiple of the {ty} block size {}", dims[0], ty.block_len())))?;
     if !rel_offset.is_multiple_of(alignment) {
         return Err(bad(&name, format!("data offset {rel_offset} is not aligned to {alignment}")));
     }
-    let offset = data_offset
-        .checked_add(rel_offset)
-        .ok_or_else(|| bad(&name, format!("data offset {rel_offset} overflows")))?;
-    let end = offset
-        .checked_add(size)
-        .ok_or_else(|| bad(&name, format!("data offset {rel_offset} overflows")))?;
+    let offset = data_offset.checked_add(rel_offset).ok_or_else(|| bad(&name, format!("data offset {rel_offset} overflows")))?;
+    let end = offset.checked_add(size).ok_or_else(|| bad(&name, format!("data offset {rel_offset} overflows")))?;
     if end > file_len {
-        return Err(bad(
-            &name,
-            format!("data [{offset}, {end}) lies beyond the end of the file ({file_len} bytes): the file is truncated or corrupt"),
-        ));
+        return Err(bad(&name, format!("data [{offset}, {end}) lies beyond the end of the file ({file_len} bytes): the file is truncated or corrupt")));
     }
     Ok(TensorInfo { name, dims, ty, offset, size })
 }
@@ -241,12 +201,7 @@ impl<'a> Cursor<'a> {
 
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
         if n > self.remaining() {
-            return Err(FormatError::Truncated {
-                what: what.to_string(),
-                offset: self.pos as u64,
-                needed: n,
-                len: self.bytes.len() as u64,
-            });
+            return Err(FormatError::Truncated { what: what.to_string(), offset: self.pos as u64, needed: n, len: self.bytes.len() as u64 });
         }
         let n = n as usize;
         let s = &self.bytes[self.pos..self.pos + n];
@@ -279,11 +234,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &str) -> Result<String> {
         let len = self.u64(what)?;
         if len > MAX_STRING_LEN {
-            return Err(FormatError::Implausible {
-                what: format!("{what} length"),
-                value: len,
-                limit: MAX_STRING_LEN,
-            });
+            return Err(FormatError::Implausible { what: format!("{what} length"), value: len, limit: MAX_STRING_LEN });
         }
         let b = self.take(len, what)?;
         String::from_utf8(b.to_vec()).map_err(|_| FormatError::BadUtf8 { what: what.to_string() })
@@ -310,11 +261,7 @@ impl<'a> Cursor<'a> {
             8 => V::String(self.string(&what())?),
             9 => {
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(FormatError::Implausible {
-                        what: format!("array nesting of key {key:?}"),
-                        value: depth as u64 + 1,
-                        limit: MAX_ARRAY_DEPTH as u64,
-                    });
+                    return Err(FormatError::Implausible { what: format!("array nesting of key {key:?}"), value: depth as u64 + 1, limit: MAX_ARRAY_DEPTH as u64 });
                 }
                 let elem_type = self.u32(&what())?;
                 let count = self.u64(&what())?;

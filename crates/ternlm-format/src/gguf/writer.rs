@@ -147,10 +147,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let data: Vec<u8> = (0..64u8).collect();
-        let md = vec![
-            ("general.architecture".to_string(), MetadataValue::String("llama".into())),
-            ("x.list".to_string(), MetadataValue::Array(vec![MetadataValue::I32(3), MetadataValue::I32(-1)])),
-        ];
+        let md = vec![("general.architecture".to_string(), MetadataValue::String("llama".into())), ("x.list".to_string(), MetadataValue::Array(vec![MetadataValue::I32(3), MetadataValue::I32(-1)]))];
         let t = [TensorData { name: "w".into(), dims: vec![4, 4], ty: TensorType::F32, data: &data }];
         let bytes = to_bytes(&md, &t).unwrap();
         let v = GgufView::parse(&bytes).unwrap();

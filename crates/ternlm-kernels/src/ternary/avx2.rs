@@ -121,14 +121,8 @@ unsafe fn gemv_row(w: *const u8, nb: usize, gpb: usize, x: *const i8, raw: &mut 
                     let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask);
                     let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
                     let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask);
-                    let p01 = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(c0, _mm256_loadu_si256(xp)),
-                        _mm256_maddubs_epi16(c1, _mm256_loadu_si256(xp.add(1))),
-                    );
-                    let p23 = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(c2, _mm256_loadu_si256(xp.add(2))),
-                        _mm256_maddubs_epi16(c3, _mm256_loadu_si256(xp.add(3))),
-                    );
+                    let p01 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, _mm256_loadu_si256(xp)), _mm256_maddubs_epi16(c1, _mm256_loadu_si256(xp.add(1))));
+                    let p23 = _mm256_add_epi16(_mm256_maddubs_epi16(c2, _mm256_loadu_si256(xp.add(2))), _mm256_maddubs_epi16(c3, _mm256_loadu_si256(xp.add(3))));
                     acc16 = _mm256_add_epi16(acc16, _mm256_add_epi16(p01, p23));
                     g += 1;
                 }
@@ -162,10 +156,7 @@ unsafe fn gemv16_row(w: *const u8, groups: usize, x: *const i8) -> i32 {
                 let mut m = _mm256_loadu_si256(w.add(g * 32) as *const __m256i);
                 let xp = x.add(g * GROUP16) as *const __m256i;
                 for n in 0..5 {
-                    let d = _mm256_add_epi8(
-                        _mm256_min_epu8(_mm256_subs_epu8(m, c85), one),
-                        _mm256_min_epu8(_mm256_subs_epu8(m, c170), one),
-                    );
+                    let d = _mm256_add_epi8(_mm256_min_epu8(_mm256_subs_epu8(m, c85), one), _mm256_min_epu8(_mm256_subs_epu8(m, c170), one));
                     acc16 = _mm256_add_epi16(acc16, _mm256_maddubs_epi16(d, _mm256_loadu_si256(xp.add(n))));
                     if n < 4 {
                         m = _mm256_add_epi8(_mm256_add_epi8(m, m), m);
@@ -226,13 +217,7 @@ unsafe fn gemm_tile<const R: usize, const T: usize>(c: *const u8, ld: usize, x: 
 /// One 32-column slice `S` (bit shift `2S`) of a group for a register tile: the codes of each
 /// row come from its packed group `p[r]` with one shift and one mask, then meet every token.
 #[inline(always)]
-unsafe fn packed_slice<const R: usize, const T: usize, const SHIFT: i32>(
-    p: &[__m256i; R],
-    mask: __m256i,
-    x: *const i8,
-    ldx: usize,
-    acc16: &mut [[__m256i; T]; R],
-) {
+unsafe fn packed_slice<const R: usize, const T: usize, const SHIFT: i32>(p: &[__m256i; R], mask: __m256i, x: *const i8, ldx: usize, acc16: &mut [[__m256i; T]; R]) {
     // SAFETY: the caller runs with AVX2 enabled and bounds `x` (T tokens, ldx apart, 32
     // values each from here).
     unsafe {

@@ -44,7 +44,6 @@ impl Kernels for Avx512 {
     }
 }
 
-
 /// Decode: as AVX2's (one row streamed at a time, prefetching ahead), with `vpdpbusd` in
 /// place of `maddubs` + widening.
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]

@@ -210,11 +210,7 @@ impl TernaryMatrix {
             return Err(ShapeError("a weight scale is not finite".into()));
         }
         // One shared scale needs no per-block partial sums.
-        let (block_len, scales) = if scales.windows(2).all(|w| w[0] == w[1]) {
-            (cols, vec![scales[0]])
-        } else {
-            (block_len, scales)
-        };
+        let (block_len, scales) = if scales.windows(2).all(|w| w[0] == w[1]) { (cols, vec![scales[0]]) } else { (block_len, scales) };
         Ok(Self { rows, cols, packed, block_len, scales, layout: TernaryLayout::Bits2 })
     }
 

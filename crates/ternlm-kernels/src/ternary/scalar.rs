@@ -54,8 +54,7 @@ impl Kernels for Scalar {
                 let c = &codes[r * ld..];
                 for b in 0..nb {
                     let range = b * block..(b + 1) * block;
-                    raw[(t * n_rows + r) * nb + b] =
-                        c[range.clone()].iter().zip(&x[range]).map(|(&c, &q)| i32::from(c) * i32::from(q)).sum();
+                    raw[(t * n_rows + r) * nb + b] = c[range.clone()].iter().zip(&x[range]).map(|(&c, &q)| i32::from(c) * i32::from(q)).sum();
                 }
             }
         }

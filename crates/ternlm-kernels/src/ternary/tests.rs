@@ -5,7 +5,6 @@
 use super::*;
 use proptest::prelude::*;
 
-
 fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     let mut state = seed | 1;
     move || {
@@ -37,8 +36,7 @@ fn gemm_matches_float_math_on_a_small_case() {
     m.gemm(&ThreadPool::new(2), &acts, &mut out);
     for t in 0..2 {
         for r in 0..rows {
-            let want: f32 =
-                (0..cols).map(|i| f32::from(trits[r * cols + i]) * 0.5 * f32::from(acts.q[t * cols + i]) / acts.inv[t]).sum();
+            let want: f32 = (0..cols).map(|i| f32::from(trits[r * cols + i]) * 0.5 * f32::from(acts.q[t * cols + i]) / acts.inv[t]).sum();
             assert!((out[t * rows + r] - want).abs() < 1e-4);
         }
     }
@@ -70,9 +68,7 @@ fn pack_group_copies_tq2_order_and_reverses_i2s_order() {
     let trits: Vec<i8> = (0..GROUP).map(|i| ((i * 7 + i / 9) % 3) as i8 - 1).collect();
     let mut want = vec![0u8; 32];
     TernaryMatrix::pack_row(&trits, &mut want);
-    let i2s: Vec<u8> = (0..32)
-        .map(|j| (0..4).map(|s| ((trits[j + 32 * s] + 1) as u8) << (6 - 2 * s)).fold(0, |a, b| a | b))
-        .collect();
+    let i2s: Vec<u8> = (0..32).map(|j| (0..4).map(|s| ((trits[j + 32 * s] + 1) as u8) << (6 - 2 * s)).fold(0, |a, b| a | b)).collect();
     let mut out = vec![0u8; 32];
     TernaryMatrix::pack_group(&want, false, &mut out).unwrap();
     assert_eq!(out, want);

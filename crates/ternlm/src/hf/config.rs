@@ -82,13 +82,7 @@ impl HfConfig {
 
     pub fn from_json(v: &Value, path: &Path) -> Result<Self> {
         let err = |reason: String| hf_err(path, reason);
-        let architecture = v
-            .get("architectures")
-            .and_then(|a| a.as_array())
-            .and_then(|a| a.first())
-            .and_then(|a| a.as_str())
-            .ok_or_else(|| err("has no \"architectures\" list".into()))?
-            .to_string();
+        let architecture = v.get("architectures").and_then(|a| a.as_array()).and_then(|a| a.first()).and_then(|a| a.as_str()).ok_or_else(|| err("has no \"architectures\" list".into()))?.to_string();
         let usize_of = |key: &str, limit: u64| -> Result<Option<usize>> {
             match v.get(key) {
                 None | Some(Value::Null) => Ok(None),
@@ -128,10 +122,7 @@ impl HfConfig {
                 (Family::Llama, "llama", ternary)
             }
             other => {
-                return Err(ModelError::UnknownArchitecture(format!(
-                    "{other} (in {}; ternlm reads BitNetForCausalLM, BitnetForCausalLM and LlamaForCausalLM)",
-                    path.display()
-                )));
+                return Err(ModelError::UnknownArchitecture(format!("{other} (in {}; ternlm reads BitNetForCausalLM, BitnetForCausalLM and LlamaForCausalLM)", path.display())));
             }
         };
         if family == Family::Bitnet1bitLlm && act != "silu" {

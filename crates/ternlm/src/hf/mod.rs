@@ -121,11 +121,7 @@ impl Conversion {
                 (None, true) => TensorType::I2S,
                 (None, false) => opts.keep(src_ty.unwrap_or(TensorType::F16)),
                 (Some(t), false) if t.is_ternary() => {
-                    return Err(ModelError::Invalid(format!(
-                        "--type {t} needs a ternary checkpoint; {} in {} is a plain float model (use f16 or q8_0)",
-                        cfg.architecture,
-                        dir.display()
-                    )));
+                    return Err(ModelError::Invalid(format!("--type {t} needs a ternary checkpoint; {} in {} is a plain float model (use f16 or q8_0)", cfg.architecture, dir.display())));
                 }
                 (Some(t), _) => t,
             };
@@ -201,11 +197,7 @@ impl Conversion {
         let arch = cfg.gguf_arch;
         let name = dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
         let linear = planned.iter().find(|p| p.name == "blk.0.attn_q.weight").map(|p| p.ty);
-        let mut md: Vec<(String, V)> = vec![
-            ("general.architecture".into(), V::String(arch.into())),
-            ("general.name".into(), V::String(name)),
-            ("general.quantization_version".into(), V::U32(2)),
-        ];
+        let mut md: Vec<(String, V)> = vec![("general.architecture".into(), V::String(arch.into())), ("general.name".into(), V::String(name)), ("general.quantization_version".into(), V::U32(2))];
         if let Some(ft) = linear.and_then(file_type) {
             md.push(("general.file_type".into(), V::U32(ft)));
         }

@@ -144,11 +144,8 @@ fn tokenizer_json(kind: TinyKind) -> (serde_json::Value, usize, &'static str, &'
         }
         let specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"];
         let base = vocab.len();
-        let added: Vec<serde_json::Value> = specials
-            .iter()
-            .enumerate()
-            .map(|(i, s)| json!({"id": base + i, "content": s, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
-            .collect();
+        let added: Vec<serde_json::Value> =
+            specials.iter().enumerate().map(|(i, s)| json!({"id": base + i, "content": s, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})).collect();
         let pre = if kind == TinyKind::LlamaFloat {
             json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]})
         } else {
@@ -212,8 +209,11 @@ fn tokenizer_json(kind: TinyKind) -> (serde_json::Value, usize, &'static str, &'
         ranked.sort();
         merges.extend(ranked.into_iter().map(|(_, a, b)| json!(format!("{a} {b}"))));
         let n = vocab.len();
-        let added: Vec<serde_json::Value> =
-            ["<unk>", "<s>", "</s>"].iter().enumerate().map(|(i, s)| json!({"id": i, "content": s, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})).collect();
+        let added: Vec<serde_json::Value> = ["<unk>", "<s>", "</s>"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| json!({"id": i, "content": s, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+            .collect();
         let tok = json!({
             "version": "1.0",
             "truncation": null,
@@ -302,10 +302,7 @@ pub fn write_shaped(dir: &Path, kind: TinyKind, seed: u64, shards: bool, shape: 
 
     let groups: Vec<(String, Vec<&Owned>)> = if shards {
         let half = tensors.len() / 2;
-        vec![
-            ("model-00001-of-00002.safetensors".into(), tensors[..half].iter().collect()),
-            ("model-00002-of-00002.safetensors".into(), tensors[half..].iter().collect()),
-        ]
+        vec![("model-00001-of-00002.safetensors".into(), tensors[..half].iter().collect()), ("model-00002-of-00002.safetensors".into(), tensors[half..].iter().collect())]
     } else {
         vec![("model.safetensors".into(), tensors.iter().collect())]
     };

@@ -199,21 +199,18 @@ pub fn tokenizer_metadata(dir: &Path, cfg: &HfConfig) -> Result<Vec<(String, V)>
     }
     // Without an explicit flag, SentencePiece tokenizers add BOS and byte-level ones follow
     // the post-processor (LLaMA-3's TemplateProcessing prepends <|begin_of_text|>).
-    let add_bos = tc.get("add_bos_token").and_then(|b| b.as_bool()).unwrap_or_else(|| {
-        spm || tok.get("post_processor").is_some_and(|p| bos.and_then(|b| tokens.get(b as usize)).is_some_and(|t| p.to_string().contains(&format!("\"{t}\""))))
-    });
+    let add_bos = tc
+        .get("add_bos_token")
+        .and_then(|b| b.as_bool())
+        .unwrap_or_else(|| spm || tok.get("post_processor").is_some_and(|p| bos.and_then(|b| tokens.get(b as usize)).is_some_and(|t| p.to_string().contains(&format!("\"{t}\"")))));
     md.push(("tokenizer.ggml.add_bos_token".into(), V::Bool(add_bos)));
     md.push(("tokenizer.ggml.add_eos_token".into(), V::Bool(tc.get("add_eos_token").and_then(|b| b.as_bool()).unwrap_or(false))));
 
     let template = match tc.get("chat_template") {
         Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Array(list)) => list
-            .iter()
-            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-            .or_else(|| list.first())
-            .and_then(|t| t.get("template"))
-            .and_then(|t| t.as_str())
-            .map(str::to_string),
+        Some(Value::Array(list)) => {
+            list.iter().find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default")).or_else(|| list.first()).and_then(|t| t.get("template")).and_then(|t| t.as_str()).map(str::to_string)
+        }
         _ => None,
     };
     let template = match template {

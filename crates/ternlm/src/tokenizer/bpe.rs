@@ -40,21 +40,12 @@ impl BpeEncoder {
         let merges = merges
             .iter()
             .enumerate()
-            .map(|(i, m)| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| ModelError::Tokenizer(format!("merge {i} {m:?} is not two tokens")))
-            })
+            .map(|(i, m)| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| ModelError::Tokenizer(format!("merge {i} {m:?} is not two tokens"))))
             .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .ignore_merges(ignore_merges)
-            .build()
-            .map_err(|e| ModelError::Tokenizer(format!("building BPE: {e}")))?;
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).ignore_merges(ignore_merges).build().map_err(|e| ModelError::Tokenizer(format!("building BPE: {e}")))?;
         let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
         for r in regexes {
-            let split = Split::new(SplitPattern::Regex(r.to_string()), SplitDelimiterBehavior::Isolated, false)
-                .map_err(|e| ModelError::Tokenizer(format!("pre-tokenizer regex: {e}")))?;
+            let split = Split::new(SplitPattern::Regex(r.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(|e| ModelError::Tokenizer(format!("pre-tokenizer regex: {e}")))?;
             steps.push(split.into());
         }
         steps.push(ByteLevel::new(false, false, false).into());

@@ -50,16 +50,7 @@ enum Encoder {
 }
 
 /// Texts that llama.cpp also treats as end of generation when they are control tokens.
-const EOG_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|end_of_text|>",
-    "<EOT>",
-    "<|eom_id|>",
-];
+const EOG_TEXTS: &[&str] = &["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "<|eom_id|>"];
 
 pub struct Tokenizer {
     model: String,
@@ -88,10 +79,7 @@ fn bad(msg: impl Into<String>) -> ModelError {
 
 fn strings(md: &impl Metadata, key: &str) -> Result<Vec<String>> {
     let arr = md.array_of(key)?.ok_or_else(|| bad(format!("the model file has no {key}")))?;
-    arr.iter()
-        .enumerate()
-        .map(|(i, v)| v.as_str().map(str::to_string).ok_or_else(|| bad(format!("{key}[{i}] is not a string"))))
-        .collect()
+    arr.iter().enumerate().map(|(i, v)| v.as_str().map(str::to_string).ok_or_else(|| bad(format!("{key}[{i}] is not a string")))).collect()
 }
 
 impl Tokenizer {
@@ -117,10 +105,7 @@ impl Tokenizer {
         };
         let bos = id_key("tokenizer.ggml.bos_token_id")?;
         let eos = id_key("tokenizer.ggml.eos_token_id")?;
-        let mut eog: Vec<u32> = [eos, id_key("tokenizer.ggml.eot_token_id")?, id_key("tokenizer.ggml.eom_token_id")?]
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut eog: Vec<u32> = [eos, id_key("tokenizer.ggml.eot_token_id")?, id_key("tokenizer.ggml.eom_token_id")?].into_iter().flatten().collect();
         for (i, t) in texts.iter().enumerate() {
             if types[i] == TokenType::Control && EOG_TEXTS.contains(&t.as_str()) && !eog.contains(&(i as u32)) {
                 eog.push(i as u32);

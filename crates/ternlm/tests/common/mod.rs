@@ -22,9 +22,7 @@ pub fn smollm2() -> &'static Model {
 }
 
 pub fn fixtures() -> PathBuf {
-    std::env::var_os("TERNLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+    std::env::var_os("TERNLM_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
 }
 
 pub fn jsonl(rel: &str) -> Vec<Value> {
