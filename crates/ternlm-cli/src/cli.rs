@@ -1,7 +1,20 @@
 //! Command-line definitions. Flag spellings are a contract with scripts: add aliases, never
 //! rename.
 
-use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// Parses the command line; help, version and usage errors are printed here, and their exit
+/// status comes back as the error.
+pub fn parse() -> Result<Cli, ExitCode> {
+    let matches = Cli::command().try_get_matches_from(std::env::args_os()).and_then(|m| Cli::from_arg_matches(&m));
+    matches.map_err(|e| {
+        // A closed stdout (`ternlm --help | head -1`) is not worth a panic.
+        let _ = e.print();
+        ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+    })
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "ternlm", version, about = "Fast local inference for ternary (1.58-bit) and quantized language models")]
@@ -287,6 +300,9 @@ pub struct PullArgs {
     /// No progress bars.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Re-check a cached model's size and checksum against what was recorded at download.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Args, Debug)]

@@ -15,6 +15,7 @@ use ternlm::{LoadOptions, Logits, Model};
 
 use crate::cli::BenchArgs;
 use crate::load::model_path;
+use crate::out::outln;
 
 struct Row {
     test: String,
@@ -54,8 +55,8 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     }
     let model_name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     if !a.json {
-        println!("| model | size | params | isa | threads | test | t/s (median) | min..max | MB/token | GB/s | % of BW |");
-        println!("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+        outln!("| model | size | params | isa | threads | test | t/s (median) | min..max | MB/token | GB/s | % of BW |")?;
+        outln!("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")?;
     }
     for &t in &threads {
         let model =
@@ -108,9 +109,9 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
                     "bw_share": share,
                     "load_ms": model.load_time().as_secs_f64() * 1e3,
                 });
-                println!("{line}");
+                outln!("{line}")?;
             } else {
-                println!(
+                outln!(
                     "| {model_name} | {:.2} GiB | {:.2} B | {isa} | {t} | {} | {:.2} | {:.2}..{:.2} | {:.1} | {:.2} | {} |",
                     size as f64 / (1u64 << 30) as f64,
                     params as f64 / 1e9,
@@ -121,14 +122,14 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
                     r.bytes_per_token / 1e6,
                     gbps,
                     share.map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
-                );
+                )?;
             }
         }
         if !a.json
             && let Some(c) = ceiling
         {
             {
-                println!("\nthreads {t}: read bandwidth ceiling {:.2} GB/s (probe), load {:.0} ms", c / 1e9, model.load_time().as_secs_f64() * 1e3);
+                outln!("\nthreads {t}: read bandwidth ceiling {:.2} GB/s (probe), load {:.0} ms", c / 1e9, model.load_time().as_secs_f64() * 1e3)?;
             }
         }
     }

@@ -11,6 +11,7 @@ use ternlm_hub::{ModelSpec, cache};
 
 use super::human_bytes;
 use crate::cli::{ListArgs, PullArgs, RmArgs};
+use crate::out::{note, outln};
 
 /// Bytes under `path`, and whether a download was left unfinished there.
 fn usage(path: &Path) -> (u64, bool) {
@@ -35,13 +36,13 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
         ModelSpec::Catalog(_) => ternlm_hub::resolve_model(Some(&a.name), show)?,
         ModelSpec::Hub(r) => {
             if !cache::offline() {
-                eprintln!("ternlm: pulling hf:{}@{} from {}", r.repo, r.revision, hf::endpoint());
+                note!("ternlm: pulling hf:{}@{} from {}", r.repo, r.revision, hf::endpoint());
             }
             hf::pull(&r, show)?
         }
     };
     let (bytes, _) = usage(&path);
-    println!("{} ({})", path.display(), human_bytes(bytes));
+    outln!("{} ({})", path.display(), human_bytes(bytes))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -79,26 +80,26 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
                 .chain(HUB_CATALOG.iter().map(|e| json!({"name": e.name, "source": e.spec, "description": e.description})))
                 .collect();
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("cache: {}", dir.display());
+    outln!("cache: {}", dir.display())?;
     if rows.is_empty() {
-        println!("(empty)");
+        outln!("(empty)")?;
     } else {
         let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
-        println!("{:<w$}  {:>10}  {:<10}  SOURCE", "NAME", "SIZE", "STATUS");
+        outln!("{:<w$}  {:>10}  {:<10}  SOURCE", "NAME", "SIZE", "STATUS")?;
         for (n, b, s, src, _) in &rows {
-            println!("{n:<w$}  {:>10}  {s:<10}  {src}", human_bytes(*b));
+            outln!("{n:<w$}  {:>10}  {s:<10}  {src}", human_bytes(*b))?;
         }
     }
     if a.catalog {
-        println!("\ncatalog (ternlm pull NAME):");
+        outln!("\ncatalog (ternlm pull NAME):")?;
         for e in CATALOG {
-            println!("  {:<18} {}", e.name, e.description);
+            outln!("  {:<18} {}", e.name, e.description)?;
         }
         for e in HUB_CATALOG {
-            println!("  {:<18} {} [{}]", e.name, e.description, e.spec);
+            outln!("  {:<18} {} [{}]", e.name, e.description, e.spec)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -124,6 +125,6 @@ pub fn rm(a: RmArgs) -> Result<ExitCode> {
     }
     let (bytes, _) = usage(&path);
     std::fs::remove_dir_all(&path).map_err(|e| anyhow::anyhow!("removing {}: {e}", path.display()))?;
-    println!("removed {} ({})", path.display(), human_bytes(bytes));
+    outln!("removed {} ({})", path.display(), human_bytes(bytes))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ use ternlm::{GenerateParams, Message, Model, ModelError, StopReason};
 use super::{max_tokens, sampler_config};
 use crate::cli::ChatArgs;
 use crate::load::{ctx_size, load_model};
+use crate::out::{note, note_raw};
 
 /// Tokens of the rendered conversation, ready to generate the assistant's reply (what was
 /// typed is text: control-token strings in it stay plain text).
@@ -34,7 +35,7 @@ pub fn chat(args: ChatArgs) -> Result<ExitCode> {
     }
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        eprintln!("ternlm chat: {} — /reset clears, /exit or Ctrl-D quits, Ctrl-C stops a reply", model.path().display());
+        note!("ternlm chat: {} — /reset clears, /exit or Ctrl-D quits, Ctrl-C stops a reply", model.path().display());
     }
 
     let base: Vec<Message> = args.system.iter().map(|s| Message::new("system", s.clone())).collect();
@@ -45,7 +46,7 @@ pub fn chat(args: ChatArgs) -> Result<ExitCode> {
     let mut lines = stdin.lock().lines();
     loop {
         if interactive {
-            eprint!("> ");
+            note_raw!("> ");
             let _ = std::io::stderr().flush();
         }
         let Some(line) = lines.next() else { break };
@@ -57,7 +58,7 @@ pub fn chat(args: ChatArgs) -> Result<ExitCode> {
             "/reset" => {
                 history = base.clone();
                 session.reset();
-                eprintln!("(conversation cleared)");
+                note!("(conversation cleared)");
                 continue;
             }
             _ => {}
@@ -83,7 +84,7 @@ pub fn chat(args: ChatArgs) -> Result<ExitCode> {
         let reply = match result {
             Ok(g) => g,
             Err(e @ ModelError::PromptTooLong { .. }) => {
-                eprintln!("ternlm: {e}");
+                note!("ternlm: {e}");
                 history.pop();
                 continue;
             }
@@ -91,10 +92,10 @@ pub fn chat(args: ChatArgs) -> Result<ExitCode> {
         };
         writeln!(out)?;
         if reply.stop == StopReason::Cancelled {
-            eprintln!("(stopped)");
+            note!("(stopped)");
         }
         if args.verbose {
-            eprintln!("ternlm: prompt {} tokens, {:.1} tokens/s | reply {} tokens, {:.1} tokens/s", reply.prompt_evaluated, reply.prompt_tokens_per_s(), reply.tokens.len(), reply.gen_tokens_per_s());
+            note!("ternlm: prompt {} tokens, {:.1} tokens/s | reply {} tokens, {:.1} tokens/s", reply.prompt_evaluated, reply.prompt_tokens_per_s(), reply.tokens.len(), reply.gen_tokens_per_s());
         }
         history.push(Message::new("assistant", reply.text));
     }

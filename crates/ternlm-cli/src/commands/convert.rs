@@ -11,6 +11,7 @@ use ternlm::hf::{Conversion, ConvertOptions, is_checkpoint_dir};
 use super::parse_type;
 use crate::cli::ConvertArgs;
 use crate::load::model_path;
+use crate::out::note;
 
 pub fn convert(a: ConvertArgs) -> Result<ExitCode> {
     use TensorType::{BF16, F16, I2S, Q6K, Q8_0, TQ1_0, TQ2_0};
@@ -28,13 +29,13 @@ pub fn convert(a: ConvertArgs) -> Result<ExitCode> {
     let start = Instant::now();
     let conv = Conversion::plan(&src, &ConvertOptions { linear_type, head_type, bf16_as_f16: false }).with_context(|| format!("reading {}", src.display()))?;
     for n in &conv.notes {
-        eprintln!("note: {n}");
+        note!("note: {n}");
     }
     let bytes = conv.write(&a.output, threads).with_context(|| format!("writing {}", a.output.display()))?;
     let linear = conv.tensors.iter().find(|t| t.name == "blk.0.attn_q.weight").map_or("?", |t| t.ty.name());
     let head = conv.tensors.iter().find(|t| t.name == "token_embd.weight").map_or("?", |t| t.ty.name());
     let params: u64 = conv.tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
-    eprintln!(
+    note!(
         "wrote {}: {} ({}), {} linears, {} embedding, {:.2} G parameters, {:.1} MB in {:.1} s",
         a.output.display(),
         conv.config.architecture,

@@ -9,6 +9,7 @@ use ternlm::format::TensorType;
 
 use super::parse_type;
 use crate::cli::DummyArgs;
+use crate::out::note;
 
 pub fn dummy(a: DummyArgs) -> Result<ExitCode> {
     let Some(shape) = Shape::by_name(&a.shape) else {
@@ -20,9 +21,9 @@ pub fn dummy(a: DummyArgs) -> Result<ExitCode> {
     let spec = DummySpec { shape, linear_type, head_type, seed: a.seed, arch: a.arch.clone() };
     let report = write_dummy(&spec, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
     for f in &report.fallbacks {
-        eprintln!("note: {f}");
+        note!("note: {f}");
     }
-    eprintln!(
+    note!(
         "wrote {}: shape {} ({}), {} linears, {} head, {:.2} G parameters, {:.1} MB in {:.1} s",
         a.output.display(),
         shape.name,

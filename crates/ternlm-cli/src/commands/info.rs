@@ -12,6 +12,7 @@ use ternlm::{Config, Tokenizer};
 use super::human_bytes;
 use crate::cli::InfoArgs;
 use crate::load::model_path;
+use crate::out::outln;
 
 pub fn info(args: InfoArgs) -> Result<ExitCode> {
     let arg = args.model.as_deref().or(args.model_flag.as_deref());
@@ -53,31 +54,31 @@ pub fn info(args: InfoArgs) -> Result<ExitCode> {
             },
             "chat_template": template,
         });
-        println!("{obj}");
+        outln!("{obj}")?;
         return Ok(ExitCode::SUCCESS);
     }
 
-    println!("file:          {} ({}, GGUF v{})", path.display(), human_bytes(file.len()), file.version);
+    outln!("file:          {} ({}, GGUF v{})", path.display(), human_bytes(file.len()), file.version)?;
     if !name.is_empty() {
-        println!("name:          {name}");
+        outln!("name:          {name}")?;
     }
-    println!("architecture:  {}", cfg.arch.name);
-    println!("parameters:    {:.1} M", params as f64 / 1e6);
-    println!("layers:        {}", cfg.n_layer);
-    println!("width:         {} (ffn {})", cfg.n_embd, cfg.n_ff);
-    println!("heads:         {} query, {} kv, head size {}", cfg.n_head, cfg.n_head_kv, cfg.head_dim);
-    println!("rope:          {:?}, {} dims, base {}", cfg.arch.rope, cfg.rope_dims, cfg.rope_base);
-    println!("rms eps:       {:e}", cfg.rms_eps);
-    println!("context:       {} (trained)", cfg.n_ctx_train);
-    println!("vocabulary:    {}", cfg.n_vocab);
-    println!("tensors:       {}", file.tensors.len());
+    outln!("architecture:  {}", cfg.arch.name)?;
+    outln!("parameters:    {:.1} M", params as f64 / 1e6)?;
+    outln!("layers:        {}", cfg.n_layer)?;
+    outln!("width:         {} (ffn {})", cfg.n_embd, cfg.n_ff)?;
+    outln!("heads:         {} query, {} kv, head size {}", cfg.n_head, cfg.n_head_kv, cfg.head_dim)?;
+    outln!("rope:          {:?}, {} dims, base {}", cfg.arch.rope, cfg.rope_dims, cfg.rope_base)?;
+    outln!("rms eps:       {:e}", cfg.rms_eps)?;
+    outln!("context:       {} (trained)", cfg.n_ctx_train)?;
+    outln!("vocabulary:    {}", cfg.n_vocab)?;
+    outln!("tensors:       {}", file.tensors.len())?;
     for (ty, (n, bytes)) in &types {
-        println!("  {ty:<8} {n:>5} tensors  {}", human_bytes(*bytes));
+        outln!("  {ty:<8} {n:>5} tensors  {}", human_bytes(*bytes))?;
     }
-    println!("tokenizer:     {} (pre {}), {} tokens, bos {}, eos {}, add_bos {}", tok.model_name(), tok.pre_name().unwrap_or("none"), tok.n_vocab(), tok_text(tok.bos), tok_text(tok.eos), tok.add_bos);
+    outln!("tokenizer:     {} (pre {}), {} tokens, bos {}, eos {}, add_bos {}", tok.model_name(), tok.pre_name().unwrap_or("none"), tok.n_vocab(), tok_text(tok.bos), tok_text(tok.eos), tok.add_bos)?;
     match template {
-        Some(t) => println!("chat template: {} chars\n{t}", t.len()),
-        None => println!("chat template: none"),
+        Some(t) => outln!("chat template: {} chars\n{t}", t.len())?,
+        None => outln!("chat template: none")?,
     }
     Ok(ExitCode::SUCCESS)
 }

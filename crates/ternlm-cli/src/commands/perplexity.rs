@@ -11,6 +11,7 @@ use ternlm::Logits;
 
 use crate::cli::PerplexityArgs;
 use crate::load::{ctx_size, load_model};
+use crate::out::{note, note_raw, outln};
 
 pub fn perplexity(a: PerplexityArgs) -> Result<ExitCode> {
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
@@ -44,15 +45,15 @@ pub fn perplexity(a: PerplexityArgs) -> Result<ExitCode> {
             count += 1;
         }
         if !a.json {
-            eprint!("\r[{}/{chunks}] perplexity so far {:.4}", c + 1, (nll / count as f64).exp());
+            note_raw!("\r[{}/{chunks}] perplexity so far {:.4}", c + 1, (nll / count as f64).exp());
         }
     }
     let ppl = (nll / count as f64).exp();
     if a.json {
-        println!("{}", json!({"perplexity": ppl, "tokens_scored": count, "chunks": chunks, "n_ctx": n_ctx, "seconds": start.elapsed().as_secs_f64()}));
+        outln!("{}", json!({"perplexity": ppl, "tokens_scored": count, "chunks": chunks, "n_ctx": n_ctx, "seconds": start.elapsed().as_secs_f64()}))?;
     } else {
-        eprintln!();
-        println!("perplexity: {ppl:.4} over {count} scored tokens ({chunks} chunks of {n_ctx}), {:.1} s", start.elapsed().as_secs_f64());
+        note!();
+        outln!("perplexity: {ppl:.4} over {count} scored tokens ({chunks} chunks of {n_ctx}), {:.1} s", start.elapsed().as_secs_f64())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 //! `ternlm run`: one prompt in, generated text streamed to stdout (or one JSON object).
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -10,6 +10,7 @@ use ternlm::{GenerateParams, Message};
 use super::{max_tokens, sampler_config};
 use crate::cli::RunArgs;
 use crate::load::{ctx_size, load_model};
+use crate::out::{note, outln, write_flush};
 
 fn read_prompt(args: &RunArgs) -> Result<String> {
     if let Some(p) = &args.prompt {
@@ -41,7 +42,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         model.render_chat_literal(&msgs, true)?
     };
     if args.system.is_some() && templated.is_none() {
-        eprintln!("ternlm: note: --system is ignored without a chat template");
+        note!("ternlm: note: --system is ignored without a chat template");
     }
     // The prompt is text: control-token strings in it stay plain text.
     let prompt = match &templated {
@@ -54,14 +55,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 
     let params = GenerateParams { max_tokens: max_tokens(&args.sampling), sampler };
     let mut session = model.session(n_ctx);
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
     let stream = !args.json;
     let mut write_err = None;
     let outcome = session.generate(&prompt, &params, &mut |text, _| {
         if stream
             && !text.is_empty()
-            && let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+            && let Err(e) = write_flush(text)
         {
             write_err = Some(e);
             return false;
@@ -69,10 +68,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         true
     })?;
     if let Some(e) = write_err {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(e).context("writing to stdout");
-        }
-        return Ok(ExitCode::SUCCESS);
+        return Err(e);
     }
 
     let timings = json!({
@@ -98,12 +94,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             "threads": model.pool().n_threads(),
             "timings": timings,
         });
-        writeln!(out, "{obj}")?;
+        outln!("{obj}")?;
     } else if std::io::stdout().is_terminal() {
-        writeln!(out)?;
+        outln!()?;
     }
     if args.verbose {
-        eprintln!(
+        note!(
             "ternlm: load {:.0} ms | prompt {} tokens, {:.1} tokens/s | generation {} tokens, {:.1} tokens/s | threads {} | isa {} | stop: {}",
             model.load_time().as_secs_f64() * 1e3,
             outcome.prompt_evaluated,

@@ -9,6 +9,7 @@ use ternlm_serve::{ApiKeys, CacheScope, LogFormat, SamplingDefaults, SchedulerCo
 
 use crate::cli::{CacheScopeArg, LogFormatArg, ServeArgs};
 use crate::load::{ctx_size, load_model};
+use crate::out::note;
 
 /// Seconds as a limit; 0 is no limit.
 fn limit(secs: u64) -> Option<Duration> {
@@ -55,9 +56,9 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     let n_ctx = ctx_size(&a.model, &model)?;
     let parallel = slots_within(&model, n_ctx, a.parallel, a.kv_budget_mb.map(|m| m * 1_000_000)).map_err(anyhow::Error::msg)?;
     if parallel < a.parallel {
-        eprintln!("ternlm: --kv-budget holds {parallel} sequences of {n_ctx} tokens, not {}", a.parallel);
+        note!("ternlm: --kv-budget holds {parallel} sequences of {n_ctx} tokens, not {}", a.parallel);
     }
-    eprintln!("ternlm: {parallel} sequences of up to {n_ctx} tokens; KV cache up to {:.0} MB (grown as used)", (parallel * kv_bytes_per_slot(&model, n_ctx)) as f64 / 1e6);
+    note!("ternlm: {parallel} sequences of up to {n_ctx} tokens; KV cache up to {:.0} MB (grown as used)", (parallel * kv_bytes_per_slot(&model, n_ctx)) as f64 / 1e6);
     let name = a.alias.clone().unwrap_or_else(|| {
         let arg = a.model.model.clone().unwrap_or_else(|| ternlm_hub::catalog::DEFAULT_MODEL.to_string());
         let p = std::path::Path::new(&arg);

@@ -9,6 +9,7 @@ use ternlm::Tokenizer;
 
 use crate::cli::TokenizeArgs;
 use crate::load::model_path;
+use crate::out::outln;
 
 pub fn tokenize(args: TokenizeArgs) -> Result<ExitCode> {
     let path = model_path(args.model.as_deref())?;
@@ -28,10 +29,10 @@ pub fn tokenize(args: TokenizeArgs) -> Result<ExitCode> {
     }
     if args.json {
         let pieces: Vec<String> = ids.iter().map(|&id| String::from_utf8_lossy(tok.piece(id)).into_owned()).collect();
-        println!("{}", json!({ "ids": ids, "pieces": pieces }));
+        outln!("{}", json!({ "ids": ids, "pieces": pieces }))?;
     } else {
         let s: Vec<String> = ids.iter().map(u32::to_string).collect();
-        println!("{}", s.join(" "));
+        outln!("{}", s.join(" "))?;
     }
     Ok(ExitCode::SUCCESS)
 }
