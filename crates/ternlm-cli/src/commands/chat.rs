@@ -51,7 +51,7 @@ pub fn chat(args: ChatArgs) -> Result<ExitCode> {
         }
         let Some(line) = lines.next() else { break };
         let line = line.context("reading stdin")?;
-        let input = line.trim();
+        let input = super::user_text(&line);
         match input {
             "" => continue,
             "/exit" | "/quit" => break,

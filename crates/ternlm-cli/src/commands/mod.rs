@@ -85,3 +85,10 @@ pub(crate) fn sampler_config(s: &SamplingArgs) -> Result<SamplerConfig> {
 pub(crate) fn max_tokens(s: &SamplingArgs) -> usize {
     usize::try_from(s.max_tokens).unwrap_or(usize::MAX)
 }
+
+/// What a user typed, as the model sees it: surrounding whitespace (the newline `echo` adds,
+/// a line's indentation) is not part of the message. `run` and `chat` both go through here,
+/// so the same words get the same answer whichever way they arrive.
+pub(crate) fn user_text(s: &str) -> &str {
+    s.trim()
+}
