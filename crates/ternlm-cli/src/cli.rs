@@ -8,7 +8,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 /// Parses the command line; help, version and usage errors are printed here, and their exit
 /// status comes back as the error.
 pub fn parse() -> Result<Cli, ExitCode> {
-    let matches = Cli::command().try_get_matches_from(std::env::args_os()).and_then(|m| Cli::from_arg_matches(&m));
+    let command = Cli::command().long_version(long_version());
+    let matches = command.try_get_matches_from(llama_spellings(std::env::args_os())).and_then(|m| Cli::from_arg_matches(&m));
     matches.map_err(|e| {
         // A closed stdout (`ternlm --help | head -1`) is not worth a panic.
         let _ = e.print();
@@ -16,11 +17,59 @@ pub fn parse() -> Result<Cli, ExitCode> {
     })
 }
 
+/// `--version`: the version, the commit and date it was built from, and the CPU kernel level
+/// this machine will use.
+fn long_version() -> String {
+    let isa = ternlm::isa::active();
+    let best = ternlm::isa::Isa::detect();
+    let forced = if isa == best { String::new() } else { format!(" (forced by TERNLM_ISA; the CPU has {})", best.name()) };
+    format!("{}\ncommit: {}\nbuilt: {}\ncpu kernels: {}{forced}\ngpu backend: none (CPU only)", env!("CARGO_PKG_VERSION"), env!("TERNLM_GIT_COMMIT"), env!("TERNLM_BUILD_DATE"), isa.name())
+}
+
+/// llama.cpp's multi-letter short flags, which clap cannot declare, in their long form:
+/// `-ngl N` is `--n-gpu-layers N`. Everything after `--` is left alone.
+fn llama_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut literal = false;
+    for a in args {
+        if !literal {
+            if a == "--" {
+                literal = true;
+            } else if a == "-ngl" {
+                out.push("--n-gpu-layers".into());
+                continue;
+            } else if let Some(v) = a.to_str().and_then(|s| s.strip_prefix("-ngl=")) {
+                out.push(format!("--n-gpu-layers={v}").into());
+                continue;
+            }
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// The environment variables ternlm reads, for `ternlm --help`.
+const ENVIRONMENT: &str = "\
+Environment:
+  TERNLM_HOME      where models are cached (default: ~/.cache/ternlm)
+  TERNLM_OFFLINE   1: never download, use only the cache (same as --offline)
+  HF_HUB_OFFLINE   1: the same, Hugging Face's spelling
+  HF_TOKEN         a Hugging Face token for gated or private repositories
+  HF_ENDPOINT      the Hugging Face hub's address (default: https://huggingface.co)
+  TERNLM_ISA       scalar, avx2 or avx512: force a CPU kernel level (never above the CPU's)
+  TERNLM_API_KEY   the key `ternlm serve` requires (same as --api-key)
+
+The default model is smollm2-135m (SmolLM2-135M-Instruct, Q4_1, 98 MB), fetched on first use.";
+
 #[derive(Parser, Debug)]
-#[command(name = "ternlm", version, about = "Fast local inference for ternary (1.58-bit) and quantized language models")]
+#[command(name = "ternlm", version, about = "Fast local inference for ternary (1.58-bit) and quantized language models", after_help = ENVIRONMENT, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Use only the cache; fail rather than download (also TERNLM_OFFLINE=1 or
+    /// HF_HUB_OFFLINE=1).
+    #[arg(long, global = true)]
+    pub offline: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -60,12 +109,16 @@ pub struct ModelArgs {
     /// catalog name (default: smollm2-135m, fetched on first use).
     #[arg(short = 'm', long = "model")]
     pub model: Option<String>,
-    /// Threads for computation (default: the number of physical cores).
+    /// Threads for computation (default: the physical cores this process may use).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
     /// Context size in tokens (default: the model's training context, at most 4096).
     #[arg(short = 'c', long = "ctx-size")]
     pub ctx_size: Option<usize>,
+    /// Layers to offload to a GPU (llama.cpp's -ngl): accepted and ignored, ternlm runs on
+    /// the CPU.
+    #[arg(long = "n-gpu-layers", alias = "gpu-layers", value_name = "N", allow_negative_numbers = true)]
+    pub n_gpu_layers: Option<i64>,
     #[command(flatten)]
     pub weights: WeightArgs,
 }
@@ -103,26 +156,26 @@ impl From<LayoutArg> for ternlm::TernaryLayout {
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
     /// Maximum tokens to generate (-1: until the model stops or the context is full).
-    #[arg(short = 'n', long = "max-tokens", default_value_t = 512, allow_negative_numbers = true)]
+    #[arg(short = 'n', long = "max-tokens", visible_alias = "n-predict", default_value_t = 512, allow_negative_numbers = true)]
     pub max_tokens: i64,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, visible_alias = "temp", default_value_t = 0.8, allow_negative_numbers = true)]
     pub temperature: f32,
-    /// Keep only the k most likely tokens (0: off).
-    #[arg(long = "top-k", default_value_t = 40)]
-    pub top_k: usize,
+    /// Keep only the k most likely tokens (0 or less: off).
+    #[arg(long = "top-k", default_value_t = 40, allow_negative_numbers = true)]
+    pub top_k: i64,
     /// Keep the smallest set of tokens whose probability adds up to p (1.0: off).
-    #[arg(long = "top-p", default_value_t = 0.95)]
+    #[arg(long = "top-p", default_value_t = 0.95, allow_negative_numbers = true)]
     pub top_p: f32,
     /// Drop tokens less likely than min-p times the most likely one (0: off).
-    #[arg(long = "min-p", default_value_t = 0.05)]
+    #[arg(long = "min-p", default_value_t = 0.05, allow_negative_numbers = true)]
     pub min_p: f32,
     /// Penalize repeats of the last 64 tokens (1.0: off).
-    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    #[arg(long = "repeat-penalty", default_value_t = 1.0, allow_negative_numbers = true)]
     pub repeat_penalty: f32,
-    /// Random seed (default: a new one each run).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    /// Random seed (-1 or absent: a new one each run).
+    #[arg(short = 's', long, allow_negative_numbers = true)]
+    pub seed: Option<i64>,
 }
 
 #[derive(Args, Debug)]
@@ -131,9 +184,16 @@ pub struct RunArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// The prompt (read from stdin when absent and stdin is not a terminal).
+    /// MODEL, then the PROMPT (Ollama's order: `ternlm run smollm2-135m "Why is the sky
+    /// blue?"`); with -m, every word is the prompt.
+    #[arg(value_names = ["MODEL", "PROMPT"], num_args = 0..)]
+    pub words: Vec<String>,
+    /// The prompt. Piped stdin comes first, then a blank line, then this.
     #[arg(short = 'p', long = "prompt")]
     pub prompt: Option<String>,
+    /// Read the prompt from a file (piped stdin and -p, if any, follow it).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
     /// Use the prompt as it is, without the model's chat template.
     #[arg(long)]
     pub raw: bool,
@@ -150,6 +210,9 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
+    /// The model, as with -m (Ollama's `ollama run MODEL`).
+    #[arg(value_name = "MODEL", conflicts_with = "model")]
+    pub model_word: Option<String>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
@@ -164,12 +227,16 @@ pub struct ChatArgs {
 
 #[derive(Args, Debug)]
 pub struct TokenizeArgs {
-    /// Model: a GGUF path or a catalog name.
+    /// Model: a GGUF file, a checkpoint folder, hf:ORG/REPO or a catalog name (default:
+    /// smollm2-135m).
     #[arg(short = 'm', long = "model")]
     pub model: Option<String>,
-    /// The text to tokenize.
-    #[arg(long)]
-    pub text: String,
+    /// The text to tokenize (default: a file given with -f, or stdin).
+    #[arg(short = 'p', long = "text", alias = "prompt")]
+    pub text: Option<String>,
+    /// Tokenize the contents of a file.
+    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "text")]
+    pub file: Option<std::path::PathBuf>,
     /// Print JSON: ids and the piece of each.
     #[arg(long)]
     pub json: bool,
@@ -186,7 +253,8 @@ pub struct TokenizeArgs {
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
-    /// Model: a GGUF path or a catalog name.
+    /// Model: a GGUF file, a checkpoint folder, hf:ORG/REPO or a catalog name (default:
+    /// smollm2-135m).
     #[arg(value_name = "MODEL")]
     pub model: Option<String>,
     /// Model, as a flag (same as the positional argument).
@@ -199,13 +267,15 @@ pub struct InfoArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Model: a GGUF path or a catalog name.
+    /// Model: a GGUF file, a checkpoint folder, hf:ORG/REPO or a catalog name (default:
+    /// smollm2-135m).
     #[arg(short = 'm', long = "model")]
     pub model: Option<String>,
     /// Threads; several may be given, comma-separated, to compare (default: physical cores).
     #[arg(short = 't', long = "threads", value_delimiter = ',')]
     pub threads: Vec<usize>,
-    /// Prompt lengths to time as one batch (pp test); 0 skips it.
+    /// Prompt lengths to time as one batch (pp test); 0 skips it. At most the model's
+    /// context.
     #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "128")]
     pub n_prompt: Vec<usize>,
     /// Tokens to generate one at a time (tg test); 0 skips it.
@@ -252,6 +322,7 @@ pub struct DummyArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(mut_arg("ctx_size", |a| a.help("Tokens per chunk (default: 512, as llama-perplexity)")))]
 pub struct PerplexityArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -275,7 +346,7 @@ pub struct ConvertArgs {
     /// Where to write the GGUF file.
     #[arg(short = 'o', long = "output")]
     pub output: std::path::PathBuf,
-    /// Type of the linear layers: i2_s, tq2_0, tq1_0 (ternary checkpoints), q8_0 or f16
+    /// Type of the linear layers: i2_s, tq2_0, tq1_0 (ternary checkpoints), q8_0, f16 or bf16
     /// (default: i2_s for ternary checkpoints, the checkpoint's float type otherwise).
     #[arg(long = "type")]
     pub ty: Option<String>,
@@ -293,10 +364,6 @@ pub struct PullArgs {
     /// A catalog name (see `ternlm list --catalog`) or hf:ORG/REPO[@REV][:FILE].
     #[arg(value_name = "NAME")]
     pub name: String,
-    /// Use only the cache; fail rather than download (also TERNLM_OFFLINE=1 or
-    /// HF_HUB_OFFLINE=1).
-    #[arg(long)]
-    pub offline: bool,
     /// No progress bars.
     #[arg(short = 'q', long)]
     pub quiet: bool,

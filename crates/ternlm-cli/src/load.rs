@@ -1,9 +1,14 @@
-//! Resolving `--model` and loading it: shared by every subcommand that needs a model.
+//! Resolving `--model` and loading it: shared by every subcommand that needs a model, with
+//! the warnings about settings that cannot do what they say (more threads than CPUs, a
+//! context beyond training, a ternary layout on a model without ternary weights, -ngl).
 
-use anyhow::{Context, Result};
+use std::path::Path;
+
+use anyhow::Result;
 use ternlm::{LoadOptions, Model};
 
-use crate::cli::ModelArgs;
+use crate::cli::{LayoutArg, ModelArgs};
+use crate::out::note;
 
 /// The local path `--model` names, fetching the default or a catalog model when needed.
 pub fn model_path(arg: Option<&str>) -> Result<std::path::PathBuf> {
@@ -11,21 +16,63 @@ pub fn model_path(arg: Option<&str>) -> Result<std::path::PathBuf> {
     Ok(ternlm_hub::resolve_model(arg, show)?)
 }
 
-pub fn load_model(args: &ModelArgs) -> Result<Model> {
-    let path = model_path(args.model.as_deref())?;
-    let threads = match args.threads {
+/// `--threads`, or the default; more threads than the CPUs this process may use are allowed
+/// (a user may know better) but said out loud, since they make every step wait for threads
+/// the scheduler has to time-slice.
+pub fn threads(arg: Option<usize>) -> Result<usize> {
+    let usable = ternlm::usable_cpus();
+    match arg {
         Some(0) => anyhow::bail!("--threads must be at least 1"),
-        Some(t) => t,
-        None => ternlm::default_threads(),
-    };
-    Model::load(&path, &LoadOptions { threads, ternary_layout: args.weights.ternary_layout.into(), int8_head: args.weights.int8_head }).with_context(|| format!("loading {}", path.display()))
+        Some(t) if t > usable => {
+            note!("ternlm: warning: --threads {t} is more than the {usable} CPUs this process may use; expect it to be slower than -t {usable}");
+            Ok(t)
+        }
+        Some(t) => Ok(t),
+        None => Ok(ternlm::default_threads()),
+    }
 }
 
-/// The context size: `--ctx-size` or the model's default.
+/// `r`'s error with "`doing` PATH" in front, unless the error already names the path (a
+/// file that cannot be read says so itself; saying the path twice helps no one).
+pub fn naming_path<T, E: Into<anyhow::Error>>(r: std::result::Result<T, E>, doing: &str, path: &Path) -> Result<T> {
+    r.map_err(|e| {
+        let e = e.into();
+        let shown = path.display().to_string();
+        if e.chain().any(|c| c.to_string().contains(&shown)) { e } else { e.context(format!("{doing} {shown}")) }
+    })
+}
+
+pub fn load_model(args: &ModelArgs) -> Result<Model> {
+    if let Some(n) = args.n_gpu_layers {
+        note!("ternlm: note: --n-gpu-layers {n} is ignored: ternlm runs on the CPU");
+    }
+    let path = model_path(args.model.as_deref())?;
+    let threads = threads(args.threads)?;
+    let model = naming_path(Model::load(&path, &LoadOptions { threads, ternary_layout: args.weights.ternary_layout.into(), int8_head: args.weights.int8_head }), "loading", &path)?;
+    if matches!(args.weights.ternary_layout, LayoutArg::Bits1_6) && !model.file().tensors.iter().any(|t| t.ty.is_ternary()) {
+        note!("ternlm: note: --ternary-layout 1.6 has no effect: the model has no ternary weights");
+    }
+    Ok(model)
+}
+
+/// The context size: `--ctx-size` or the model's default. A size beyond the training context
+/// is allowed, as in llama.cpp, with its warning: positions the model never saw give worse
+/// text.
 pub fn ctx_size(args: &ModelArgs, model: &Model) -> Result<usize> {
     match args.ctx_size {
         Some(0) => anyhow::bail!("--ctx-size must be at least 1"),
-        Some(c) => Ok(c),
+        Some(c) => {
+            warn_beyond_training(c, model);
+            Ok(c)
+        }
         None => Ok(model.default_ctx()),
+    }
+}
+
+/// Warns when `n_ctx` is more than the model was trained on.
+pub fn warn_beyond_training(n_ctx: usize, model: &Model) {
+    let trained = model.config.n_ctx_train;
+    if trained > 0 && n_ctx > trained {
+        note!("ternlm: warning: the context size {n_ctx} is more than the model was trained with ({trained}); text past {trained} tokens may degrade");
     }
 }

@@ -11,7 +11,7 @@ pub enum FormatError {
         #[source]
         source: std::io::Error,
     },
-    #[error("not a GGUF file (magic {found:?}, expected \"GGUF\")")]
+    #[error("not a GGUF file: it begins with {} where a GGUF file begins with \"GGUF\"{}", magic_text(.found), magic_hint(.found))]
     BadMagic { found: [u8; 4] },
     #[error("unsupported GGUF version {0} (ternlm reads versions 2 and 3)")]
     UnsupportedVersion(u32),
@@ -46,3 +46,25 @@ pub enum FormatError {
 }
 
 pub type Result<T> = std::result::Result<T, FormatError>;
+
+/// The first bytes of a file, as text when they are printable ASCII and as hex otherwise.
+fn magic_text(found: &[u8; 4]) -> String {
+    if found.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("{:?}", String::from_utf8_lossy(found))
+    } else {
+        format!("bytes {}", found.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "))
+    }
+}
+
+/// What a file that begins with `found` probably is, when that is recognizable.
+fn magic_hint(found: &[u8; 4]) -> &'static str {
+    match found {
+        [b'P', b'K', 3, 4] => " (it is a zip archive: a Python wheel holds its .gguf inside)",
+        [b'{', ..] | [b'[', ..] => " (it looks like JSON)",
+        [b'<', ..] => " (it looks like HTML or XML: a download that returned a web page?)",
+        [b'v', b'e', b'r', b's'] => " (it looks like a Git LFS pointer, not the file it points to)",
+        // A safetensors file starts with the little-endian length of its JSON header.
+        [_, _, 0, 0] => " (a safetensors file? give the checkpoint's folder, with config.json, or convert it with `ternlm convert`)",
+        _ => "",
+    }
+}

@@ -35,6 +35,12 @@ impl Default for LoadOptions {
     }
 }
 
+/// The CPUs this process may run on (its affinity mask and cgroup quota, as the standard
+/// library reads them).
+pub fn usable_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The number of threads to use when the user does not say: the physical cores (SMT
 /// siblings share one core's execution units, and these kernels saturate them), never more
 /// than the CPUs this process may use.
@@ -72,6 +78,10 @@ pub fn open_model_file(path: &Path, threads: usize) -> Result<GgufFile> {
     if crate::hf::is_checkpoint_dir(path) {
         let conv = crate::hf::Conversion::plan(path, &crate::hf::ConvertOptions::for_loading())?;
         return conv.to_gguf(threads.max(1));
+    }
+    if path.is_dir() {
+        let reason = "a folder without config.json is no model: give a GGUF file, or a Hugging Face checkpoint folder (config.json, *.safetensors and tokenizer.json)";
+        return Err(ModelError::Checkpoint { path: path.to_path_buf(), reason: reason.into() });
     }
     Ok(GgufFile::open(path)?)
 }

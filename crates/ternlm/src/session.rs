@@ -16,7 +16,12 @@ pub struct Session<'m> {
     cache: KvCache,
     scratch: Scratch,
     history: Vec<u32>,
+    progress: Option<Box<dyn FnMut(usize, usize) + 'm>>,
 }
+
+/// Prompt tokens per batch when a progress hook is set: small enough that a long prompt
+/// reports often, large enough that the weights are still read once for many tokens.
+const PROGRESS_CHUNK: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct GenerateParams {
@@ -81,7 +86,31 @@ fn rate(n: usize, t: Duration) -> f64 {
 impl<'m> Session<'m> {
     pub(crate) fn new(model: &'m Model, n_ctx: usize) -> Self {
         let c = &model.config;
-        Self { model, cache: KvCache::new(c.n_layer, n_ctx, c.kv_dim()), scratch: Scratch::default(), history: Vec::new() }
+        Self { model, cache: KvCache::new(c.n_layer, n_ctx, c.kv_dim()), scratch: Scratch::default(), history: Vec::new(), progress: None }
+    }
+
+    /// Reports prompt processing as it goes: `hook(done, total)` after each batch of a
+    /// prompt longer than one batch, so a front end can show progress on a long prompt.
+    /// Batches give the same logits as one pass over the whole prompt.
+    pub fn on_prompt_progress(&mut self, hook: impl FnMut(usize, usize) + 'm) {
+        self.progress = Some(Box::new(hook));
+    }
+
+    /// Evaluates a prompt's new tokens: one batch, or batches of [`PROGRESS_CHUNK`] with
+    /// progress reports when a hook is set.
+    fn eval_prompt(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if self.progress.is_none() || tokens.len() <= PROGRESS_CHUNK {
+            return self.eval(tokens, Logits::Last);
+        }
+        let mut logits = Vec::new();
+        for (i, chunk) in tokens.chunks(PROGRESS_CHUNK).enumerate() {
+            let last = (i + 1) * PROGRESS_CHUNK >= tokens.len();
+            logits = self.eval(chunk, if last { Logits::Last } else { Logits::None })?;
+            if let Some(hook) = self.progress.as_mut() {
+                hook(((i + 1) * PROGRESS_CHUNK).min(tokens.len()), tokens.len());
+            }
+        }
+        Ok(logits)
     }
 
     pub fn model(&self) -> &'m Model {
@@ -140,7 +169,7 @@ impl<'m> Session<'m> {
 
         let t0 = Instant::now();
         let kept = self.reuse_prefix(prompt);
-        let mut logits = self.eval(&prompt[kept..], Logits::Last)?;
+        let mut logits = self.eval_prompt(&prompt[kept..])?;
         let prompt_time = t0.elapsed();
 
         let t1 = Instant::now();

@@ -26,10 +26,6 @@ fn usage(path: &Path) -> (u64, bool) {
 }
 
 pub fn pull(a: PullArgs) -> Result<ExitCode> {
-    if a.offline {
-        // SAFETY: set before any thread is started; the hub client reads it below.
-        unsafe { std::env::set_var("TERNLM_OFFLINE", "1") };
-    }
     let show = !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let path = match ModelSpec::parse(Some(&a.name))? {
         ModelSpec::Path(p) => bail!("{} is a local path, not something to pull (catalog: {})", p.display(), ternlm_hub::catalog::names()),

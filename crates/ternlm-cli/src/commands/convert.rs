@@ -4,34 +4,33 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ternlm::format::TensorType;
 use ternlm::hf::{Conversion, ConvertOptions, is_checkpoint_dir};
 
+use super::dummy::check_writable;
 use super::parse_type;
 use crate::cli::ConvertArgs;
-use crate::load::model_path;
+use crate::load::{model_path, naming_path, threads};
 use crate::out::note;
 
 pub fn convert(a: ConvertArgs) -> Result<ExitCode> {
     use TensorType::{BF16, F16, I2S, Q6K, Q8_0, TQ1_0, TQ2_0};
     let linear_type = a.ty.as_deref().map(|t| parse_type(t, &[I2S, TQ2_0, TQ1_0, Q8_0, F16, BF16], "--type")).transpose()?;
     let head_type = a.head.as_deref().map(|t| parse_type(t, &[F16, Q6K, Q8_0, BF16], "--head")).transpose()?;
-    let threads = match a.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => t,
-        None => ternlm::default_threads(),
-    };
+    let threads = threads(a.threads)?;
+    check_writable(&a.output)?;
     let src = model_path(Some(&a.src))?;
     if !is_checkpoint_dir(&src) {
         bail!("{} is not a Hugging Face checkpoint folder (it needs config.json and *.safetensors)", src.display());
     }
     let start = Instant::now();
-    let conv = Conversion::plan(&src, &ConvertOptions { linear_type, head_type, bf16_as_f16: false }).with_context(|| format!("reading {}", src.display()))?;
+    let conv = Conversion::plan(&src, &ConvertOptions { linear_type, head_type, bf16_as_f16: false }).map_err(anyhow::Error::from);
+    let conv = naming_path(conv, "reading", &src)?;
     for n in &conv.notes {
         note!("note: {n}");
     }
-    let bytes = conv.write(&a.output, threads).with_context(|| format!("writing {}", a.output.display()))?;
+    let bytes = naming_path(conv.write(&a.output, threads), "writing", &a.output)?;
     let linear = conv.tensors.iter().find(|t| t.name == "blk.0.attn_q.weight").map_or("?", |t| t.ty.name());
     let head = conv.tensors.iter().find(|t| t.name == "token_embd.weight").map_or("?", |t| t.ty.name());
     let params: u64 = conv.tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();

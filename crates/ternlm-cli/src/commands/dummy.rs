@@ -9,6 +9,7 @@ use ternlm::format::TensorType;
 
 use super::parse_type;
 use crate::cli::DummyArgs;
+use crate::load::naming_path;
 use crate::out::note;
 
 pub fn dummy(a: DummyArgs) -> Result<ExitCode> {
@@ -17,9 +18,10 @@ pub fn dummy(a: DummyArgs) -> Result<ExitCode> {
     };
     let linear_type = parse_type(&a.ty, &[TensorType::TQ2_0, TensorType::TQ1_0, TensorType::I2S], "--type")?;
     let head_type = parse_type(&a.head, &[TensorType::F16, TensorType::Q6K, TensorType::Q8_0], "--head")?;
+    check_writable(&a.output)?;
     let start = Instant::now();
     let spec = DummySpec { shape, linear_type, head_type, seed: a.seed, arch: a.arch.clone() };
-    let report = write_dummy(&spec, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    let report = naming_path(write_dummy(&spec, &a.output), "writing", &a.output)?;
     for f in &report.fallbacks {
         note!("note: {f}");
     }
@@ -35,4 +37,23 @@ pub fn dummy(a: DummyArgs) -> Result<ExitCode> {
         start.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails at once, before seconds of building, when `path` cannot be written: its folder is
+/// missing, or the file cannot be created there.
+pub(crate) fn check_writable(path: &std::path::Path) -> Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !parent.is_dir() {
+        bail!("cannot write {}: the folder {} does not exist", path.display(), parent.display());
+    }
+    if path.is_dir() {
+        bail!("cannot write {}: it is a folder", path.display());
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    if !existed {
+        // Only a probe: a failed build must not leave an empty file behind.
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }

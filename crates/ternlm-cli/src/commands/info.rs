@@ -4,21 +4,21 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 use ternlm::format::Metadata;
 use ternlm::{Config, Tokenizer};
 
 use super::human_bytes;
 use crate::cli::InfoArgs;
-use crate::load::model_path;
+use crate::load::{model_path, naming_path};
 use crate::out::outln;
 
 pub fn info(args: InfoArgs) -> Result<ExitCode> {
     let arg = args.model.as_deref().or(args.model_flag.as_deref());
     let path = model_path(arg)?;
     // A checkpoint folder is described as the GGUF it loads as (which converts it).
-    let file = ternlm::open_model_file(&path, ternlm::default_threads()).with_context(|| format!("reading {}", path.display()))?;
+    let file = naming_path(ternlm::open_model_file(&path, ternlm::default_threads()), "reading", &path)?;
     let tok = Tokenizer::from_metadata(&file)?;
     let cfg = Config::from_metadata(&file, Some(tok.n_vocab()))?;
     let mut types: BTreeMap<&str, (usize, u64)> = BTreeMap::new();

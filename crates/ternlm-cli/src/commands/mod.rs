@@ -19,6 +19,9 @@ use ternlm::SamplerConfig;
 use crate::cli::{Cli, Command, SamplingArgs};
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    if cli.offline {
+        ternlm_hub::cache::set_offline();
+    }
     match cli.command {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::chat(a),
@@ -55,21 +58,29 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
 /// The sampler the flags describe; a missing seed is drawn from the clock.
 pub(crate) fn sampler_config(s: &SamplingArgs) -> Result<SamplerConfig> {
     if !(s.temperature.is_finite() && s.temperature >= 0.0) {
-        anyhow::bail!("--temperature must be a number >= 0");
+        anyhow::bail!("--temperature must be a number >= 0 (0 is greedy), not {}", s.temperature);
     }
     if !(0.0..=1.0).contains(&s.top_p) {
-        anyhow::bail!("--top-p must be between 0 and 1");
+        anyhow::bail!("--top-p must be between 0 and 1, not {}", s.top_p);
     }
     if !(0.0..=1.0).contains(&s.min_p) {
-        anyhow::bail!("--min-p must be between 0 and 1");
+        anyhow::bail!("--min-p must be between 0 and 1, not {}", s.min_p);
     }
     if !(s.repeat_penalty.is_finite() && s.repeat_penalty > 0.0) {
-        anyhow::bail!("--repeat-penalty must be a number > 0");
+        anyhow::bail!("--repeat-penalty must be a number > 0 (1 is off), not {}", s.repeat_penalty);
     }
-    let seed = s.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+    if s.max_tokens < -1 {
+        anyhow::bail!("--max-tokens must be -1 (no limit) or a count >= 0, not {}", s.max_tokens);
+    }
+    let seed = match s.seed {
+        // llama.cpp's convention: -1 asks for a random seed.
+        None | Some(-1) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+        Some(n) if n < 0 => anyhow::bail!("--seed must be -1 (random) or a number >= 0, not {n}"),
+        Some(n) => n as u64,
+    };
     Ok(SamplerConfig {
         temperature: s.temperature,
-        top_k: s.top_k,
+        top_k: usize::try_from(s.top_k).unwrap_or(0),
         top_p: s.top_p,
         min_p: s.min_p,
         repeat_penalty: s.repeat_penalty,

@@ -2,6 +2,7 @@
 //! llama-perplexity does (consecutive chunks of the context size, each starting with BOS when
 //! the model uses one, only the second half of each chunk scored), so numbers compare.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -11,12 +12,16 @@ use ternlm::Logits;
 
 use crate::cli::PerplexityArgs;
 use crate::load::{ctx_size, load_model};
-use crate::out::{note, note_raw, outln};
+use crate::out::{note_raw, outln};
 
 pub fn perplexity(a: PerplexityArgs) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    if a.chunks == Some(0) {
+        bail!("--chunks must be at least 1");
+    }
+    let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
     let model = load_model(&a.model)?;
     let n_ctx = a.model.ctx_size.map_or(Ok(512), |_| ctx_size(&a.model, &model))?;
+    let progress = std::io::stderr().is_terminal();
     if n_ctx < 8 {
         bail!("--ctx-size must be at least 8 for perplexity");
     }
@@ -44,15 +49,17 @@ pub fn perplexity(a: PerplexityArgs) -> Result<ExitCode> {
             nll += lse - f64::from(row[chunk[i + 1] as usize]);
             count += 1;
         }
-        if !a.json {
+        if progress {
             note_raw!("\r[{}/{chunks}] perplexity so far {:.4}", c + 1, (nll / count as f64).exp());
         }
     }
     let ppl = (nll / count as f64).exp();
+    if progress {
+        note_raw!("\r\x1b[K");
+    }
     if a.json {
         outln!("{}", json!({"perplexity": ppl, "tokens_scored": count, "chunks": chunks, "n_ctx": n_ctx, "seconds": start.elapsed().as_secs_f64()}))?;
     } else {
-        note!();
         outln!("perplexity: {ppl:.4} over {count} scored tokens ({chunks} chunks of {n_ctx}), {:.1} s", start.elapsed().as_secs_f64())?;
     }
     Ok(ExitCode::SUCCESS)

@@ -5,28 +5,70 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use ternlm::{GenerateParams, Message};
+use ternlm::{GenerateParams, Message, StopReason};
 
-use super::{max_tokens, sampler_config};
-use crate::cli::RunArgs;
+use super::{max_tokens, sampler_config, user_text};
+use crate::cli::{ChatArgs, RunArgs};
 use crate::load::{ctx_size, load_model};
-use crate::out::{note, outln, write_flush};
+use crate::out::{note, note_raw, outln, write_flush};
 
-fn read_prompt(args: &RunArgs) -> Result<String> {
-    if let Some(p) = &args.prompt {
-        return Ok(p.clone());
+/// Where the model comes from and what words of the command line are the prompt: with -m
+/// every word is prompt; without it the first word names the model, as in `ollama run MODEL
+/// PROMPT`.
+fn split_words(args: &RunArgs) -> Result<(Option<String>, Option<String>)> {
+    let (model, words) = match (&args.model.model, args.words.split_first()) {
+        (Some(m), _) => (Some(m.clone()), &args.words[..]),
+        (None, Some((first, rest))) => {
+            if let Err(e) = ternlm_hub::ModelSpec::parse(Some(first)) {
+                anyhow::bail!("{e}; to give a prompt, use -p TEXT or name the model first: ternlm run MODEL PROMPT");
+            }
+            (Some(first.clone()), rest)
+        }
+        (None, None) => (None, &args.words[..]),
+    };
+    let prompt = (!words.is_empty()).then(|| words.join(" "));
+    if prompt.is_some() && args.prompt.is_some() {
+        anyhow::bail!("the prompt was given twice: with -p and as words after the model; give one");
     }
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        anyhow::bail!("no prompt: pass -p TEXT or pipe the prompt on stdin");
-    }
-    let mut s = String::new();
-    stdin.lock().read_to_string(&mut s).context("reading the prompt from stdin")?;
-    Ok(s)
+    Ok((model, prompt.or_else(|| args.prompt.clone())))
 }
 
-pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let prompt_text = read_prompt(&args)?;
+/// The prompt: a file's text, then piped stdin, then the prompt words or -p, each without
+/// its trailing newlines and separated by a blank line (Ollama puts piped input before the
+/// prompt, so `cat notes.txt | ternlm run -p "Summarize this."` reads naturally). `None`
+/// when nothing was given and stdin is a terminal.
+fn gather_prompt(file: Option<&std::path::Path>, prompt: Option<String>) -> Result<Option<String>> {
+    let mut parts = Vec::new();
+    if let Some(f) = file {
+        parts.push(std::fs::read_to_string(f).with_context(|| format!("cannot read the prompt file {}", f.display()))?);
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut s = String::new();
+        stdin.lock().read_to_string(&mut s).context("reading the prompt from stdin")?;
+        if !s.trim().is_empty() || parts.is_empty() && prompt.is_none() {
+            parts.push(s);
+        }
+    }
+    parts.extend(prompt);
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = parts.iter().map(|p| p.trim_end_matches(['\n', '\r'])).collect();
+    Ok(Some(parts.join("\n\n")))
+}
+
+pub fn run(mut args: RunArgs) -> Result<ExitCode> {
+    let (model_name, prompt) = split_words(&args)?;
+    args.model.model = model_name;
+    let Some(prompt_text) = gather_prompt(args.file.as_deref(), prompt)? else {
+        if args.raw || args.json {
+            anyhow::bail!("no prompt: pass -p TEXT, -f FILE, words after the model, or pipe the prompt on stdin");
+        }
+        // A terminal and no prompt: the user wants to talk, as `ollama run MODEL` does.
+        note!("ternlm: no prompt given; starting `ternlm chat` (/bye to leave)");
+        return super::chat::chat(ChatArgs { model_word: None, model: args.model, sampling: args.sampling, system: args.system, verbose: args.verbose });
+    };
     let sampler = sampler_config(&args.sampling)?;
     let model = load_model(&args.model)?;
     let n_ctx = ctx_size(&args.model, &model)?;
@@ -38,7 +80,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         if let Some(sys) = &args.system {
             msgs.push(Message::new("system", sys.clone()));
         }
-        msgs.push(Message::new("user", prompt_text.clone()));
+        msgs.push(Message::new("user", user_text(&prompt_text).to_string()));
         model.render_chat_literal(&msgs, true)?
     };
     if args.system.is_some() && templated.is_none() {
@@ -55,6 +97,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 
     let params = GenerateParams { max_tokens: max_tokens(&args.sampling), sampler };
     let mut session = model.session(n_ctx);
+    if std::io::stderr().is_terminal() {
+        // Long prompts take seconds; say how far along they are, then clear the line before
+        // the reply starts.
+        session.on_prompt_progress(|done, total| {
+            if done < total {
+                note_raw!("\rprocessing the prompt: {done}/{total} tokens");
+            } else {
+                note_raw!("\r\x1b[K");
+            }
+        });
+    }
     let stream = !args.json;
     let mut write_err = None;
     let outcome = session.generate(&prompt, &params, &mut |text, _| {
@@ -71,6 +124,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         return Err(e);
     }
 
+    let context_full = outcome.stop == StopReason::ContextFull;
     let timings = json!({
         "load_ms": model.load_time().as_secs_f64() * 1e3,
         "prompt_n": outcome.prompt_evaluated,
@@ -95,8 +149,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             "timings": timings,
         });
         outln!("{obj}")?;
-    } else if std::io::stdout().is_terminal() {
+    } else if std::io::stdout().is_terminal() || (args.verbose || context_full) && !outcome.text.ends_with('\n') {
+        // End the text's line before anything goes to stderr, so `> out 2>&1` keeps the
+        // generated text and the notes apart.
         outln!()?;
+    }
+    if context_full {
+        note!("ternlm: stopped: the context of {n_ctx} tokens is full (raise it with -c, up to the model's {})", model.config.n_ctx_train);
     }
     if args.verbose {
         note!(

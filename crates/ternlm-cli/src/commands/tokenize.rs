@@ -1,6 +1,8 @@
 //! `ternlm tokenize`: token ids of a text, optionally with pieces as JSON. Only the
-//! tokenizer is built; weights are never loaded.
+//! tokenizer is built; weights are never loaded. The text comes from -p/--text, a file or
+//! stdin, exactly as given (no trimming: the tokens of every byte are the point).
 
+use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -8,14 +10,26 @@ use serde_json::json;
 use ternlm::Tokenizer;
 
 use crate::cli::TokenizeArgs;
-use crate::load::model_path;
+use crate::load::{model_path, naming_path};
 use crate::out::outln;
 
 pub fn tokenize(args: TokenizeArgs) -> Result<ExitCode> {
     let path = model_path(args.model.as_deref())?;
-    let file = ternlm::open_model_file(&path, ternlm::default_threads()).with_context(|| format!("loading {}", path.display()))?;
+    let file = naming_path(ternlm::open_model_file(&path, ternlm::default_threads()), "reading", &path)?;
     let tok = Tokenizer::from_metadata(&file)?;
-    let mut ids = tok.encode(&args.text, false, !args.no_parse_special)?;
+    let text = match (&args.text, &args.file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+        (None, None) => {
+            if std::io::stdin().is_terminal() {
+                anyhow::bail!("no text: pass -p TEXT, -f FILE or pipe the text on stdin");
+            }
+            let mut s = String::new();
+            std::io::stdin().lock().read_to_string(&mut s).context("reading the text from stdin")?;
+            s
+        }
+    };
+    let mut ids = tok.encode(&text, false, !args.no_parse_special)?;
     let add_bos = if args.bos {
         true
     } else if args.no_bos {
