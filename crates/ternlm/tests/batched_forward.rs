@@ -80,3 +80,24 @@ fn a_bad_segment_leaves_every_cache_alone() {
     assert!(forward_batch(cfg, &m.weights, m.pool(), &mut segs, &mut Scratch::default()).is_err());
     assert_eq!((a.len(), b.len()), (0, 0));
 }
+
+/// A long prompt evaluated in progress-reporting batches (`on_prompt_progress`) generates the
+/// same tokens as one batch, and the hook sees every batch up to the whole prompt.
+#[test]
+fn prompt_progress_batches_give_the_same_generation() {
+    let model = Model::load(fixtures().join("tiny-bitnet-b158/tiny-bitnet-b158-i2_s.gguf"), &LoadOptions { threads: 2, ..Default::default() }).unwrap();
+    let text = "The quick brown fox jumps over the lazy dog, again and again. ".repeat(60);
+    let prompt = model.tokenizer.encode(&text, true, false).unwrap();
+    assert!(prompt.len() > 600, "several batches: {}", prompt.len());
+    let params = ternlm::GenerateParams { max_tokens: 8, sampler: ternlm::SamplerConfig { temperature: 0.0, ..Default::default() } };
+    let whole = model.session(1024).generate(&prompt, &params, &mut |_, _| true).unwrap();
+    let mut seen = Vec::new();
+    let batched = {
+        let mut s = model.session(1024);
+        s.on_prompt_progress(|done, total| seen.push((done, total)));
+        s.generate(&prompt, &params, &mut |_, _| true).unwrap()
+    };
+    assert_eq!(batched.tokens, whole.tokens);
+    assert_eq!(seen.last(), Some(&(prompt.len(), prompt.len())));
+    assert!(seen.len() >= 3 && seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
+}

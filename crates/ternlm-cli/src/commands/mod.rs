@@ -24,7 +24,13 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
     match cli.command {
         Command::Run(a) => run::run(a),
-        Command::Chat(a) => chat::chat(a),
+        Command::Chat(mut a) => {
+            // `ternlm chat MODEL`, as `ollama run MODEL`.
+            if let Some(m) = a.model_word.take() {
+                a.model.model = Some(m);
+            }
+            chat::chat(a)
+        }
         Command::Tokenize(a) => tokenize::tokenize(a),
         Command::Info(a) => info::info(a),
         Command::Bench(a) => bench::bench(a),

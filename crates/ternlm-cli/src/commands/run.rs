@@ -69,6 +69,9 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
         note!("ternlm: no prompt given; starting `ternlm chat` (/bye to leave)");
         return super::chat::chat(ChatArgs { model_word: None, model: args.model, sampling: args.sampling, system: args.system, verbose: args.verbose });
     };
+    if user_text(&prompt_text).is_empty() {
+        anyhow::bail!("the prompt is empty");
+    }
     let sampler = sampler_config(&args.sampling)?;
     let model = load_model(&args.model)?;
     let n_ctx = ctx_size(&args.model, &model)?;
