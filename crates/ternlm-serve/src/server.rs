@@ -279,10 +279,10 @@ pub async fn shutdown_signal() {
 /// seconds to send its last bytes. Connections (idle, half-sent) are never waited for.
 pub async fn drain(st: Shared, signal: impl std::future::Future<Output = ()>) {
     signal.await;
-    eprintln!("ternlm: shutting down: finishing {} running requests (at most {:?})", st.in_flight(), st.cfg.grace);
+    note(format_args!("ternlm: shutting down: finishing {} running requests (at most {:?})", st.in_flight(), st.cfg.grace));
     st.draining.store(true, Ordering::Relaxed);
     if !st.wait_idle(st.cfg.grace).await {
-        eprintln!("ternlm: grace period over: cancelling {} requests", st.in_flight());
+        note(format_args!("ternlm: grace period over: cancelling {} requests", st.in_flight()));
         st.cancel_everything();
         st.wait_idle(Duration::from_secs(2)).await;
     }
@@ -309,9 +309,9 @@ pub fn serve_blocking(model: Arc<Model>, cfg: ServeConfig, listener: std::net::T
         let local = listener.local_addr()?;
         let state = AppState::new(model, cfg);
         if !local.ip().is_loopback() && state.cfg.api_keys.is_empty() {
-            eprintln!("ternlm: WARNING: listening on {local} without an API key: anyone who can reach it can use it (set --api-key or --api-key-file)");
+            note(format_args!("ternlm: WARNING: listening on {local} without an API key: anyone who can reach it can use it (set --api-key or --api-key-file)"));
         }
-        eprintln!("ternlm: serving {} on http://{local} (OpenAI API under /v1)", state.cfg.model_name);
+        note(format_args!("ternlm: serving {} on http://{local} (OpenAI API under /v1)", state.cfg.model_name));
         let app = router(state.clone());
         crate::conn::accept_loop(listener, app, state.clone(), drain(state.clone(), shutdown_signal())).await;
         Ok::<_, std::io::Error>(state)
@@ -321,4 +321,10 @@ pub fn serve_blocking(model: Arc<Model>, cfg: ServeConfig, listener: std::net::T
     drop(rt);
     state.log.close();
     Ok(())
+}
+
+/// A line on stderr; a closed stderr must not bring the server down.
+fn note(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{args}");
 }
