@@ -5,10 +5,10 @@ use ternlm::{LoadOptions, Model};
 
 use crate::cli::ModelArgs;
 
-/// The local path `--model` names, fetching the default or a catalog model when needed.
+/// The local path `--model` names, fetching the default or a catalog model when needed (bars
+/// on a terminal, plain lines in a log).
 pub fn model_path(arg: Option<&str>) -> Result<std::path::PathBuf> {
-    let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    Ok(ternlm_hub::resolve_model(arg, show)?)
+    Ok(ternlm_hub::resolve_model(arg, ternlm_hub::Progress::for_stderr())?)
 }
 
 pub fn load_model(args: &ModelArgs) -> Result<Model> {
