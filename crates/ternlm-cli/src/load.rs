@@ -10,10 +10,10 @@ use ternlm::{LoadOptions, Model};
 use crate::cli::{LayoutArg, ModelArgs};
 use crate::out::note;
 
-/// The local path `--model` names, fetching the default or a catalog model when needed.
+/// The local path `--model` names, fetching the default or a catalog model when needed (bars
+/// on a terminal, plain lines in a log).
 pub fn model_path(arg: Option<&str>) -> Result<std::path::PathBuf> {
-    let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    Ok(ternlm_hub::resolve_model(arg, show)?)
+    Ok(ternlm_hub::resolve_model(arg, ternlm_hub::Progress::for_stderr())?)
 }
 
 /// `--threads`, or the default; more threads than the CPUs this process may use are allowed

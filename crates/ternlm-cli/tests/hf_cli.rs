@@ -155,7 +155,9 @@ fn list_and_rm_manage_the_cache() {
     let o = ternlm_env(&["list"], &env);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
-    assert!(out.contains("hf--org--tiny") && out.contains("hf:org/tiny@main") && out.contains("MB"), "{out}");
+    // Listed by its hf: name (what rm takes), not its folder's.
+    assert!(out.lines().any(|l| l.starts_with("hf:org/tiny ") && l.contains(" ok ")) && out.contains("hf:org/tiny@main") && out.contains("MB"), "{out}");
+    assert!(!out.contains("hf--org--tiny"), "{out}");
     let o = ternlm_env(&["list", "--json", "--catalog"], &env);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["models"][0]["bytes"].as_u64().unwrap() > 100_000, "{v}");

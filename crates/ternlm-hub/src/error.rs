@@ -26,6 +26,16 @@ pub enum HubError {
     NotInRepo { repo: String, file: String, files: String },
     #[error("cannot find a cache directory: set TERNLM_HOME")]
     NoCacheDir,
+    #[error("the cached model {name} is damaged ({reason}): run `ternlm rm {name}` and `ternlm pull {pull}`")]
+    Damaged { name: String, pull: String, reason: String },
+    #[error("the cached model {name} is incomplete ({reason}): run `ternlm pull {pull}`")]
+    Incomplete { name: String, pull: String, reason: String },
+    #[error("{0} is not in the cache {dir} (see ternlm list)", dir = .1.display())]
+    NotCached(String, PathBuf),
+    #[error("{0:?} is not a name in the cache (see ternlm list)")]
+    NotACacheName(String),
+    #[error("{0} has no record of a download to verify it against")]
+    NoRecord(String),
     #[error("{0} is not cached and downloads are disabled (offline mode: --offline, TERNLM_OFFLINE or HF_HUB_OFFLINE)")]
     Offline(String),
 }

@@ -19,14 +19,16 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar};
 use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use crate::cache::{models_dir, offline};
+use crate::entries::{self, FileState};
 use crate::error::{HubError, Result, io_err};
 use crate::http::agent;
+use crate::progress::{DOWNLOAD, Meter, Progress, note, redact, style};
 use crate::pypi::hex;
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -118,15 +120,33 @@ pub fn cached_manifest(r: &HfRef) -> Result<Option<Manifest>> {
 }
 
 /// The local path of `r` (its one file, or the snapshot folder) when a finished pull left
-/// everything it names in the cache.
+/// everything it names in the cache; an error when one of those files is no longer what was
+/// downloaded (its size differs from the manifest's, or `pull --verify` found it corrupt).
 pub fn cached_path(r: &HfRef) -> Result<Option<PathBuf>> {
     let Some(m) = cached_manifest(r)? else { return Ok(None) };
     let dir = cache_dir(r)?;
-    let complete = match &r.file {
-        Some(f) => m.files.iter().any(|x| &x.path == f) && dir.join(f).is_file(),
-        None => m.files.iter().all(|x| dir.join(&x.path).is_file()),
+    let needed: Vec<&RepoFile> = match &r.file {
+        Some(f) => m.files.iter().filter(|x| &x.path == f).collect(),
+        None => m.files.iter().collect(),
     };
+    if needed.is_empty() {
+        return Ok(None);
+    }
+    let checks = entries::Checks::load(&dir);
+    let states: Vec<(&RepoFile, FileState)> = needed.iter().map(|f| (*f, entries::file_state(&dir, f, &checks))).collect();
+    if let Some(reason) = entries::damage(&states, m.files.len() > 1) {
+        let name = display_name(&m.repo, &m.revision);
+        let pull = r.file.as_ref().map_or_else(|| name.clone(), |f| format!("{name}:{f}"));
+        return Err(HubError::Damaged { name, pull, reason });
+    }
+    let complete = states.iter().all(|(_, s)| *s == FileState::Ok);
     Ok(complete.then(|| r.file.as_ref().map_or_else(|| dir.clone(), |f| dir.join(f))))
+}
+
+/// How `list` names a pulled repository (and `rm` takes it back): `hf:ORG/REPO`, with
+/// `@REV` unless the revision is main.
+pub fn display_name(repo: &str, revision: &str) -> String {
+    if revision == "main" { format!("hf:{repo}") } else { format!("hf:{repo}@{revision}") }
 }
 
 /// Files of a repository ternlm needs to run it: configs, tokenizer and safetensors.
@@ -178,46 +198,50 @@ pub fn list_files(r: &HfRef) -> Result<(String, Vec<RepoFile>)> {
     Ok((commit, files))
 }
 
-/// How a download is shown.
-pub struct Progress {
+/// What one pull shows: on a terminal a bar per file and one overall; in a log the lines of
+/// each file; or nothing.
+pub(crate) struct Transfers {
+    mode: Progress,
     multi: MultiProgress,
     overall: ProgressBar,
-    show: bool,
 }
 
-impl Progress {
-    pub fn new(total: u64, show: bool) -> Self {
-        let multi = if show { MultiProgress::new() } else { MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden()) };
+impl Transfers {
+    pub(crate) fn new(total: u64, mode: Progress) -> Self {
+        let multi = if mode == Progress::Bars { MultiProgress::new() } else { MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden()) };
         let overall = multi.add(ProgressBar::new(total));
         overall.set_style(style("{msg:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"));
         overall.set_message("total");
-        Self { multi, overall, show }
+        Self { mode, multi, overall }
     }
 
-    fn file_bar(&self, name: &str, len: Option<u64>) -> ProgressBar {
-        let pb = self.multi.insert_before(&self.overall, len.map_or_else(ProgressBar::no_length, ProgressBar::new));
-        pb.set_style(style("{msg:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}"));
-        let short: String = name.chars().rev().take(24).collect::<Vec<_>>().into_iter().rev().collect();
-        pb.set_message(short);
-        pb
+    /// Starts showing the download of `name` from `url`, which already has `have` bytes.
+    fn file(&self, name: &str, len: Option<u64>, url: &str, have: u64) -> Meter {
+        let bar = if self.mode == Progress::Bars {
+            let pb = self.multi.insert_before(&self.overall, len.map_or_else(ProgressBar::no_length, ProgressBar::new));
+            pb.set_style(style("{msg:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}"));
+            let short: String = name.chars().rev().take(24).collect::<Vec<_>>().into_iter().rev().collect();
+            pb.set_message(short);
+            pb
+        } else {
+            ProgressBar::hidden()
+        };
+        Meter::new(self.mode, bar, name, DOWNLOAD, len, &redact(url), have)
     }
 
-    /// A line above the bars, or on stderr when there are none: interruptions are news.
+    /// A line above the bars, or on stderr when there are none: interruptions are news even
+    /// in quiet mode.
     fn note(&self, msg: String) {
-        if self.show {
+        if self.mode == Progress::Bars {
             let _ = self.multi.println(msg);
         } else {
-            eprintln!("{msg}");
+            note(&msg);
         }
     }
 }
 
-fn style(t: &str) -> ProgressStyle {
-    ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
-}
-
 /// Hashes a file as the hub names it: sha256, or git's blob sha1.
-fn hash_file(path: &Path, git_blob: bool) -> Result<String> {
+pub(crate) fn hash_file(path: &Path, git_blob: bool) -> Result<String> {
     let mut f = File::open(path).map_err(io_err(path))?;
     let len = f.metadata().map_err(io_err(path))?.len();
     let mut buf = vec![0u8; 1 << 20];
@@ -240,22 +264,22 @@ fn hash_file(path: &Path, git_blob: bool) -> Result<String> {
 const ATTEMPTS: u32 = 6;
 
 /// Downloads one file into `dest` (resuming `dest.part`), verifying it.
-pub fn download_file(r: &HfRef, commit: &str, f: &RepoFile, dest: &Path, progress: &Progress) -> Result<()> {
+pub(crate) fn download_file(r: &HfRef, commit: &str, f: &RepoFile, dest: &Path, transfers: &Transfers) -> Result<()> {
     let url = format!("{}/{}/resolve/{commit}/{}", endpoint(), r.repo, f.path);
     let part = PathBuf::from(format!("{}.part", dest.display()));
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
-    let pb = progress.file_bar(&f.path, f.size);
+    let mut meter = transfers.file(&f.path, f.size, &url, std::fs::metadata(&part).map_or(0, |m| m.len()));
     let mut last_error = String::new();
     for attempt in 0..ATTEMPTS {
         let have = std::fs::metadata(&part).map_or(0, |m| m.len());
-        pb.set_position(have);
+        meter.set_position(have);
         if f.size.is_some_and(|s| have >= s) {
             break;
         }
         if attempt > 0 {
-            progress.note(format!("ternlm: {} interrupted ({last_error}); resuming at byte {have}", f.path));
+            transfers.note(format!("ternlm: {} interrupted ({last_error}); resuming at byte {have}", f.path));
             std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
         }
         let mut req = get(&url);
@@ -265,7 +289,7 @@ pub fn download_file(r: &HfRef, commit: &str, f: &RepoFile, dest: &Path, progres
         let resp = match req.call() {
             Ok(r) => r,
             Err(ureq::Error::StatusCode(code @ (401 | 403 | 404))) => {
-                pb.abandon();
+                meter.abandon();
                 return Err(http_err(&url, format!("HTTP {code}{}", if code == 404 { "" } else { " (gated or private: set HF_TOKEN)" })));
             }
             Err(e) => {
@@ -276,8 +300,8 @@ pub fn download_file(r: &HfRef, commit: &str, f: &RepoFile, dest: &Path, progres
         // 206: the server continues where the part ends; 200: it sends everything again.
         let append = resp.status().as_u16() == 206 && have > 0;
         if !append {
-            progress.overall.dec(have.min(progress.overall.position()));
-            pb.set_position(0);
+            transfers.overall.dec(have.min(transfers.overall.position()));
+            meter.set_position(0);
         }
         let mut out = OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(&part).map_err(io_err(&part))?;
         let mut body = resp.into_body().into_with_config().limit(u64::MAX).reader();
@@ -287,8 +311,8 @@ pub fn download_file(r: &HfRef, commit: &str, f: &RepoFile, dest: &Path, progres
                 Ok(0) => break true,
                 Ok(n) => {
                     out.write_all(&buf[..n]).map_err(io_err(&part))?;
-                    pb.inc(n as u64);
-                    progress.overall.inc(n as u64);
+                    meter.inc(n as u64);
+                    transfers.overall.inc(n as u64);
                 }
                 Err(e) => {
                     last_error = e.to_string();
@@ -309,7 +333,7 @@ pub fn download_file(r: &HfRef, commit: &str, f: &RepoFile, dest: &Path, progres
     if let Some(s) = f.size
         && have != s
     {
-        pb.abandon();
+        meter.abandon();
         if have > s {
             let _ = std::fs::remove_file(&part);
         }
@@ -319,25 +343,26 @@ pub fn download_file(r: &HfRef, commit: &str, f: &RepoFile, dest: &Path, progres
         (Some(s), _) => (s.as_str(), false),
         (None, Some(b)) => (b.as_str(), true),
         (None, None) => {
-            pb.abandon();
+            meter.abandon();
             let _ = std::fs::remove_file(&part);
             return Err(http_err(&url, "the hub listed no hash for this file, so it cannot be verified"));
         }
     };
     let got = hash_file(&part, git)?;
     if !got.eq_ignore_ascii_case(want) {
-        pb.abandon();
+        meter.abandon();
         let _ = std::fs::remove_file(&part);
         return Err(HubError::Checksum { what: format!("{} from {}", f.path, r.repo), got, want: want.to_string() });
     }
     std::fs::rename(&part, dest).map_err(io_err(dest))?;
-    pb.finish_and_clear();
+    meter.finish(if git { "git blob id verified" } else { "sha256 verified" });
     Ok(())
 }
 
-/// Pulls `r` into the cache (only what is missing) and returns the local path: the one
-/// file when `r` names one, else the snapshot folder.
-pub fn pull(r: &HfRef, show_progress: bool) -> Result<PathBuf> {
+/// Pulls `r` into the cache (only what is missing, or damaged by a later truncation or a
+/// failed `pull --verify`) and returns the local path: the one file when `r` names one,
+/// else the snapshot folder.
+pub fn pull(r: &HfRef, progress: impl Into<Progress>) -> Result<PathBuf> {
     let dir = cache_dir(r)?;
     if offline() {
         return cached_path(r)?.ok_or_else(|| HubError::Offline(format!("hf:{}", r.repo)));
@@ -362,16 +387,19 @@ pub fn pull(r: &HfRef, show_progress: bool) -> Result<PathBuf> {
             w
         }
     };
-    // A manifest from another commit means the files here may be stale: fetch again.
+    // A manifest from another commit means the files here may be stale: fetch again. A file
+    // of the right commit is fetched again only when a stat (or an earlier `--verify`) shows
+    // it is not what was downloaded.
     let previous = cached_manifest(r)?;
     let same_commit = previous.as_ref().is_some_and(|m| m.commit == commit);
-    let todo: Vec<&RepoFile> = files.iter().filter(|f| !(same_commit && dir.join(&f.path).is_file())).collect();
+    let checks = entries::Checks::load(&dir);
+    let todo: Vec<&RepoFile> = files.iter().filter(|f| !(same_commit && entries::file_state(&dir, f, &checks) == FileState::Ok)).collect();
     let total: u64 = todo.iter().filter_map(|f| f.size).sum();
-    let progress = Progress::new(total, show_progress);
+    let transfers = Transfers::new(total, progress.into());
     for f in &todo {
-        download_file(r, &commit, f, &dir.join(&f.path), &progress)?;
+        download_file(r, &commit, f, &dir.join(&f.path), &transfers)?;
     }
-    progress.overall.finish_and_clear();
+    transfers.overall.finish_and_clear();
     let mut kept: Vec<RepoFile> = previous.filter(|_| same_commit).map(|m| m.files).unwrap_or_default();
     for f in files {
         if !kept.iter().any(|k| k.path == f.path) {

