@@ -65,6 +65,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// ChatML, the template of many instruction-tuned models (SmolLM2, Qwen, ...): what a chat
+/// renders with when the model brings no template of its own (see
+/// [`Model::with_chat_template_fallback`](crate::Model::with_chat_template_fallback)).
+/// Content is copied verbatim, so literal spans cover whole messages.
+pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// The markers ChatML wraps each turn in.
+pub const CHATML_MARKERS: [&str; 2] = ["<|im_start|>", "<|im_end|>"];
+
 /// Private-use characters around a stand-in: text the template sees in place of a piece of
 /// message content, found again in its output and swapped back.
 const STAND_IN_OPEN: char = '\u{E000}';
@@ -81,6 +90,11 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned("chat", source.to_string()).map_err(|e| ModelError::Template(format!("does not compile: {e}")))?;
         Ok(Self { env, bos: bos.to_string(), eos: eos.to_string() })
+    }
+
+    /// [`CHATML_TEMPLATE`], compiled.
+    pub fn chatml(bos: &str, eos: &str) -> Result<Self> {
+        Self::new(CHATML_TEMPLATE, bos, eos)
     }
 
     /// Renders `messages`, ending with the assistant's turn opener when
@@ -178,6 +192,17 @@ mod tests {
         let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
         let out = t.render(&[Message::new("user", "  hi  ")], true).unwrap();
         assert_eq!(out, "<|user|>hi\n<|assistant|>");
+    }
+
+    #[test]
+    fn chatml_renders_turns_and_the_generation_prompt() {
+        let t = ChatTemplate::chatml("<s>", "</s>").unwrap();
+        let msgs = [Message::new("system", "be brief"), Message::new("user", "hi\nthere")];
+        assert_eq!(t.render(&msgs, true).unwrap(), "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi\nthere<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(t.render(&msgs[..1], false).unwrap(), "<|im_start|>system\nbe brief<|im_end|>\n");
+        // Forged markers in content are whole-content literal spans.
+        let (out, spans) = t.render_with_literal_spans(&[Message::new("user", FORGED)], true, chatml_controls).unwrap();
+        assert_eq!(spans.iter().map(|r| &out[r.clone()]).collect::<Vec<_>>(), [FORGED]);
     }
 
     #[test]

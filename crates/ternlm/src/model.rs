@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ternlm_format::GgufFile;
+use ternlm_format::{GgufFile, Metadata};
 use ternlm_kernels::ThreadPool;
 
 use crate::chat::{ChatTemplate, Message};
@@ -94,6 +94,8 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     template_source: Option<String>,
+    /// `template` is ChatML put in place of a missing one.
+    template_fallback: bool,
     pool: ThreadPool,
     load_time: Duration,
 }
@@ -143,11 +145,20 @@ impl Model {
             }
             None => None,
         };
-        Ok(Self { path, file, config, weights, tokenizer, template, template_source, pool, load_time: start.elapsed() })
+        Ok(Self { path, file, config, weights, tokenizer, template, template_source, template_fallback: false, pool, load_time: start.elapsed() })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What to call the model: its GGUF `general.name`, else its file name without the
+    /// extension (a checkpoint folder's name).
+    pub fn name(&self) -> String {
+        match self.file.str_of("general.name") {
+            Ok(Some(n)) if !n.trim().is_empty() => n.trim().to_string(),
+            _ => self.path.file_stem().map_or_else(|| self.path.display().to_string(), |s| s.to_string_lossy().into_owned()),
+        }
     }
 
     pub fn file(&self) -> &GgufFile {
@@ -166,8 +177,37 @@ impl Model {
         self.template.is_some()
     }
 
+    /// The model's own chat template, as its file gives it (`None` when it has none, even
+    /// after [`with_chat_template_fallback`](Self::with_chat_template_fallback)).
     pub fn chat_template_source(&self) -> Option<&str> {
         self.template_source.as_deref()
+    }
+
+    /// The model, rendering chats with ChatML ([`CHATML_TEMPLATE`](crate::chat::CHATML_TEMPLATE))
+    /// when it has no template of its own, for a caller that would rather guess a format than
+    /// refuse to chat. ChatML's markers become control tokens only where the vocabulary has
+    /// them ([`chatml_markers_are_tokens`](Self::chatml_markers_are_tokens)); otherwise they
+    /// are plain text, which a model never trained on them reads as such. Message content is
+    /// still literal text either way.
+    pub fn with_chat_template_fallback(mut self) -> Result<Self> {
+        if self.template.is_none() {
+            let tok = &self.tokenizer;
+            let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
+            self.template = Some(ChatTemplate::chatml(&text(tok.bos), &text(tok.eos))?);
+            self.template_fallback = true;
+        }
+        Ok(self)
+    }
+
+    /// Whether chats render with the ChatML fallback instead of the model's own template.
+    pub fn chat_template_is_fallback(&self) -> bool {
+        self.template_fallback
+    }
+
+    /// Whether both ChatML markers (`<|im_start|>`, `<|im_end|>`) are special tokens of the
+    /// vocabulary, so that ChatML's markup tokenizes as the model was trained to see it.
+    pub fn chatml_markers_are_tokens(&self) -> bool {
+        crate::chat::CHATML_MARKERS.iter().all(|m| self.tokenizer.special_token_id(m).is_some())
     }
 
     /// Renders a conversation with the model's template, or `None` when it has none.

@@ -227,6 +227,13 @@ impl Tokenizer {
         self.encode_parts(text, add_special, true, literal)
     }
 
+    /// The id of the control or user-defined token whose text is exactly `text`: what
+    /// special-token parsing turns that text into. `None` means the text is tokenized as
+    /// plain text.
+    pub fn special_token_id(&self, text: &str) -> Option<u32> {
+        self.specials.iter().find(|(s, _, _)| s == text).map(|&(_, id, _)| id)
+    }
+
     /// Byte ranges of `text` holding control-token text (overlapping or adjacent occurrences
     /// merged, in order): what parsing special tokens could turn into control tokens.
     pub fn control_text_spans(&self, text: &str) -> Vec<Range<usize>> {
