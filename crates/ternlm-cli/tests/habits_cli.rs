@@ -331,3 +331,15 @@ fn the_readme_first_command_answers_correctly_every_time() {
     assert!(outputs[0].contains("Berlin"), "{}", outputs[0]);
     assert!(readme.contains(&format!("prints \"{}\"", outputs[0].trim())), "the README shows what it prints: {}", outputs[0]);
 }
+
+#[test]
+fn run_on_a_terminal_without_a_prompt_starts_chat() {
+    // `script` (util-linux) gives ternlm a terminal; what it reads comes from our pipe.
+    let cmd = format!("{} run -m {}", env!("CARGO_BIN_EXE_ternlm"), tiny());
+    let mut child = Command::new("script").args(["-qec", &cmd, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("script (util-linux) runs");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"/bye\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let all = text(&o.stdout);
+    assert!(o.status.success(), "{all}");
+    assert!(all.contains("starting `ternlm chat`") && all.contains("ternlm chat: ternlm-tiny-bitnet-b158"), "{all}");
+}

@@ -109,3 +109,17 @@ pub(crate) fn max_tokens(s: &SamplingArgs) -> usize {
 pub(crate) fn user_text(s: &str) -> &str {
     s.trim()
 }
+
+/// On a terminal, shows how far a long prompt has got; the line is cleared before the reply
+/// starts.
+pub(crate) fn show_prompt_progress(session: &mut ternlm::Session<'_>) {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        session.on_prompt_progress(|done, total| {
+            if done < total {
+                crate::out::note_raw!("\rprocessing the prompt: {done}/{total} tokens");
+            } else {
+                crate::out::note_raw!("\r\x1b[K");
+            }
+        });
+    }
+}

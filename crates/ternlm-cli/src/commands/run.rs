@@ -7,10 +7,10 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use ternlm::{GenerateParams, Message, StopReason};
 
-use super::{max_tokens, sampler_config, user_text};
+use super::{max_tokens, sampler_config, show_prompt_progress, user_text};
 use crate::cli::{ChatArgs, RunArgs};
 use crate::load::{ctx_size, load_model};
-use crate::out::{note, note_raw, outln, write_flush};
+use crate::out::{note, outln, write_flush};
 
 /// Where the model comes from and what words of the command line are the prompt: with -m
 /// every word is prompt; without it the first word names the model, as in `ollama run MODEL
@@ -100,17 +100,7 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
 
     let params = GenerateParams { max_tokens: max_tokens(&args.sampling), sampler };
     let mut session = model.session(n_ctx);
-    if std::io::stderr().is_terminal() {
-        // Long prompts take seconds; say how far along they are, then clear the line before
-        // the reply starts.
-        session.on_prompt_progress(|done, total| {
-            if done < total {
-                note_raw!("\rprocessing the prompt: {done}/{total} tokens");
-            } else {
-                note_raw!("\r\x1b[K");
-            }
-        });
-    }
+    show_prompt_progress(&mut session);
     let stream = !args.json;
     let mut write_err = None;
     let outcome = session.generate(&prompt, &params, &mut |text, _| {

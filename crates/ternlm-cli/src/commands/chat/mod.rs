@@ -51,6 +51,7 @@ pub fn chat(args: ChatArgs) -> Result<ExitCode> {
     }
     // `--system` is taken as it is, as `run` takes it.
     let mut chat = Chat { model: &model, session: model.session(n_ctx), conversation: Conversation { system: args.system.clone(), messages: Vec::new() }, options, interrupted };
+    super::show_prompt_progress(&mut chat.session);
     while let Some(entry) = input.next_entry()? {
         match entry {
             Entry::Message(text) => chat.reply(text)?,

@@ -52,7 +52,7 @@ impl Param {
 #[serde(default)]
 pub struct SavedOptions {
     pub temperature: Option<f32>,
-    pub top_k: Option<usize>,
+    pub top_k: Option<i64>,
     pub top_p: Option<f32>,
     pub min_p: Option<f32>,
     pub repeat_penalty: Option<f32>,
@@ -83,11 +83,15 @@ impl Options {
         let bad = |what: &str| format!("{}: {value:?} is not {what}", param.name());
         match param {
             Param::Temperature => next.temperature = value.parse().map_err(|_| bad("a number"))?,
-            Param::TopK => next.top_k = value.parse().map_err(|_| bad("a whole number >= 0"))?,
+            Param::TopK => next.top_k = value.parse().map_err(|_| bad("a whole number (0 or less: off)"))?,
             Param::TopP => next.top_p = value.parse().map_err(|_| bad("a number"))?,
             Param::MinP => next.min_p = value.parse().map_err(|_| bad("a number"))?,
             Param::RepeatPenalty => next.repeat_penalty = value.parse().map_err(|_| bad("a number"))?,
-            Param::Seed => seed = value.parse().map_err(|_| bad("a whole number >= 0"))?,
+            Param::Seed => {
+                // -1 draws a random seed, as the --seed flag does.
+                let wanted: i64 = value.parse().map_err(|_| bad("a whole number >= 0, or -1 for a random one"))?;
+                seed = sampler_config(&SamplingArgs { seed: Some(wanted), ..self.sampling.clone() }).map_err(|e| e.to_string())?.seed;
+            }
             Param::NumPredict => next.max_tokens = value.parse().map_err(|_| bad("a whole number (-1: no limit)"))?,
         }
         self.commit(next, seed)
@@ -174,8 +178,9 @@ mod tests {
             (Param::TopP, "5", "--top-p"),
             (Param::MinP, "NaN", "--min-p"),
             (Param::RepeatPenalty, "0", "--repeat-penalty"),
-            (Param::TopK, "-3", "whole number"),
+            (Param::TopK, "1.5", "whole number"),
             (Param::Seed, "x", "seed"),
+            (Param::Seed, "-2", "--seed"),
         ] {
             let e = o.set(p, v).unwrap_err();
             assert!(e.contains(why), "{p:?} {v}: {e}");
