@@ -31,7 +31,7 @@ pub use chat::{ChatTemplate, Message};
 pub use config::Config;
 pub use error::{ModelError, Result};
 pub use forward::Logits;
-pub use model::{LoadOptions, Model, RenderedChat, TernaryLayout, default_threads, open_model_file};
+pub use model::{LoadOptions, Model, RenderedChat, TernaryLayout, default_threads, open_model_file, usable_cpus};
 pub use sampler::{Sampler, SamplerConfig};
 pub use session::{GenerateParams, Generation, Session, StopReason};
 pub use ternlm_format as format;
