@@ -43,10 +43,20 @@ pub fn usable_cpus() -> usize {
 
 /// The number of threads to use when the user does not say: the physical cores (SMT
 /// siblings share one core's execution units, and these kernels saturate them), never more
-/// than the CPUs this process may use.
+/// than [`usable_cpus`].
 pub fn default_threads() -> usize {
-    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
-    physical_cores().map_or(logical, |p| p.clamp(1, logical))
+    let usable = usable_cpus();
+    physical_cores().map_or(usable, |p| p.clamp(1, usable))
+}
+
+/// The CPUs this process may run on at once: more threads than this can only take turns
+/// (the thread pool keeps the extra ones parked). This is
+/// [`std::thread::available_parallelism`], which on Linux already honours the affinity mask
+/// (`sched_getaffinity`, as set by `taskset` or a cpuset) and a cgroup CPU quota
+/// (`cpu.max` in cgroup v2, `cpu.cfs_quota_us` in v1, rounded down, at least 1); 1 where
+/// it cannot tell.
+pub fn usable_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Distinct (package, core) pairs in /proc/cpuinfo, where that file exists.
@@ -267,5 +277,17 @@ impl Model {
     /// 4096 like llama.cpp's default.
     pub fn default_ctx(&self) -> usize {
         self.config.n_ctx_train.min(4096)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_threads_never_exceed_usable_cpus() {
+        let usable = usable_cpus();
+        assert!(usable >= 1);
+        assert!((1..=usable).contains(&default_threads()));
     }
 }
