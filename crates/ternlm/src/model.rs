@@ -35,12 +35,6 @@ impl Default for LoadOptions {
     }
 }
 
-/// The CPUs this process may run on (its affinity mask and cgroup quota, as the standard
-/// library reads them).
-pub fn usable_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// The number of threads to use when the user does not say: the physical cores (SMT
 /// siblings share one core's execution units, and these kernels saturate them), never more
 /// than [`usable_cpus`].
