@@ -297,6 +297,10 @@ pub struct BenchArgs {
     /// Skip the memory bandwidth probe.
     #[arg(long = "no-probe")]
     pub no_probe: bool,
+    /// Layers to offload to a GPU (llama-bench's -ngl): accepted and ignored, ternlm runs on
+    /// the CPU.
+    #[arg(long = "n-gpu-layers", alias = "gpu-layers", value_name = "N", allow_negative_numbers = true)]
+    pub n_gpu_layers: Option<i64>,
     #[command(flatten)]
     pub weights: WeightArgs,
 }

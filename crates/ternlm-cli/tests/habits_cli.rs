@@ -138,6 +138,8 @@ fn llama_cpp_spellings_negative_values_and_repeated_flags() {
     let v = json(&o);
     assert!(v["tokens"].as_array().unwrap().len() <= 3, "the last -n wins");
     assert!(text(&o.stderr).contains("ignored"), "-ngl is noted: {}", text(&o.stderr));
+    let o = ternlm(&["bench", "-m", &t, "-ngl", "99", "-p", "0", "-n", "1", "-r", "1", "--no-probe", "--json"], None);
+    assert!(o.status.success() && text(&o.stderr).contains("ignored"), "llama-bench's -ngl: {}", text(&o.stderr));
     // The last of a repeated flag wins, as shell aliases expect.
     let a = json(&ternlm(&["run", "-m", &t, "-p", "Hello", "-n", "4", "--temperature", "1", "--seed", "3", "--temperature", "0", "--raw", "--json"], None));
     let b = json(&ternlm(&["run", "-m", &t, "-p", "Hello", "-n", "4", "--temperature", "0", "--raw", "--json"], None));

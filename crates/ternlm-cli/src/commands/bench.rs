@@ -15,7 +15,7 @@ use ternlm::{LoadOptions, Logits, Model};
 
 use crate::cli::BenchArgs;
 use crate::load::{model_path, naming_path, threads as threads_checked};
-use crate::out::outln;
+use crate::out::{note, outln};
 
 struct Row {
     test: String,
@@ -52,6 +52,9 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     let threads = if a.threads.is_empty() { vec![ternlm::default_threads()] } else { a.threads.clone() };
     let model_name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     // Said once, before any test runs.
+    if let Some(n) = a.n_gpu_layers {
+        note!("ternlm: note: --n-gpu-layers {n} is ignored: ternlm runs on the CPU");
+    }
     for &t in &threads {
         threads_checked(Some(t))?;
     }
