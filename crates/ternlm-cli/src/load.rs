@@ -42,10 +42,15 @@ pub fn naming_path<T, E: Into<anyhow::Error>>(r: std::result::Result<T, E>, doin
     })
 }
 
-pub fn load_model(args: &ModelArgs) -> Result<Model> {
-    if let Some(n) = args.n_gpu_layers {
+/// llama.cpp's `-ngl N`, accepted so that habits work, and said to do nothing here.
+pub fn ignore_gpu_layers(n: Option<i64>) {
+    if let Some(n) = n {
         note!("ternlm: note: --n-gpu-layers {n} is ignored: ternlm runs on the CPU");
     }
+}
+
+pub fn load_model(args: &ModelArgs) -> Result<Model> {
+    ignore_gpu_layers(args.n_gpu_layers);
     let path = model_path(args.model.as_deref())?;
     let threads = threads(args.threads)?;
     let model = naming_path(Model::load(&path, &LoadOptions { threads, ternary_layout: args.weights.ternary_layout.into(), int8_head: args.weights.int8_head }), "loading", &path)?;

@@ -29,6 +29,7 @@ pub const CHECKS: &str = ".ternlm-checks.json";
 /// What a catalog download recorded (the `hf:` equivalent is [`Manifest`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    /// Part of the file format; `list` names entries by their folder instead.
     pub name: String,
     pub source: String,
     pub files: Vec<RepoFile>,
@@ -113,6 +114,20 @@ pub(crate) fn file_state(dir: &Path, f: &RepoFile, checks: &Checks) -> FileState
     if checks.failed(&f.path, &meta) { FileState::FailedCheck } else { FileState::Ok }
 }
 
+/// Why a file's size is not the recorded one.
+pub(crate) fn size_reason(have: u64, want: u64) -> String {
+    format!("size {have} bytes, expected {}", human_bytes(want))
+}
+
+/// The state of each of `files` in `dir` (against the folder's last `pull --verify`), and
+/// why some are damaged, naming each file when `name_files` (see [`damage`]).
+pub(crate) fn inspect<'a>(dir: &Path, files: impl IntoIterator<Item = &'a RepoFile>, name_files: bool) -> (Vec<(&'a RepoFile, FileState)>, Option<String>) {
+    let checks = Checks::load(dir);
+    let states: Vec<(&RepoFile, FileState)> = files.into_iter().map(|f| (f, file_state(dir, f, &checks))).collect();
+    let damaged = damage(&states, name_files);
+    (states, damaged)
+}
+
 /// Why some of `states` are damaged, naming each file when `name_files`; `None` when none
 /// is (missing files are not damage: a pull fetches them).
 pub(crate) fn damage(states: &[(&RepoFile, FileState)], name_files: bool) -> Option<String> {
@@ -120,7 +135,7 @@ pub(crate) fn damage(states: &[(&RepoFile, FileState)], name_files: bool) -> Opt
         .iter()
         .filter_map(|(f, s)| {
             let why = match s {
-                FileState::Size { have, want } => format!("size {have} bytes, expected {}", human_bytes(*want)),
+                FileState::Size { have, want } => size_reason(*have, *want),
                 FileState::FailedCheck => "its checksum failed at the last `ternlm pull --verify`".to_string(),
                 FileState::Ok | FileState::Missing => return None,
             };
@@ -156,8 +171,6 @@ impl Status {
 /// One folder of the cache.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    /// The folder's name under the models directory.
-    pub folder: String,
     /// What `list` shows and `rm`, `pull` and `--model` take: a catalog name or
     /// `hf:ORG/REPO[@REV]` (the folder's name when it is neither).
     pub name: String,
@@ -216,42 +229,47 @@ pub fn folder_for(name: &str) -> Result<String> {
     Ok(folder)
 }
 
-/// What was recorded for `folder` in `dir`: its name, source, files, and whether anything
-/// was recorded at all.
-fn recorded(dir: &Path, folder: &str) -> (String, String, Vec<RepoFile>, bool) {
+/// What was recorded for `folder` in `dir` (its name, source and files), and whether
+/// anything was recorded at all.
+fn recorded(dir: &Path, folder: &str) -> (Record, bool) {
     let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
+    let record = |name: String, source: String, files: Vec<RepoFile>| Record { name, source, files };
     if let Some(m) = read(MANIFEST).and_then(|t| serde_json::from_str::<Manifest>(&t).ok()) {
         let source = format!("hf:{}@{} ({})", m.repo, m.revision, m.commit.get(..10).unwrap_or(&m.commit));
-        return (hf::display_name(&m.repo, &m.revision), source, m.files, true);
+        return (record(hf::display_name(&m.repo, &m.revision), source, m.files), true);
     }
     if let Some(r) = read(RECORD).and_then(|t| serde_json::from_str::<Record>(&t).ok()) {
-        return (folder.to_string(), r.source, r.files, true);
+        return (record(folder.to_string(), r.source, r.files), true);
     }
     if let Some(e) = catalog::CATALOG.iter().find(|e| e.name == folder) {
         let f = RepoFile { path: e.file_name.to_string(), size: Some(e.size), sha256: Some(e.sha256.to_string()), blob_id: None };
-        return (folder.to_string(), catalog_source(e), vec![f], true);
+        return (record(folder.to_string(), catalog_source(e), vec![f]), true);
     }
     if let Some(rest) = folder.strip_prefix("hf--") {
         // No manifest yet: the name the folder was made from, as near as it can be told.
         let (repo, rev) = rest.split_once('@').map_or((rest, None), |(r, v)| (r, Some(v)));
         if let Some((org, name)) = repo.split_once("--") {
-            return (hf::display_name(&format!("{org}/{name}"), rev.unwrap_or("main")), String::new(), Vec::new(), false);
+            return (record(hf::display_name(&format!("{org}/{name}"), rev.unwrap_or("main")), String::new(), Vec::new()), false);
         }
-        return (folder.to_string(), String::new(), Vec::new(), false);
+        return (record(folder.to_string(), String::new(), Vec::new()), false);
     }
-    (folder.to_string(), String::new(), Vec::new(), true)
+    (record(folder.to_string(), String::new(), Vec::new()), true)
+}
+
+/// The name `list` shows for the folder `folder` whose record says `name`: `rm` and
+/// `pull --verify` must take back exactly what `list` shows.
+fn shown_name(name: String, folder: &str) -> String {
+    if folder_for(&name).is_ok_and(|f| f == folder) { name } else { folder.to_string() }
 }
 
 /// The entry in `dir` (a folder of the models directory named `folder`).
 fn describe(dir: &Path, folder: &str) -> Entry {
     let (bytes, partial) = disk_usage(dir);
-    let (name, source, files, has_record) = recorded(dir, folder);
-    // `rm` and `pull --verify` must take back exactly what `list` shows.
-    let name = if folder_for(&name).is_ok_and(|f| f == folder) { name } else { folder.to_string() };
-    let checks = Checks::load(dir);
-    let states: Vec<(&RepoFile, FileState)> = files.iter().map(|f| (f, file_state(dir, f, &checks))).collect();
+    let (Record { name, source, files }, has_record) = recorded(dir, folder);
+    let name = shown_name(name, folder);
+    let (states, damaged) = inspect(dir, &files, files.len() > 1);
     let missing: Vec<&str> = states.iter().filter(|(_, s)| *s == FileState::Missing).map(|(f, _)| f.path.as_str()).collect();
-    let (status, problem) = if let Some(reason) = damage(&states, files.len() > 1) {
+    let (status, problem) = if let Some(reason) = damaged {
         (Status::Damaged, Some(reason))
     } else if partial {
         (Status::Partial, Some("a download was left unfinished".to_string()))
@@ -262,7 +280,7 @@ fn describe(dir: &Path, folder: &str) -> Entry {
     } else {
         (Status::Ok, None)
     };
-    Entry { folder: folder.to_string(), name, path: dir.to_path_buf(), source, bytes, status, problem, files: files.clone() }
+    Entry { name, path: dir.to_path_buf(), source, bytes, status, problem, files: files.clone() }
 }
 
 /// Every entry of the cache, by folder name. Only stats: no file is hashed.
@@ -274,20 +292,11 @@ pub fn list() -> Result<Vec<Entry>> {
     Ok(folders.iter().map(|(f, p)| describe(p, f)).collect())
 }
 
-/// The entry `name` refers to, if it is in the cache.
-pub fn find(name: &str) -> Result<Option<Entry>> {
-    let folder = folder_for(name)?;
-    let dir = models_dir()?.join(&folder);
-    Ok(dir.is_dir().then(|| describe(&dir, &folder)))
-}
-
 /// Fails when the cached catalog model `e` is damaged (only a stat, and the last
 /// `--verify`'s outcome).
 pub(crate) fn check_catalog(e: &CatalogEntry, dir: &Path) -> Result<()> {
-    let (_, _, files, _) = recorded(dir, e.name);
-    let checks = Checks::load(dir);
-    let states: Vec<(&RepoFile, FileState)> = files.iter().filter(|f| f.path == e.file_name).map(|f| (f, file_state(dir, f, &checks))).collect();
-    match damage(&states, files.len() > 1) {
+    let (Record { files, .. }, _) = recorded(dir, e.name);
+    match inspect(dir, files.iter().filter(|f| f.path == e.file_name), files.len() > 1).1 {
         Some(reason) => Err(HubError::Damaged { name: e.name.to_string(), pull: e.name.to_string(), reason }),
         None => Ok(()),
     }
@@ -297,7 +306,6 @@ pub(crate) fn check_catalog(e: &CatalogEntry, dir: &Path) -> Result<()> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
     pub name: String,
-    pub path: PathBuf,
     pub files: usize,
     pub bytes: u64,
 }
@@ -308,20 +316,21 @@ pub struct Verified {
 pub fn verify(name: &str, progress: impl Into<Progress>) -> Result<Verified> {
     let progress = progress.into();
     let folder = folder_for(name)?;
-    let dir = models_dir()?.join(&folder);
+    let models = models_dir()?;
+    let dir = models.join(&folder);
     if !dir.is_dir() {
-        return Err(HubError::NotCached(name.to_string(), models_dir()?));
+        return Err(HubError::NotCached(name.to_string(), models));
     }
-    let e = describe(&dir, &folder);
-    if e.files.is_empty() {
-        return Err(match e.status {
-            Status::Incomplete | Status::Partial => HubError::Incomplete { name: e.name.clone(), pull: e.name, reason: "no record of a finished download".into() },
-            _ => HubError::NoRecord(e.name),
-        });
+    let (Record { name, files, .. }, has_record) = recorded(&dir, &folder);
+    let name = shown_name(name, &folder);
+    if files.is_empty() {
+        // What `list` calls partial or incomplete; a folder with nothing to check otherwise.
+        let (_, partial) = disk_usage(&dir);
+        return Err(if partial || !has_record { HubError::Incomplete { name: name.clone(), pull: name, reason: "no record of a finished download".into() } } else { HubError::NoRecord(name) });
     }
     let mut checks = Checks::load(&dir);
     let (mut bad, mut missing, mut bytes) = (Vec::new(), Vec::new(), 0);
-    for f in &e.files {
+    for f in &files {
         let path = dir.join(&f.path);
         let Some(meta) = std::fs::metadata(&path).ok().filter(|m| m.is_file()) else {
             missing.push(f.path.clone());
@@ -332,15 +341,11 @@ pub fn verify(name: &str, progress: impl Into<Progress>) -> Result<Verified> {
         if let Some(want) = f.size
             && have != want
         {
-            bad.push(format!("{}: size {have} bytes, expected {}", f.path, human_bytes(want)));
+            bad.push(format!("{}: {}", f.path, size_reason(have, want)));
             continue;
         }
-        let (want, git) = match (&f.sha256, &f.blob_id) {
-            (Some(s), _) => (s.as_str(), false),
-            (None, Some(b)) => (b.as_str(), true),
-            // Nothing recorded to hash against: the size (if any) is all there is.
-            (None, None) => continue,
-        };
+        // Nothing recorded to hash against: the size (if any) is all there is.
+        let Some((want, git)) = f.expected_hash() else { continue };
         if progress.shown() {
             note(&format!("ternlm: checking {} ({})", f.path, human_bytes(have)));
         }
@@ -353,12 +358,12 @@ pub fn verify(name: &str, progress: impl Into<Progress>) -> Result<Verified> {
     }
     checks.save(&dir);
     if !bad.is_empty() {
-        return Err(HubError::Damaged { name: e.name.clone(), pull: e.name, reason: bad.join("; ") });
+        return Err(HubError::Damaged { name: name.clone(), pull: name, reason: bad.join("; ") });
     }
     if !missing.is_empty() {
-        return Err(HubError::Incomplete { name: e.name.clone(), pull: e.name, reason: format!("missing {}", missing.join(", ")) });
+        return Err(HubError::Incomplete { name: name.clone(), pull: name, reason: format!("missing {}", missing.join(", ")) });
     }
-    Ok(Verified { name: e.name, path: dir, files: e.files.len(), bytes })
+    Ok(Verified { name, files: files.len(), bytes })
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use crate::cache::{models_dir, offline};
 use crate::entries::{self, FileState};
 use crate::error::{HubError, Result, io_err};
 use crate::http::agent;
-use crate::progress::{DOWNLOAD, Meter, Progress, note, redact, style};
+use crate::progress::{DOWNLOAD, Meter, Progress, bar, note, redact, style};
 use crate::pypi::hex;
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -96,6 +96,18 @@ pub struct RepoFile {
     pub blob_id: Option<String>,
 }
 
+impl RepoFile {
+    /// The hash to check the file against, and whether it is a git blob id (else a sha256):
+    /// the sha256 when there is one.
+    pub(crate) fn expected_hash(&self) -> Option<(&str, bool)> {
+        match (&self.sha256, &self.blob_id) {
+            (Some(s), _) => Some((s.as_str(), false)),
+            (None, Some(b)) => Some((b.as_str(), true)),
+            (None, None) => None,
+        }
+    }
+}
+
 /// What `pull` wrote beside the files once every one was verified.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -132,9 +144,8 @@ pub fn cached_path(r: &HfRef) -> Result<Option<PathBuf>> {
     if needed.is_empty() {
         return Ok(None);
     }
-    let checks = entries::Checks::load(&dir);
-    let states: Vec<(&RepoFile, FileState)> = needed.iter().map(|f| (*f, entries::file_state(&dir, f, &checks))).collect();
-    if let Some(reason) = entries::damage(&states, m.files.len() > 1) {
+    let (states, damaged) = entries::inspect(&dir, needed, m.files.len() > 1);
+    if let Some(reason) = damaged {
         let name = display_name(&m.repo, &m.revision);
         let pull = r.file.as_ref().map_or_else(|| name.clone(), |f| format!("{name}:{f}"));
         return Err(HubError::Damaged { name, pull, reason });
@@ -217,15 +228,8 @@ impl Transfers {
 
     /// Starts showing the download of `name` from `url`, which already has `have` bytes.
     fn file(&self, name: &str, len: Option<u64>, url: &str, have: u64) -> Meter {
-        let bar = if self.mode == Progress::Bars {
-            let pb = self.multi.insert_before(&self.overall, len.map_or_else(ProgressBar::no_length, ProgressBar::new));
-            pb.set_style(style("{msg:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}"));
-            let short: String = name.chars().rev().take(24).collect::<Vec<_>>().into_iter().rev().collect();
-            pb.set_message(short);
-            pb
-        } else {
-            ProgressBar::hidden()
-        };
+        let short: String = name.chars().rev().take(24).collect::<Vec<_>>().into_iter().rev().collect();
+        let bar = bar(self.mode, len, &short, "{msg:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}", Some((&self.multi, &self.overall)));
         Meter::new(self.mode, bar, name, DOWNLOAD, len, &redact(url), have)
     }
 
@@ -339,14 +343,10 @@ pub(crate) fn download_file(r: &HfRef, commit: &str, f: &RepoFile, dest: &Path, 
         }
         return Err(http_err(&url, format!("got {have} of {s} bytes after {ATTEMPTS} attempts ({last_error}); run pull again to resume")));
     }
-    let (want, git) = match (&f.sha256, &f.blob_id) {
-        (Some(s), _) => (s.as_str(), false),
-        (None, Some(b)) => (b.as_str(), true),
-        (None, None) => {
-            meter.abandon();
-            let _ = std::fs::remove_file(&part);
-            return Err(http_err(&url, "the hub listed no hash for this file, so it cannot be verified"));
-        }
+    let Some((want, git)) = f.expected_hash() else {
+        meter.abandon();
+        let _ = std::fs::remove_file(&part);
+        return Err(http_err(&url, "the hub listed no hash for this file, so it cannot be verified"));
     };
     let got = hash_file(&part, git)?;
     if !got.eq_ignore_ascii_case(want) {

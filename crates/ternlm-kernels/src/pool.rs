@@ -29,7 +29,7 @@
 
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -81,13 +81,13 @@ impl<T> Deref for Padded<T> {
 }
 
 /// The posted job. Written by `for_each` only while the job is closed and no worker is
-/// inside; read by a worker only while it is inside.
+/// inside; read by a worker only while it is inside. `task` is left dangling once its job
+/// has returned (and before the first job): no worker can enter a closed job, and the next
+/// job overwrites it before it opens.
 struct Job {
-    task: Option<JobPtr>,
+    task: JobPtr,
     n_tasks: usize,
     generation: u64,
-    /// The thread in `for_each`, for the last worker out to unpark.
-    caller: Option<Thread>,
 }
 
 /// Workers in the parking loop are `sleepers + tickets`; a ticket is a wake-up already
@@ -104,6 +104,9 @@ struct Shared {
     state: Padded<AtomicUsize>,
     next: Padded<AtomicUsize>,
     job: Mutex<Job>,
+    /// The thread in `for_each`, for the last worker out to unpark; written before the
+    /// caller sets [`WAITING`], read only by a worker that saw it set.
+    caller: Mutex<Option<Thread>>,
     panicked: AtomicBool,
     shutdown: AtomicBool,
     /// Workers not parked (spinning, or inside a job).
@@ -145,7 +148,9 @@ impl ThreadPool {
             generation: Padded(AtomicU64::new(0)),
             state: Padded(AtomicUsize::new(CLOSED)),
             next: Padded(AtomicUsize::new(0)),
-            job: Mutex::new(Job { task: None, n_tasks: 0, generation: 0, caller: None }),
+            // Never dereferenced: no worker can enter before the first job is posted.
+            job: Mutex::new(Job { task: JobPtr(std::ptr::null::<fn(usize)>() as *const Task), n_tasks: 0, generation: 0 }),
+            caller: Mutex::new(None),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             awake: AtomicUsize::new(n_workers),
@@ -193,24 +198,30 @@ impl ThreadPool {
         // return only once the job is closed and every worker that entered it has left.
         let ptr: *const Task = unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + 'f), *const Task>(f as *const _) };
         let generation = sh.generation.load(Ordering::Relaxed).wrapping_add(1);
-        *lock(&sh.job) = Job { task: Some(JobPtr(ptr)), n_tasks, generation, caller: Some(std::thread::current()) };
+        *lock(&sh.job) = Job { task: JobPtr(ptr), n_tasks, generation };
         sh.next.store(0, Ordering::Relaxed);
         sh.panicked.store(false, Ordering::Relaxed);
         // Opens the job: a worker's successful entry acquires everything written above.
         sh.state.store(0, Ordering::Release);
         sh.generation.store(generation, Ordering::Release);
+        // Store (generation) then load (`awake`, in `wake_workers`), against a parking worker's
+        // store (`awake`) then load (generation): without a SeqCst fence on both sides each
+        // could miss the other's store, and the worker would park through this job. The
+        // matching fence is in `wait_for_job`.
+        fence(Ordering::SeqCst);
         self.wake_workers();
         let mine = catch_unwind(AssertUnwindSafe(|| run_tasks(sh, f, n_tasks)));
         if sh.state.fetch_or(CLOSED, Ordering::AcqRel) & ENTERED != 0 {
             wait_for_workers(sh);
         }
-        lock(&sh.job).task = None;
         let ran = mine.unwrap_or_else(|p| resume_unwind(p));
         assert!(!sh.panicked.load(Ordering::Relaxed), "a thread pool task panicked");
         ran < n_tasks
     }
 
-    /// Wakes parked workers until `max_awake` are awake (or none is left parked).
+    /// Wakes parked workers until `max_awake` are awake (or none is left parked). Called
+    /// after the new generation is stored and fenced (see `run_parallel`), so a worker about
+    /// to park that this load still counts as awake sees the new generation itself.
     fn wake_workers(&self) {
         let sh = &*self.shared;
         if sh.awake.load(Ordering::Relaxed) >= sh.max_awake {
@@ -363,6 +374,10 @@ fn wait_for_workers(sh: &Shared) {
         }
         std::hint::spin_loop();
     }
+    // Only now, about to park, does the caller leave its handle, before it sets WAITING: a
+    // worker reads it only after seeing WAITING, and locks `caller` after that, so its lock
+    // comes after ours (coherence on `state`) and it finds this handle.
+    *lock(&sh.caller) = Some(std::thread::current());
     // From here every worker leaving sees WAITING, and the last one unparks us.
     if sh.state.fetch_or(WAITING, Ordering::AcqRel) & ENTERED == 0 {
         return;
@@ -374,16 +389,7 @@ fn wait_for_workers(sh: &Shared) {
 
 /// Enters the posted job unless it is closed.
 fn enter(sh: &Shared) -> bool {
-    let mut s = sh.state.load(Ordering::Relaxed);
-    loop {
-        if s & CLOSED != 0 {
-            return false;
-        }
-        match sh.state.compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return true,
-            Err(now) => s = now,
-        }
-    }
+    sh.state.fetch_update(Ordering::Acquire, Ordering::Relaxed, |s| (s & CLOSED == 0).then_some(s + 1)).is_ok()
 }
 
 /// Leaves the job; the last worker out unparks a caller that is waiting for it.
@@ -392,9 +398,9 @@ fn leave(sh: &Shared) {
     loop {
         if s & ENTERED == 1 && s & WAITING != 0 {
             // The job is closed and we are its last worker, so nothing else changes `state`
-            // and the job record stays as it is until we leave: take the caller's handle
-            // first, as the caller may return (and post another job) the moment we leave.
-            let caller = lock(&sh.job).caller.clone();
+            // and the caller, parked or about to park, has left its handle: take it first, as
+            // the caller may return (and post another job) the moment we leave.
+            let caller = lock(&sh.caller).clone();
             sh.state.fetch_sub(1, Ordering::Release);
             if let Some(t) = caller {
                 t.unpark();
@@ -455,20 +461,20 @@ fn run_tasks(shared: &Shared, f: &(dyn Fn(usize) + Sync + '_), n_tasks: usize) -
 
 /// A worker's memory of being descheduled, which decides how long it spins.
 struct Patience {
-    /// Spin only briefly until then.
-    calm_until: Option<Instant>,
+    /// When the worker last found it was descheduled; it spins only briefly for `backoff`
+    /// after that.
     last_gap: Option<Instant>,
     backoff: Duration,
 }
 
 impl Patience {
     fn new() -> Self {
-        Self { calm_until: None, last_gap: None, backoff: CALM_MIN }
+        Self { last_gap: None, backoff: CALM_MIN }
     }
 
     fn spin_budget(&self, now: Instant) -> Duration {
-        match self.calm_until {
-            Some(t) if now < t => SHORT_SPIN,
+        match self.last_gap {
+            Some(t) if now < t + self.backoff => SHORT_SPIN,
             _ => SPIN,
         }
     }
@@ -479,12 +485,11 @@ impl Patience {
         let again = self.last_gap.is_some_and(|t| now.duration_since(t) < 2 * self.backoff + CALM_MIN);
         self.backoff = if again { (2 * self.backoff).min(CALM_MAX) } else { CALM_MIN };
         self.last_gap = Some(now);
-        self.calm_until = Some(now + self.backoff);
     }
 }
 
 /// Waits for a generation other than `seen`: spins (see [`Patience`]) unless too many workers
-/// are awake, then parks.
+/// are awake, then parks. Dropping the pool bumps the generation too.
 fn wait_for_job(sh: &Shared, seen: u64, patience: &mut Patience) -> u64 {
     if sh.awake.load(Ordering::Relaxed) <= sh.max_awake {
         let start = Instant::now();
@@ -493,7 +498,7 @@ fn wait_for_job(sh: &Shared, seen: u64, patience: &mut Patience) -> u64 {
         let mut spins = 0u32;
         loop {
             let g = sh.generation.load(Ordering::Acquire);
-            if g != seen || sh.shutdown.load(Ordering::Acquire) {
+            if g != seen {
                 return g;
             }
             spins = spins.wrapping_add(1);
@@ -501,7 +506,7 @@ fn wait_for_job(sh: &Shared, seen: u64, patience: &mut Patience) -> u64 {
                 let now = Instant::now();
                 if now.duration_since(last) > GAP {
                     patience.descheduled(now);
-                    budget = budget.min(SHORT_SPIN);
+                    budget = SHORT_SPIN;
                 }
                 if now.duration_since(start) > budget {
                     break;
@@ -514,13 +519,17 @@ fn wait_for_job(sh: &Shared, seen: u64, patience: &mut Patience) -> u64 {
     let mut sleep = lock(&sh.sleep);
     sh.awake.fetch_sub(1, Ordering::Relaxed);
     sleep.sleepers += 1;
-    // Checked under the lock: `for_each` bumps the generation before it takes the lock to
-    // wake anyone, so either we see the new job here or we are counted as a sleeper there.
-    // (A missed wake-up would only cost this worker the job, not a hang: the caller never
-    // waits for a worker that did not enter.)
+    // Store (`awake`) then load (generation), against `run_parallel`'s store (generation)
+    // then load (`awake`): with a SeqCst fence on both sides, either we see the new job
+    // below, or the caller sees us no longer awake and takes the lock to wake us, which it
+    // gets only once we are counted as a sleeper and waiting. The lock alone is not enough:
+    // the caller skips it while it sees enough workers awake. (A missed wake-up would only
+    // cost this worker the job, not a hang: the caller never waits for a worker that did
+    // not enter.) `Drop` bumps the generation before it notifies under the lock.
+    fence(Ordering::SeqCst);
     loop {
         let g = sh.generation.load(Ordering::Acquire);
-        if g != seen || sh.shutdown.load(Ordering::Acquire) {
+        if g != seen {
             if sleep.tickets > 0 {
                 sleep.tickets -= 1;
             } else {
@@ -554,13 +563,11 @@ fn worker(sh: &Shared) {
         };
         // The job we entered may be newer than the one we saw posted.
         seen = generation;
-        if let Some(JobPtr(p)) = task {
-            // SAFETY: we are inside the job, and `for_each` keeps the closure alive until
-            // every worker inside has left.
-            let f = unsafe { &*p };
-            if catch_unwind(AssertUnwindSafe(|| run_tasks(sh, f, n_tasks))).is_err() {
-                sh.panicked.store(true, Ordering::Relaxed);
-            }
+        // SAFETY: we are inside the job, so `task` is its closure (written before the job
+        // opened), and `for_each` keeps it alive until every worker inside has left.
+        let f = unsafe { &*task.0 };
+        if catch_unwind(AssertUnwindSafe(|| run_tasks(sh, f, n_tasks))).is_err() {
+            sh.panicked.store(true, Ordering::Relaxed);
         }
         leave(sh);
     }
@@ -569,6 +576,9 @@ fn worker(sh: &Shared) {
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
+        // Workers wait for a new generation only; one that sees this one (acquiring the
+        // store above) then finds `shutdown` set. No job runs: `drop` has the pool to itself.
+        self.shared.generation.fetch_add(1, Ordering::Release);
         {
             let _sleep = lock(&self.shared.sleep);
             self.shared.wake.notify_all();
@@ -637,6 +647,35 @@ impl LineSplit {
 mod tests {
     use super::*;
 
+    /// Runs a job of `n` tasks, each calling `also(i)` and then counting a hit for `i`, and
+    /// asserts that every task ran exactly once.
+    #[track_caller]
+    fn assert_each_once(pool: &ThreadPool, n: usize, also: impl Fn(usize) + Sync, context: impl std::fmt::Display) {
+        let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+        pool.for_each(n, &|i| {
+            also(i);
+            hits[i].fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "{context}");
+    }
+
+    /// Runs `f` over 8 tasks and asserts that its panic reaches the caller.
+    #[track_caller]
+    fn assert_reraises(pool: &ThreadPool, f: &(dyn Fn(usize) + Sync)) {
+        let r = catch_unwind(AssertUnwindSafe(|| pool.for_each(8, f)));
+        assert!(r.is_err());
+    }
+
+    /// Asserts that the pool still runs every task of an 8-task job (after a panic).
+    #[track_caller]
+    fn assert_survives(pool: &ThreadPool) {
+        let count = AtomicUsize::new(0);
+        pool.for_each(8, &|_| {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 8);
+    }
+
     #[test]
     fn line_split_covers_every_row_once_on_line_boundaries() {
         for off in 0..16usize {
@@ -666,11 +705,7 @@ mod tests {
         for threads in [1, 2, 3, 5] {
             let pool = ThreadPool::new(threads);
             for n in [0, 1, 2, 7, 100] {
-                let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
-                pool.for_each(n, &|i| {
-                    hits[i].fetch_add(1, Ordering::Relaxed);
-                });
-                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                assert_each_once(&pool, n, |_| {}, format_args!("threads {threads} n {n}"));
             }
         }
     }
@@ -678,13 +713,8 @@ mod tests {
     #[test]
     fn a_panicking_task_is_reraised_and_the_pool_survives() {
         let pool = ThreadPool::new(2);
-        let r = catch_unwind(AssertUnwindSafe(|| pool.for_each(8, &|i| assert!(i != 5, "task 5"))));
-        assert!(r.is_err());
-        let count = AtomicUsize::new(0);
-        pool.for_each(8, &|_| {
-            count.fetch_add(1, Ordering::Relaxed);
-        });
-        assert_eq!(count.load(Ordering::Relaxed), 8);
+        assert_reraises(&pool, &|i| assert!(i != 5, "task 5"));
+        assert_survives(&pool);
     }
 
     #[test]
@@ -695,12 +725,10 @@ mod tests {
             let total = AtomicUsize::new(0);
             for job in 0..2000 {
                 let n = 1 + job % 37;
-                let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
-                pool.for_each(n, &|i| {
-                    hits[i].fetch_add(1, Ordering::Relaxed);
+                let also = |_| {
                     total.fetch_add(1, Ordering::Relaxed);
-                });
-                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "job {job}");
+                };
+                assert_each_once(&pool, n, also, format_args!("job {job}"));
             }
             assert_eq!(total.load(Ordering::Relaxed), (0..2000).map(|j| 1 + j % 37).sum::<usize>());
         }
@@ -718,15 +746,13 @@ mod tests {
         // Whatever worker 1 runs takes a while, so the caller finishes the rest and parks
         // until worker 1 leaves.
         let pool = ThreadPool::build(3, 3, Duration::ZERO);
-        for _ in 0..20 {
-            let hits: Vec<AtomicUsize> = (0..24).map(|_| AtomicUsize::new(0)).collect();
-            pool.for_each(24, &|i| {
+        for job in 0..20 {
+            let also = |_| {
                 if std::thread::current().name() == Some("ternlm-worker-1") {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                hits[i].fetch_add(1, Ordering::Relaxed);
-            });
-            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            };
+            assert_each_once(&pool, 24, also, format_args!("job {job}"));
         }
     }
 
@@ -755,28 +781,21 @@ mod tests {
         let pool = ThreadPool::build(3, 3, Duration::ZERO);
         for _ in 0..3 {
             let worker_ran = AtomicBool::new(false);
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                pool.for_each(8, &|_| {
-                    if std::thread::current().name().is_some_and(|n| n.starts_with("ternlm-worker")) {
-                        worker_ran.store(true, Ordering::Relaxed);
-                        panic!("worker task");
-                    }
-                    // The caller holds on to its task until a worker has taken one (awake
-                    // workers enter within microseconds; the bound only keeps a broken pool
-                    // from hanging the test).
-                    let start = Instant::now();
-                    while !worker_ran.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(10) {
-                        std::thread::yield_now();
-                    }
-                })
-            }));
-            assert!(r.is_err());
+            assert_reraises(&pool, &|_| {
+                if std::thread::current().name().is_some_and(|n| n.starts_with("ternlm-worker")) {
+                    worker_ran.store(true, Ordering::Relaxed);
+                    panic!("worker task");
+                }
+                // The caller holds on to its task until a worker has taken one (awake
+                // workers enter within microseconds; the bound only keeps a broken pool
+                // from hanging the test).
+                let start = Instant::now();
+                while !worker_ran.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(10) {
+                    std::thread::yield_now();
+                }
+            });
         }
-        let count = AtomicUsize::new(0);
-        pool.for_each(8, &|_| {
-            count.fetch_add(1, Ordering::Relaxed);
-        });
-        assert_eq!(count.load(Ordering::Relaxed), 8);
+        assert_survives(&pool);
     }
 
     #[test]
@@ -876,15 +895,10 @@ mod tests {
         for serial in [true, false, true] {
             lock(&pool.governor).serial = serial;
             for job in 0..500 {
-                let hits: Vec<AtomicUsize> = (0..16).map(|_| AtomicUsize::new(0)).collect();
-                pool.for_each(16, &|i| {
-                    hits[i].fetch_add(1, Ordering::Relaxed);
-                });
-                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "job {job}");
+                assert_each_once(&pool, 16, |_| {}, format_args!("job {job}"));
             }
         }
-        let r = catch_unwind(AssertUnwindSafe(|| pool.for_each(8, &|i| assert!(i != 5, "task 5"))));
-        assert!(r.is_err());
+        assert_reraises(&pool, &|i| assert!(i != 5, "task 5"));
     }
 
     #[test]

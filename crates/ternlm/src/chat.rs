@@ -92,11 +92,6 @@ impl ChatTemplate {
         Ok(Self { env, bos: bos.to_string(), eos: eos.to_string() })
     }
 
-    /// [`CHATML_TEMPLATE`], compiled.
-    pub fn chatml(bos: &str, eos: &str) -> Result<Self> {
-        Self::new(CHATML_TEMPLATE, bos, eos)
-    }
-
     /// Renders `messages`, ending with the assistant's turn opener when
     /// `add_generation_prompt`.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
@@ -196,7 +191,7 @@ mod tests {
 
     #[test]
     fn chatml_renders_turns_and_the_generation_prompt() {
-        let t = ChatTemplate::chatml("<s>", "</s>").unwrap();
+        let t = ChatTemplate::new(CHATML_TEMPLATE, "<s>", "</s>").unwrap();
         let msgs = [Message::new("system", "be brief"), Message::new("user", "hi\nthere")];
         assert_eq!(t.render(&msgs, true).unwrap(), "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi\nthere<|im_end|>\n<|im_start|>assistant\n");
         assert_eq!(t.render(&msgs[..1], false).unwrap(), "<|im_start|>system\nbe brief<|im_end|>\n");

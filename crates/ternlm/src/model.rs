@@ -90,6 +90,12 @@ pub fn open_model_file(path: &Path, threads: usize) -> Result<GgufFile> {
     Ok(GgufFile::open(path)?)
 }
 
+/// `source` compiled, with the tokenizer's BOS and EOS text that templates refer to.
+fn compile_template(source: &str, tok: &Tokenizer) -> Result<ChatTemplate> {
+    let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
+    ChatTemplate::new(source, &text(tok.bos), &text(tok.eos))
+}
+
 pub struct Model {
     path: PathBuf,
     file: Arc<GgufFile>,
@@ -97,9 +103,8 @@ pub struct Model {
     pub weights: Weights,
     pub tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
+    /// The model's own template; `None` with a `template` is the ChatML fallback.
     template_source: Option<String>,
-    /// `template` is ChatML put in place of a missing one.
-    template_fallback: bool,
     pool: ThreadPool,
     load_time: Duration,
 }
@@ -142,14 +147,8 @@ impl Model {
         let pool = ThreadPool::new(opts.threads.max(1));
         let weights = Weights::load(&file, &config, &pool, opts)?;
         let template_source = tokenizer::chat_template(file.as_ref())?;
-        let template = match &template_source {
-            Some(src) => {
-                let text = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or("").to_string();
-                Some(ChatTemplate::new(src, &text(tokenizer.bos), &text(tokenizer.eos))?)
-            }
-            None => None,
-        };
-        Ok(Self { path, file, config, weights, tokenizer, template, template_source, template_fallback: false, pool, load_time: start.elapsed() })
+        let template = template_source.as_deref().map(|src| compile_template(src, &tokenizer)).transpose()?;
+        Ok(Self { path, file, config, weights, tokenizer, template, template_source, pool, load_time: start.elapsed() })
     }
 
     pub fn path(&self) -> &Path {
@@ -195,17 +194,14 @@ impl Model {
     /// still literal text either way.
     pub fn with_chat_template_fallback(mut self) -> Result<Self> {
         if self.template.is_none() {
-            let tok = &self.tokenizer;
-            let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
-            self.template = Some(ChatTemplate::chatml(&text(tok.bos), &text(tok.eos))?);
-            self.template_fallback = true;
+            self.template = Some(compile_template(crate::chat::CHATML_TEMPLATE, &self.tokenizer)?);
         }
         Ok(self)
     }
 
     /// Whether chats render with the ChatML fallback instead of the model's own template.
     pub fn chat_template_is_fallback(&self) -> bool {
-        self.template_fallback
+        self.template.is_some() && self.template_source.is_none()
     }
 
     /// Whether both ChatML markers (`<|im_start|>`, `<|im_end|>`) are special tokens of the

@@ -14,8 +14,8 @@ use ternlm::kv_cache::KvCache;
 use ternlm::{LoadOptions, Logits, Model};
 
 use crate::cli::BenchArgs;
-use crate::load::{model_path, naming_path, threads as threads_checked};
-use crate::out::{note, outln};
+use crate::load::{ignore_gpu_layers, model_path, naming_path, threads as threads_checked};
+use crate::out::outln;
 
 struct Row {
     test: String,
@@ -52,9 +52,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     let threads = if a.threads.is_empty() { vec![ternlm::default_threads()] } else { a.threads.clone() };
     let model_name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     // Said once, before any test runs.
-    if let Some(n) = a.n_gpu_layers {
-        note!("ternlm: note: --n-gpu-layers {n} is ignored: ternlm runs on the CPU");
-    }
+    ignore_gpu_layers(a.n_gpu_layers);
     for &t in &threads {
         threads_checked(Some(t))?;
     }

@@ -8,8 +8,7 @@ use anyhow::{Result, bail};
 use ternlm::format::TensorType;
 use ternlm::hf::{Conversion, ConvertOptions, is_checkpoint_dir};
 
-use super::dummy::check_writable;
-use super::parse_type;
+use super::{check_writable, parse_type};
 use crate::cli::ConvertArgs;
 use crate::load::{model_path, naming_path, threads};
 use crate::out::note;

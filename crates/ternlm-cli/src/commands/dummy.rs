@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ternlm::dummy::{DummySpec, SHAPES, Shape, write_dummy};
 use ternlm::format::TensorType;
 
-use super::parse_type;
+use super::{check_writable, parse_type};
 use crate::cli::DummyArgs;
 use crate::load::naming_path;
 use crate::out::note;
@@ -37,23 +37,4 @@ pub fn dummy(a: DummyArgs) -> Result<ExitCode> {
         start.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Fails at once, before seconds of building, when `path` cannot be written: its folder is
-/// missing, or the file cannot be created there.
-pub(crate) fn check_writable(path: &std::path::Path) -> Result<()> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    if !parent.is_dir() {
-        bail!("cannot write {}: the folder {} does not exist", path.display(), parent.display());
-    }
-    if path.is_dir() {
-        bail!("cannot write {}: it is a folder", path.display());
-    }
-    let existed = path.exists();
-    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).with_context(|| format!("cannot write {}", path.display()))?;
-    if !existed {
-        // Only a probe: a failed build must not leave an empty file behind.
-        let _ = std::fs::remove_file(path);
-    }
-    Ok(())
 }

@@ -123,3 +123,48 @@ pub(crate) fn show_prompt_progress(session: &mut ternlm::Session<'_>) {
         });
     }
 }
+
+/// Generates from `prompt`, streaming the text to stdout as it comes when `stream`;
+/// `keep_going()` is asked after each piece. A closed stdout stops generation and is the
+/// error returned.
+pub(crate) fn generate_to_stdout(session: &mut ternlm::Session<'_>, prompt: &[u32], params: &ternlm::GenerateParams, stream: bool, keep_going: &dyn Fn() -> bool) -> Result<ternlm::Generation> {
+    let mut write_err = None;
+    let generation = session.generate(prompt, params, &mut |text, _| {
+        if stream
+            && !text.is_empty()
+            && let Err(e) = crate::out::write_flush(text)
+        {
+            write_err = Some(e);
+            return false;
+        }
+        keep_going()
+    })?;
+    write_err.map_or(Ok(generation), Err)
+}
+
+/// Fails at once, before seconds of building, when `path` cannot be written: its folder is
+/// missing, or the file cannot be created there.
+pub(crate) fn check_writable(path: &std::path::Path) -> Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !parent.is_dir() {
+        anyhow::bail!("cannot write {}: the folder {} does not exist", path.display(), parent.display());
+    }
+    if path.is_dir() {
+        anyhow::bail!("cannot write {}: it is a folder", path.display());
+    }
+    let existed = path.exists();
+    let probe = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path);
+    anyhow::Context::with_context(probe, || format!("cannot write {}", path.display()))?;
+    if !existed {
+        // Only a probe: a failed build must not leave an empty file behind.
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// All of stdin, as text; `what` names it in an error.
+pub(crate) fn read_stdin(what: &str) -> Result<String> {
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut s).map_err(|e| anyhow::Error::new(e).context(format!("reading {what} from stdin")))?;
+    Ok(s)
+}

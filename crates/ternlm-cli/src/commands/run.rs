@@ -1,16 +1,16 @@
 //! `ternlm run`: one prompt in, generated text streamed to stdout (or one JSON object).
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use serde_json::json;
 use ternlm::{GenerateParams, Message, StopReason};
 
-use super::{max_tokens, sampler_config, show_prompt_progress, user_text};
+use super::{generate_to_stdout, max_tokens, read_stdin, sampler_config, show_prompt_progress, user_text};
 use crate::cli::{ChatArgs, RunArgs};
 use crate::load::{ctx_size, load_model};
-use crate::out::{note, outln, write_flush};
+use crate::out::{note, outln};
 
 /// Where the model comes from and what words of the command line are the prompt: with -m
 /// every word is prompt; without it the first word names the model, as in `ollama run MODEL
@@ -44,8 +44,7 @@ fn gather_prompt(file: Option<&std::path::Path>, prompt: Option<String>) -> Resu
     }
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        let mut s = String::new();
-        stdin.lock().read_to_string(&mut s).context("reading the prompt from stdin")?;
+        let s = read_stdin("the prompt")?;
         if !s.trim().is_empty() || parts.is_empty() && prompt.is_none() {
             parts.push(s);
         }
@@ -101,21 +100,7 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
     let params = GenerateParams { max_tokens: max_tokens(&args.sampling), sampler };
     let mut session = model.session(n_ctx);
     show_prompt_progress(&mut session);
-    let stream = !args.json;
-    let mut write_err = None;
-    let outcome = session.generate(&prompt, &params, &mut |text, _| {
-        if stream
-            && !text.is_empty()
-            && let Err(e) = write_flush(text)
-        {
-            write_err = Some(e);
-            return false;
-        }
-        true
-    })?;
-    if let Some(e) = write_err {
-        return Err(e);
-    }
+    let outcome = generate_to_stdout(&mut session, &prompt, &params, !args.json, &|| true)?;
 
     let context_full = outcome.stop == StopReason::ContextFull;
     let timings = json!({

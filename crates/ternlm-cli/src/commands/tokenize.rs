@@ -2,13 +2,14 @@
 //! tokenizer is built; weights are never loaded. The text comes from -p/--text, a file or
 //! stdin, exactly as given (no trimming: the tokens of every byte are the point).
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use serde_json::json;
 use ternlm::Tokenizer;
 
+use super::read_stdin;
 use crate::cli::TokenizeArgs;
 use crate::load::{model_path, naming_path};
 use crate::out::outln;
@@ -24,9 +25,7 @@ pub fn tokenize(args: TokenizeArgs) -> Result<ExitCode> {
             if std::io::stdin().is_terminal() {
                 anyhow::bail!("no text: pass -p TEXT, -f FILE or pipe the text on stdin");
             }
-            let mut s = String::new();
-            std::io::stdin().lock().read_to_string(&mut s).context("reading the text from stdin")?;
-            s
+            read_stdin("the text")?
         }
     };
     let mut ids = tok.encode(&text, false, !args.no_parse_special)?;

@@ -27,7 +27,7 @@ use self::options::Options;
 use self::show::{View, show};
 use crate::cli::ChatArgs;
 use crate::load::{ctx_size, load_model};
-use crate::out::{note, outln, write_flush};
+use crate::out::{note, outln};
 
 /// Room kept for a reply when old turns are dropped to fit a new one.
 const REPLY_ROOM: usize = 16;
@@ -123,20 +123,8 @@ impl Chat<'_> {
         let params = self.options.next_reply()?;
         // A Ctrl-C pressed while the prompt was waiting must not stop this reply.
         self.interrupted.store(false, Ordering::SeqCst);
-        let mut write_err = None;
         let interrupted = &self.interrupted;
-        let reply = self.session.generate(&prompt, &params, &mut |chunk, _| {
-            if !chunk.is_empty()
-                && let Err(e) = write_flush(chunk)
-            {
-                write_err = Some(e);
-                return false;
-            }
-            !interrupted.load(Ordering::SeqCst)
-        })?;
-        if let Some(e) = write_err {
-            return Err(e);
-        }
+        let reply = super::generate_to_stdout(&mut self.session, &prompt, &params, true, &|| !interrupted.load(Ordering::SeqCst))?;
         outln!()?;
         match reply.stop {
             StopReason::Cancelled => note!("(stopped)"),
