@@ -20,10 +20,10 @@ pub fn parse() -> Result<Cli, ExitCode> {
 /// `--version`: the version, the commit and date it was built from, and the CPU kernel level
 /// this machine will use.
 fn long_version() -> String {
-    let isa = ternlm::isa::active();
-    let best = ternlm::isa::Isa::detect();
-    let forced = if isa == best { String::new() } else { format!(" (forced by TERNLM_ISA; the CPU has {})", best.name()) };
-    format!("{}\ncommit: {}\nbuilt: {}\ncpu kernels: {}{forced}\ngpu backend: none (CPU only)", env!("CARGO_PKG_VERSION"), env!("TERNLM_GIT_COMMIT"), env!("TERNLM_BUILD_DATE"), isa.name())
+    let isa = ternlm::machine::active_isa_name();
+    let best = ternlm::machine::best_isa_name();
+    let forced = if isa == best { String::new() } else { format!(" (forced by TERNLM_ISA; the CPU has {best})") };
+    format!("{}\ncommit: {}\nbuilt: {}\ncpu kernels: {isa}{forced}\ngpu backend: none (CPU only)", env!("CARGO_PKG_VERSION"), env!("TERNLM_GIT_COMMIT"), env!("TERNLM_BUILD_DATE"))
 }
 
 /// llama.cpp's multi-letter short flags, which clap cannot declare, in their long form:

@@ -54,7 +54,7 @@ pub fn load_model(args: &ModelArgs) -> Result<Model> {
     let path = model_path(args.model.as_deref())?;
     let threads = threads(args.threads)?;
     let model = naming_path(Model::load(&path, &LoadOptions { threads, ternary_layout: args.weights.ternary_layout.into(), int8_head: args.weights.int8_head }), "loading", &path)?;
-    if matches!(args.weights.ternary_layout, LayoutArg::Bits1_6) && !model.file().tensors.iter().any(|t| t.ty.is_ternary()) {
+    if matches!(args.weights.ternary_layout, LayoutArg::Bits1_6) && !model.has_ternary_tensors() {
         note!("ternlm: note: --ternary-layout 1.6 has no effect: the model has no ternary weights");
     }
     Ok(model)

@@ -12,6 +12,7 @@ use ternlm_format::gguf::writer::{TensorData, write};
 use ternlm_format::quant::{pack_ternary, quantize_rows};
 
 use crate::error::{ModelError, Result};
+use crate::weight_type::WeightType;
 
 /// Hyperparameters of a model shape.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -75,9 +76,9 @@ impl Shape {
 pub struct DummySpec {
     pub shape: Shape,
     /// TQ1_0, TQ2_0 or I2_S.
-    pub linear_type: TensorType,
+    pub linear_type: WeightType,
     /// F16, Q6_K or Q8_0 (the tied embedding and output head).
-    pub head_type: TensorType,
+    pub head_type: WeightType,
     pub seed: u64,
     /// Architecture to declare instead of the type's default (`bitnet` for TQ types,
     /// `bitnet-25` for I2_S): older bitnet.cpp builds load I2_S only as `bitnet`.
@@ -127,15 +128,16 @@ impl Rng {
 /// Writes a random model of `spec` to `path`.
 pub fn write_dummy(spec: &DummySpec, path: &Path) -> Result<DummyReport> {
     let s = spec.shape;
-    if !spec.linear_type.is_ternary() {
-        return Err(ModelError::Invalid(format!("--type must be a ternary type (tq1_0, tq2_0, i2_s), not {}", spec.linear_type)));
+    let (linear_type, head_type) = (TensorType::from(spec.linear_type), TensorType::from(spec.head_type));
+    if !linear_type.is_ternary() {
+        return Err(ModelError::Invalid(format!("--type must be a ternary type (tq1_0, tq2_0, i2_s), not {linear_type}")));
     }
-    if !matches!(spec.head_type, TensorType::F16 | TensorType::Q6K | TensorType::Q8_0) {
-        return Err(ModelError::Invalid(format!("--head must be f16, q6_k or q8_0, not {}", spec.head_type)));
+    if !matches!(head_type, TensorType::F16 | TensorType::Q6K | TensorType::Q8_0) {
+        return Err(ModelError::Invalid(format!("--head must be f16, q6_k or q8_0, not {head_type}")));
     }
     let arch = match spec.arch.as_deref() {
         None => {
-            if spec.linear_type == TensorType::I2S {
+            if linear_type == TensorType::I2S {
                 "bitnet-25"
             } else {
                 "bitnet"
@@ -160,7 +162,7 @@ pub fn write_dummy(spec: &DummySpec, path: &Path) -> Result<DummyReport> {
     };
 
     let embd = rng.uniform(s.n_vocab * s.n_embd, 0.05);
-    float(&mut tensors, "token_embd.weight".into(), vec![s.n_embd as u64, s.n_vocab as u64], spec.head_type, embd, &mut report)?;
+    float(&mut tensors, "token_embd.weight".into(), vec![s.n_embd as u64, s.n_vocab as u64], head_type, embd, &mut report)?;
     float(&mut tensors, "output_norm.weight".into(), vec![s.n_embd as u64], TensorType::F32, vec![1.0; s.n_embd], &mut report)?;
     let kv = s.n_head_kv * s.head_dim();
     for l in 0..s.n_layer {
@@ -180,7 +182,7 @@ pub fn write_dummy(spec: &DummySpec, path: &Path) -> Result<DummyReport> {
             let trits = rng.trits(rows * cols);
             // Scales near 1/sqrt(cols) keep random activations in a sane range.
             let scale = (1.0 + (rng.next() % 1000) as f32 / 2000.0) / (cols as f32).sqrt();
-            let ty = fit_type(spec.linear_type, cols, &name, &mut report);
+            let ty = fit_type(linear_type, cols, &name, &mut report);
             let data = if ty.is_ternary() {
                 pack_ternary(ty, &trits, cols, scale)?
             } else {
@@ -192,14 +194,14 @@ pub fn write_dummy(spec: &DummySpec, path: &Path) -> Result<DummyReport> {
         }
     }
 
-    let file_type = match spec.linear_type {
+    let file_type = match linear_type {
         TensorType::TQ1_0 => 36u32,
         TensorType::TQ2_0 => 37,
         _ => 40, // bitnet.cpp's LLAMA_FTYPE_MOSTLY_I2_S
     };
     let mut md: Vec<(String, V)> = vec![
         ("general.architecture".into(), V::String(arch.into())),
-        ("general.name".into(), V::String(format!("ternlm-dummy-{}-{}-{}", s.name, spec.linear_type, spec.head_type).to_lowercase())),
+        ("general.name".into(), V::String(format!("ternlm-dummy-{}-{}-{}", s.name, linear_type, head_type).to_lowercase())),
         ("general.file_type".into(), V::U32(file_type)),
         ("general.quantization_version".into(), V::U32(2)),
     ];

@@ -14,11 +14,11 @@
 
 use std::path::{Path, PathBuf};
 
-use ternlm::format::TensorType;
-use ternlm::format::safetensors::{Checkpoint, Dtype};
 use ternlm::hf::tiny::{TinyKind, write_tiny};
 use ternlm::hf::{Conversion, ConvertOptions};
 use ternlm::{LoadOptions, Logits, Model};
+use ternlm_format::TensorType;
+use ternlm_format::safetensors::{Checkpoint, Dtype};
 
 fn tmp(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hf-{}-{name}", std::process::id()));
@@ -236,7 +236,7 @@ fn check_family(kind: TinyKind, shards: bool, conversions: &[(Option<TensorType>
     for &(linear_type, head_type, tol) in conversions {
         let out = dir.with_extension(format!("{}-{}.gguf", linear_type.map_or("auto", |t| t.name()), head_type.map_or("auto", |t| t.name())));
         // bf16 is stored as F16 unless a type is named, as when the folder itself loads.
-        let conv = Conversion::plan(&dir, &ConvertOptions { linear_type, head_type, bf16_as_f16: true }).unwrap();
+        let conv = Conversion::plan(&dir, &ConvertOptions { linear_type: linear_type.map(Into::into), head_type: head_type.map(Into::into), bf16_as_f16: true }).unwrap();
         conv.write(&out, 2).unwrap();
         let file_model = Model::load(&out, &opts()).unwrap();
         assert_eq!(file_model.tokenizer.encode(PROMPT, true, false).unwrap(), tokens);
@@ -328,7 +328,7 @@ fn ragged_ternary_rows_fall_back_to_q8_0_with_a_note() {
     let conv = Conversion::plan(&dir, &ConvertOptions::for_loading()).unwrap();
     assert_eq!(conv.notes.len(), 2, "{:?}", conv.notes);
     assert!(conv.notes[0].contains("blk.0.ffn_down.weight") && conv.notes[0].contains("Q8_0"), "{:?}", conv.notes);
-    let e = Conversion::plan(&dir, &ConvertOptions { linear_type: Some(TQ2_0), ..Default::default() }).err().unwrap().to_string();
+    let e = Conversion::plan(&dir, &ConvertOptions { linear_type: Some(TQ2_0.into()), ..Default::default() }).err().unwrap().to_string();
     assert!(e.contains("ffn_gate") || e.contains("ffn_down"), "{e}");
     let model = Model::load(&dir, &opts()).unwrap();
     let tokens = model.tokenizer.encode(PROMPT, true, false).unwrap();

@@ -77,18 +77,18 @@ fn tiny_bitnet_b158_i2_s_matches_bitnet_cpp() {
 /// runs, and each layout gives the same logits as the others within ternary rounding.
 #[test]
 fn dummy_models_of_every_type_load_and_agree() {
+    use ternlm::WeightType;
     use ternlm::dummy::{DummySpec, Shape, write_dummy};
-    use ternlm::format::TensorType;
     let shape = Shape { name: "test", about: "a small shape", n_embd: 256, n_ff: 512, n_layer: 2, n_head: 4, n_head_kv: 2, n_vocab: 300, n_ctx: 128, rope_base: 10000.0, rms_eps: 1e-5 };
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dummy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (ty, head) in [(TensorType::TQ2_0, TensorType::Q6K), (TensorType::TQ1_0, TensorType::Q8_0), (TensorType::I2S, TensorType::F16)] {
+    for (ty, head) in [(WeightType::TQ2_0, WeightType::Q6K), (WeightType::TQ1_0, WeightType::Q8_0), (WeightType::I2S, WeightType::F16)] {
         let path = dir.join(format!("{ty}-{head}.gguf"));
         let report = write_dummy(&DummySpec { shape, linear_type: ty, head_type: head, seed: 3, arch: None }, &path).unwrap();
         assert!(report.fallbacks.is_empty() && report.bytes > 0);
         let model = Model::load(&path, &LoadOptions { threads: 2, ..Default::default() }).unwrap();
-        let expect_arch = if ty == TensorType::I2S { "bitnet-25" } else { "bitnet" };
-        assert_eq!(ternlm::format::Metadata::str_of(model.file(), "general.architecture").unwrap(), Some(expect_arch));
+        let expect_arch = if ty == WeightType::I2S { "bitnet-25" } else { "bitnet" };
+        assert_eq!(ternlm_format::Metadata::str_of(model.file(), "general.architecture").unwrap(), Some(expect_arch));
         let prompt = model.tokenizer.encode("the quick brown fox", true, false).unwrap();
         let base = model.session(64).eval(&prompt, ternlm::Logits::Last).unwrap();
         assert!(base.iter().all(|v| v.is_finite()));

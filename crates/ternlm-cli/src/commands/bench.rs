@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use serde_json::json;
-use ternlm::bandwidth::read_bandwidth;
 use ternlm::forward::{Scratch, Segment, forward_batch};
 use ternlm::kv_cache::KvCache;
 use ternlm::{LoadOptions, Logits, Model};
@@ -68,11 +67,11 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             outln!("| model | size | params | isa | threads | test | t/s (median) | min..max | MB/token | GB/s | % of BW |")?;
             outln!("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")?;
         }
-        let isa = ternlm::isa::active().name();
-        let params: u64 = model.file().view().tensors.iter().map(|i| i.n_elements()).sum();
-        let size = model.file().len();
-        let weights = model.weights.bytes_per_token() as f64;
-        let ceiling = if a.no_probe { None } else { Some(read_bandwidth(model.pool(), 512 << 20, 5)) };
+        let isa = ternlm::machine::active_isa_name();
+        let params = model.param_count();
+        let size = model.file_bytes();
+        let weights = model.weight_bytes_per_token() as f64;
+        let ceiling = if a.no_probe { None } else { Some(ternlm::machine::read_bandwidth(&model, 512 << 20, 5)) };
         let mut rows = Vec::new();
         for &p in a.n_prompt.iter().filter(|&&p| p > 0) {
             let samples = time_reps(&model, a.reps, p, 0)?;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use ternlm::format::TensorType;
+use ternlm::WeightType;
 use ternlm::hf::{Conversion, ConvertOptions, is_checkpoint_dir};
 
 use super::{check_writable, parse_type};
@@ -14,9 +14,9 @@ use crate::load::{model_path, naming_path, threads};
 use crate::out::note;
 
 pub fn convert(a: ConvertArgs) -> Result<ExitCode> {
-    use TensorType::{BF16, F16, I2S, Q6K, Q8_0, TQ1_0, TQ2_0};
-    let linear_type = a.ty.as_deref().map(|t| parse_type(t, &[I2S, TQ2_0, TQ1_0, Q8_0, F16, BF16], "--type")).transpose()?;
-    let head_type = a.head.as_deref().map(|t| parse_type(t, &[F16, Q6K, Q8_0, BF16], "--head")).transpose()?;
+    use WeightType as W;
+    let linear_type = a.ty.as_deref().map(|t| parse_type(t, &[W::I2S, W::TQ2_0, W::TQ1_0, W::Q8_0, W::F16, W::BF16], "--type")).transpose()?;
+    let head_type = a.head.as_deref().map(|t| parse_type(t, &[W::F16, W::Q6K, W::Q8_0, W::BF16], "--head")).transpose()?;
     let threads = threads(a.threads)?;
     check_writable(&a.output)?;
     let src = model_path(Some(&a.src))?;
@@ -30,9 +30,9 @@ pub fn convert(a: ConvertArgs) -> Result<ExitCode> {
         note!("note: {n}");
     }
     let bytes = naming_path(conv.write(&a.output, threads), "writing", &a.output)?;
-    let linear = conv.tensors.iter().find(|t| t.name == "blk.0.attn_q.weight").map_or("?", |t| t.ty.name());
-    let head = conv.tensors.iter().find(|t| t.name == "token_embd.weight").map_or("?", |t| t.ty.name());
-    let params: u64 = conv.tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
+    let linear = conv.tensor_type("blk.0.attn_q.weight").map_or("?", WeightType::name);
+    let head = conv.tensor_type("token_embd.weight").map_or("?", WeightType::name);
+    let params = conv.param_count();
     note!(
         "wrote {}: {} ({}), {} linears, {} embedding, {:.2} G parameters, {:.1} MB in {:.1} s",
         a.output.display(),

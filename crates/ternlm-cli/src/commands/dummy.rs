@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
+use ternlm::WeightType;
 use ternlm::dummy::{DummySpec, SHAPES, Shape, write_dummy};
-use ternlm::format::TensorType;
 
 use super::{check_writable, parse_type};
 use crate::cli::DummyArgs;
@@ -16,8 +16,8 @@ pub fn dummy(a: DummyArgs) -> Result<ExitCode> {
     let Some(shape) = Shape::by_name(&a.shape) else {
         bail!("--shape {:?} is not one of {}", a.shape, SHAPES.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
     };
-    let linear_type = parse_type(&a.ty, &[TensorType::TQ2_0, TensorType::TQ1_0, TensorType::I2S], "--type")?;
-    let head_type = parse_type(&a.head, &[TensorType::F16, TensorType::Q6K, TensorType::Q8_0], "--head")?;
+    let linear_type = parse_type(&a.ty, &[WeightType::TQ2_0, WeightType::TQ1_0, WeightType::I2S], "--type")?;
+    let head_type = parse_type(&a.head, &[WeightType::F16, WeightType::Q6K, WeightType::Q8_0], "--head")?;
     check_writable(&a.output)?;
     let start = Instant::now();
     let spec = DummySpec { shape, linear_type, head_type, seed: a.seed, arch: a.arch.clone() };

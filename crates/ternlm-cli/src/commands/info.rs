@@ -1,13 +1,11 @@
 //! `ternlm info`: what a model file holds, read from its header and tokenizer only (weights
 //! are not loaded, so this is fast even for large files).
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use serde_json::json;
-use ternlm::format::Metadata;
-use ternlm::{Config, Tokenizer};
+use ternlm::ModelFileInfo;
 
 use super::human_bytes;
 use crate::cli::InfoArgs;
@@ -18,26 +16,21 @@ pub fn info(args: InfoArgs) -> Result<ExitCode> {
     let arg = args.model.as_deref().or(args.model_flag.as_deref());
     let path = model_path(arg)?;
     // A checkpoint folder is described as the GGUF it loads as (which converts it).
-    let file = naming_path(ternlm::open_model_file(&path, ternlm::default_threads()), "reading", &path)?;
-    let tok = Tokenizer::from_metadata(&file)?;
-    let cfg = Config::from_metadata(&file, Some(tok.n_vocab()))?;
-    let mut types: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
-    for t in &file.tensors {
-        let e = types.entry(t.ty.name()).or_default();
-        e.0 += 1;
-        e.1 += t.size;
-    }
-    let params: u64 = file.tensors.iter().map(|t| t.n_elements()).sum();
-    let template = file.str_of("tokenizer.chat_template")?.map(str::to_string);
-    let name = file.str_of("general.name")?.unwrap_or("").to_string();
+    let file = naming_path(ModelFileInfo::open(&path, ternlm::default_threads()), "reading", &path)?;
+    let tok = file.tokenizer()?;
+    let cfg = file.config(Some(tok.n_vocab()))?;
+    let types = file.tensor_types();
+    let params = file.param_count();
+    let template = file.chat_template()?.map(str::to_string);
+    let name = file.name()?.unwrap_or("").to_string();
     let tok_text = |id: Option<u32>| id.map(|i| format!("{i} {:?}", tok.token_text(i).unwrap_or(""))).unwrap_or_else(|| "none".into());
 
     if args.json {
         let obj = json!({
             "path": path.display().to_string(),
             "name": name,
-            "gguf_version": file.version,
-            "file_bytes": file.len(),
+            "gguf_version": file.gguf_version(),
+            "file_bytes": file.file_bytes(),
             "architecture": cfg.arch.name,
             "hyperparameters": {
                 "n_vocab": cfg.n_vocab, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_ff": cfg.n_ff,
@@ -46,8 +39,8 @@ pub fn info(args: InfoArgs) -> Result<ExitCode> {
                 "context_length": cfg.n_ctx_train,
             },
             "params": params,
-            "tensors": file.tensors.len(),
-            "tensor_types": types.iter().map(|(k, (n, b))| (k.to_string(), json!({"count": n, "bytes": b}))).collect::<serde_json::Map<_, _>>(),
+            "tensors": file.tensor_count(),
+            "tensor_types": types.iter().map(|t| (t.ty.name().to_string(), json!({"count": t.tensors, "bytes": t.bytes}))).collect::<serde_json::Map<_, _>>(),
             "tokenizer": {
                 "model": tok.model_name(), "pre": tok.pre_name(), "n_tokens": tok.n_vocab(),
                 "bos": tok.bos, "eos": tok.eos, "add_bos": tok.add_bos, "add_eos": tok.add_eos,
@@ -58,7 +51,7 @@ pub fn info(args: InfoArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    outln!("file:          {} ({}, GGUF v{})", path.display(), human_bytes(file.len()), file.version)?;
+    outln!("file:          {} ({}, GGUF v{})", path.display(), human_bytes(file.file_bytes()), file.gguf_version())?;
     if !name.is_empty() {
         outln!("name:          {name}")?;
     }
@@ -71,9 +64,9 @@ pub fn info(args: InfoArgs) -> Result<ExitCode> {
     outln!("rms eps:       {:e}", cfg.rms_eps)?;
     outln!("context:       {} (trained)", cfg.n_ctx_train)?;
     outln!("vocabulary:    {}", cfg.n_vocab)?;
-    outln!("tensors:       {}", file.tensors.len())?;
-    for (ty, (n, bytes)) in &types {
-        outln!("  {ty:<8} {n:>5} tensors  {}", human_bytes(*bytes))?;
+    outln!("tensors:       {}", file.tensor_count())?;
+    for t in &types {
+        outln!("  {:<8} {:>5} tensors  {}", t.ty.name(), t.tensors, human_bytes(t.bytes))?;
     }
     outln!("tokenizer:     {} (pre {}), {} tokens, bos {}, eos {}, add_bos {}", tok.model_name(), tok.pre_name().unwrap_or("none"), tok.n_vocab(), tok_text(tok.bos), tok_text(tok.eos), tok.add_bos)?;
     match template {

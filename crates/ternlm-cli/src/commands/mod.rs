@@ -45,13 +45,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
 }
 
 /// The tensor type named by `s` (case-insensitive, `-` or `_`), if it is one of `allowed`.
-pub(crate) fn parse_type(s: &str, allowed: &[ternlm::format::TensorType], flag: &str) -> Result<ternlm::format::TensorType> {
+pub(crate) fn parse_type(s: &str, allowed: &[ternlm::WeightType], flag: &str) -> Result<ternlm::WeightType> {
     use anyhow::Context;
-    let norm = s.to_ascii_lowercase().replace('-', "_");
-    allowed
-        .iter()
-        .copied()
-        .find(|t| t.name().to_ascii_lowercase() == norm)
+    ternlm::WeightType::by_name(s)
+        .filter(|t| allowed.contains(t))
         .with_context(|| format!("{flag} {s:?} is not one of {}", allowed.iter().map(|t| t.name().to_ascii_lowercase()).collect::<Vec<_>>().join(", ")))
 }
 

@@ -122,7 +122,7 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
             "tokens": outcome.tokens,
             "text": outcome.text,
             "stop_type": outcome.stop.as_str(),
-            "isa": ternlm::isa::active().name(),
+            "isa": ternlm::machine::active_isa_name(),
             "threads": model.pool().n_threads(),
             "timings": timings,
         });
@@ -144,7 +144,7 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
             outcome.tokens.len(),
             outcome.gen_tokens_per_s(),
             model.pool().n_threads(),
-            ternlm::isa::active().name(),
+            ternlm::machine::active_isa_name(),
             outcome.stop.as_str()
         );
     }

@@ -24,6 +24,7 @@ pub use config::{Family, HfConfig, LinearClass};
 use tensors::{Planned, Source, check_float, check_ternary, produce_into};
 
 use crate::error::{ModelError, Result};
+use crate::weight_type::WeightType;
 
 pub(crate) fn hf_err(path: &Path, reason: impl Into<String>) -> ModelError {
     ModelError::Checkpoint { path: path.to_path_buf(), reason: reason.into() }
@@ -39,9 +40,9 @@ pub fn is_checkpoint_dir(path: &Path) -> bool {
 pub struct ConvertOptions {
     /// Linear layers. Default: I2_S for ternary checkpoints (lossless, one f32 scale), the
     /// checkpoint's own float type otherwise.
-    pub linear_type: Option<TensorType>,
+    pub linear_type: Option<WeightType>,
     /// Token embedding and output head. Default: the checkpoint's own float type.
-    pub head_type: Option<TensorType>,
+    pub head_type: Option<WeightType>,
     /// Store BF16 tensors (float linears, embedding, head) as F16 unless a type is given:
     /// the F16 kernels are the fast ones, and F16 holds every bf16 value of normal size
     /// exactly.
@@ -101,15 +102,16 @@ impl Conversion {
         let ckpt = Checkpoint::open_dir(dir)?;
         let (d, ff, layers) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_layers);
         let (q_dim, kv_dim) = (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim);
+        let (want_linear, want_head) = (opts.linear_type.map(TensorType::from), opts.head_type.map(TensorType::from));
         let mut notes = Vec::new();
         let mut planned = Vec::new();
 
         let embed = ckpt.require("model.embed_tokens.weight")?;
         let embed_ty = check_float(&embed, &[cfg.vocab_size, d])?;
-        if opts.head_type.is_some_and(TensorType::is_ternary) {
+        if want_head.is_some_and(TensorType::is_ternary) {
             return Err(ModelError::Invalid("the output head cannot be ternary: choose f16, q6_k or q8_0".into()));
         }
-        let head_ty = |src_ty: TensorType, name: &str, notes: &mut Vec<String>| match opts.head_type {
+        let head_ty = |src_ty: TensorType, name: &str, notes: &mut Vec<String>| match want_head {
             None => opts.keep(src_ty),
             Some(t) => fit(t, d, name, notes),
         };
@@ -117,7 +119,7 @@ impl Conversion {
         planned.push(Planned { name: "token_embd.weight".into(), dims: vec![d as u64, cfg.vocab_size as u64], ty, source: Source::Float { src: embed.name.to_string(), permute_heads: None } });
 
         let linear_ty = |cols: usize, name: &str, src_ty: Option<TensorType>, notes: &mut Vec<String>| -> Result<TensorType> {
-            let want = match (opts.linear_type, cfg.ternary) {
+            let want = match (want_linear, cfg.ternary) {
                 (None, true) => TensorType::I2S,
                 (None, false) => opts.keep(src_ty.unwrap_or(TensorType::F16)),
                 (Some(t), false) if t.is_ternary() => {
@@ -126,7 +128,7 @@ impl Conversion {
                 (Some(t), _) => t,
             };
             if want.row_bytes(cols).is_none() {
-                if opts.linear_type.is_none() && want == TensorType::I2S {
+                if want_linear.is_none() && want == TensorType::I2S {
                     // 1bitLLM's 3B has an FFN of 8640: its down projection cannot be I2_S.
                     // Q8_0 holds `scale · trit` exactly; the layer then runs as a float layer.
                     return Ok(fit(want, cols, name, notes));
@@ -266,6 +268,17 @@ impl Conversion {
             Some(e) => Err(e),
             None => Ok(out),
         }
+    }
+
+    /// The type the tensor `name` (GGUF naming, `blk.0.attn_q.weight`) is converted to, or
+    /// `None` when the conversion writes no such tensor.
+    pub fn tensor_type(&self, name: &str) -> Option<WeightType> {
+        self.tensors.iter().find(|t| t.name == name).map(|t| t.ty.into())
+    }
+
+    /// Elements of all tensors the conversion writes.
+    pub fn param_count(&self) -> u64 {
+        self.tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum()
     }
 
     /// The converted model as a loadable in-memory GGUF file named after the directory.

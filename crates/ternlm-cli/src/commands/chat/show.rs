@@ -33,16 +33,15 @@ pub fn show(v: &View<'_>, what: Show) -> Result<()> {
         }
         Show::Info => {
             let (m, c) = (v.model, &v.model.config);
-            let params: u64 = m.file().tensors.iter().map(|t| t.n_elements()).sum();
             outln!("name          {}", m.name())?;
             outln!("file          {}", m.path().display())?;
             outln!("architecture  {}", c.arch.name)?;
-            outln!("parameters    {:.1} M", params as f64 / 1e6)?;
+            outln!("parameters    {:.1} M", m.param_count() as f64 / 1e6)?;
             outln!("layers        {}", c.n_layer)?;
             outln!("width         {}", c.n_embd)?;
             outln!("vocabulary    {}", c.n_vocab)?;
             outln!("context       {} tokens (trained on {})", v.n_ctx, c.n_ctx_train)?;
-            outln!("threads       {} ({})", m.pool().n_threads(), ternlm::isa::active().name())
+            outln!("threads       {} ({})", m.pool().n_threads(), ternlm::machine::active_isa_name())
         }
         Show::Template => match v.model.chat_template_source() {
             Some(source) => outln!("{source}"),
