@@ -8,7 +8,8 @@
 //! reuses a cache of its own group, so a client cannot learn from `cached_tokens`, or from
 //! how fast its first token comes, how much of its prompt someone else recently sent.
 
-use ternlm::kv_cache::KvCache;
+use ternlm::Sequence;
+use ternlm::logprob::common_prefix;
 
 /// What the pool needs of a cache: how many positions it holds, and forgetting the rest.
 pub(crate) trait Positions {
@@ -16,18 +17,18 @@ pub(crate) trait Positions {
     fn truncate(&mut self, len: usize);
 }
 
-impl Positions for KvCache {
+impl Positions for Sequence {
     fn len(&self) -> usize {
-        KvCache::len(self)
+        Sequence::len(self)
     }
 
     fn truncate(&mut self, len: usize) {
-        KvCache::truncate(self, len);
+        Sequence::truncate(self, len);
     }
 }
 
 /// Free caches with their group and the tokens they hold, least recently freed first.
-pub(crate) struct PromptCache<C = KvCache> {
+pub(crate) struct PromptCache<C = Sequence> {
     free: Vec<(C, u64, Vec<u32>)>,
     reuse: bool,
 }
@@ -48,7 +49,7 @@ impl<C: Positions> PromptCache<C> {
         if self.free.is_empty() {
             return None;
         }
-        let shared = |held: &[u32]| held.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let shared = |held: &[u32]| common_prefix(held, prompt);
         // (tokens shared, index); later entries win ties: they were freed more recently.
         let best = self.free.iter().enumerate().filter(|(_, (_, g, _))| *g == group).map(|(i, (_, _, held))| (shared(held), i)).max().filter(|&(n, _)| self.reuse && reuse && n > 0);
         if best.is_none() && may_grow {

@@ -1,8 +1,9 @@
 //! The continuous-batching scheduler: a bounded queue in, per-sequence KV cache slots, and a
 //! step loop on a dedicated thread (inference never runs on an async runtime's workers).
 //!
-//! Each step builds one [`forward_batch`] call: one token for every decoding sequence, then
-//! prompt tokens of admitted sequences up to `prefill_chunk` in total, so a long prompt is
+//! Each step is one [`Model::step`] over the running sequences: one token for every decoding
+//! sequence, then prompt tokens of admitted
+//! sequences up to `prefill_chunk` in total, oldest first, so a long prompt is
 //! prefilled over several steps while the running streams keep getting a token per step.
 //! Because every row of a batched step is computed independently, a sequence's tokens do not
 //! depend on what it is batched with: greedy results are the same alone or among many. For
@@ -14,9 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ternlm::forward::{Scratch, Segment, forward_batch};
-use ternlm::kv_cache::KvCache;
-use ternlm::{Logits, Model, Sampler, SamplerConfig, StopReason, StreamDecoder};
+use ternlm::{GenerateParams, Model, SamplerConfig, SeqEvent, Sequence, StopReason, TokenInfo};
 
 use crate::prompt_cache::PromptCache;
 use crate::queue::Queue;
@@ -70,6 +69,12 @@ pub struct TokenEvent {
     pub logprob: Option<f32>,
     /// The most likely alternatives and their log-probabilities, when asked for.
     pub top: Vec<(u32, f32)>,
+}
+
+impl From<TokenInfo> for TokenEvent {
+    fn from(t: TokenInfo) -> Self {
+        Self { id: t.id, text: t.text, logprob: t.logprob, top: t.top }
+    }
 }
 
 /// How a request ended, with its counts and timings.
@@ -180,19 +185,9 @@ pub struct Scheduler {
 
 struct Slot {
     job: Job,
-    cache: KvCache,
-    /// Prompt tokens already in the cache.
-    fed: usize,
+    seq: Sequence,
     /// Prompt tokens that were in the cache before this request fed any.
     cached: usize,
-    /// Every token sampled so far, in order (all but the last are fed back into the cache).
-    sampled: Vec<u32>,
-    /// The token to feed next once the prompt is in (the last one sampled).
-    next: Option<u32>,
-    /// Log-probabilities of the prompt tokens so far (with `prompt_logprobs`).
-    prompt_lp: Vec<TokenEvent>,
-    sampler: Sampler,
-    decoder: StreamDecoder,
     admitted: Instant,
     queued: Duration,
     first_token: Option<Duration>,
@@ -242,24 +237,9 @@ impl Drop for Scheduler {
     }
 }
 
-/// `log_softmax(logits)[id]` and the `k` most likely (id, logprob), best first.
-fn logprobs(logits: &[f32], id: u32, k: usize) -> (f32, Vec<(u32, f32)>) {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let lse = max + logits.iter().map(|&v| f64::from(v - max).exp()).sum::<f64>().ln() as f32;
-    let mut top: Vec<(u32, f32)> = Vec::new();
-    if k > 0 {
-        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-        let k = k.min(idx.len());
-        idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
-        idx.truncate(k);
-        idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
-        top = idx.into_iter().map(|i| (i, logits[i as usize] - lse)).collect();
-    }
-    (logits[id as usize] - lse, top)
-}
-
 fn finish(slot: &mut Slot, reason: StopReason) {
-    let done = Finish { reason, prompt_tokens: slot.job.prompt.len(), cached_tokens: slot.cached, completion_tokens: slot.sampled.len(), time_to_first_token: slot.first_token, queued: slot.queued };
+    let done =
+        Finish { reason, prompt_tokens: slot.job.prompt.len(), cached_tokens: slot.cached, completion_tokens: slot.seq.generated().len(), time_to_first_token: slot.first_token, queued: slot.queued };
     slot.job.sink.send(Event::Done(done));
 }
 
@@ -269,14 +249,14 @@ fn finish_waiting(job: &mut Job, submitted: Instant, reason: StopReason) {
     job.sink.send(Event::Done(done));
 }
 
-/// Returns a retired slot's cache to the pool with the tokens it holds: the prompt, then
-/// the sampled tokens that were fed back.
+/// Returns a retired slot's sequence to the pool with the tokens it holds.
 fn retire(pool: &mut PromptCache, slot: Slot) {
-    let Slot { job, mut cache, sampled, .. } = slot;
+    let Slot { job, mut seq, .. } = slot;
     if job.cache_group.is_none() {
-        cache.truncate(0);
+        seq.reset();
     }
-    pool.put(cache, job.cache_group.unwrap_or(u64::MAX), job.prompt.into_iter().chain(sampled));
+    let held = seq.tokens().to_vec();
+    pool.put(seq, job.cache_group.unwrap_or(u64::MAX), held.into_iter());
 }
 
 /// Why a prompt cannot run at all, if it cannot.
@@ -290,25 +270,11 @@ fn prompt_problem(model: &Model, prompt: &[u32], n_ctx: usize) -> Option<String>
     }
 }
 
-/// Log-probabilities of `tokens[1..]` from the logits of the positions before each (`rows`
-/// holds `n_vocab` logits per position, the first for the position of `tokens[0]`).
-fn prompt_logprobs(model: &Model, rows: &[f32], tokens: &[u32], k: usize, out: &mut Vec<TokenEvent>) {
-    let n_vocab = model.config.n_vocab;
-    for (row, &next) in rows.chunks_exact(n_vocab).zip(tokens.iter().skip(1)) {
-        let (lp, top) = logprobs(row, next, k);
-        out.push(TokenEvent { id: next, text: String::new(), logprob: Some(lp), top });
-    }
-}
-
 fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
-    let mcfg = &model.config;
-    let n_vocab = mcfg.n_vocab;
-    let tok = &model.tokenizer;
     let n_ctx = cfg.n_ctx.clamp(2, 1 << 20);
     let parallel = cfg.parallel.max(1);
     let mut slots: Vec<Slot> = Vec::new();
     let mut spare = PromptCache::new(cfg.cache_prompt);
-    let mut scratch = Scratch::default();
     loop {
         // Block only when there is nothing to do.
         if slots.is_empty() && !queue.wait() {
@@ -322,48 +288,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
             }
             finish_waiting(&mut job, submitted, StopReason::Cancelled);
         }
-        // Admission into free slots.
-        while slots.len() < parallel {
-            let Some((mut job, submitted)) = queue.pop() else { break };
-            if let Some(msg) = prompt_problem(model, &job.prompt, n_ctx) {
-                job.sink.send(Event::Error(msg));
-                continue;
-            }
-            let reuse = !job.prompt_logprobs && job.cache_group.is_some();
-            // Another cache while the pool is below `parallel`, rather than emptying one that
-            // holds some other prompt.
-            let may_grow = slots.len() + spare.len() < parallel;
-            let (cache, cached) = spare.take(&job.prompt, job.cache_group.unwrap_or(u64::MAX), reuse, may_grow).unwrap_or_else(|| (KvCache::new(mcfg.n_layer, n_ctx, mcfg.kv_dim()), 0));
-            stats.cached_prompt_tokens.fetch_add(cached, Ordering::Relaxed);
-            let mut sampler = Sampler::new(job.sampler.clone());
-            for &t in &job.prompt {
-                sampler.accept(t);
-            }
-            stats.prompt_tokens.fetch_add(job.prompt.len(), Ordering::Relaxed);
-            let mut prompt_lp = Vec::new();
-            if job.prompt_logprobs {
-                prompt_lp.push(TokenEvent { id: job.prompt[0], text: String::new(), logprob: None, top: Vec::new() });
-            }
-            if !job.sink.send(Event::Started { cached_tokens: cached }) {
-                stats.abandoned.fetch_add(1, Ordering::Relaxed);
-                spare.put(cache, job.cache_group.unwrap_or(u64::MAX), job.prompt.iter().copied());
-                continue;
-            }
-            slots.push(Slot {
-                job,
-                cache,
-                fed: cached,
-                cached,
-                sampled: Vec::new(),
-                next: None,
-                prompt_lp,
-                sampler,
-                decoder: StreamDecoder::new(),
-                admitted: Instant::now(),
-                queued: submitted.elapsed(),
-                first_token: None,
-            });
-        }
+        admit(model, n_ctx, parallel, queue, stats, &mut slots, &mut spare);
         stats.queued.store(queue.len(), Ordering::Relaxed);
         stats.active.store(slots.len(), Ordering::Relaxed);
         if slots.is_empty() {
@@ -378,7 +303,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
             let gone = slots[i].job.sink.is_closed();
             if gone || slots[i].job.deadline.is_some_and(|d| now >= d) {
                 let mut s = slots.swap_remove(i);
-                if gone && s.sampled.is_empty() {
+                if gone && s.seq.generated().is_empty() {
                     stats.abandoned.fetch_add(1, Ordering::Relaxed);
                 }
                 finish(&mut s, StopReason::Cancelled);
@@ -392,127 +317,61 @@ fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
             continue;
         }
 
-        // One step: decoders first (one token each), then prompt slices within the budget.
-        let mut budget = cfg.prefill_chunk.max(1);
-        let decoding = slots.iter().any(|s| s.next.is_some());
-        let mut plan: Vec<(usize, Vec<u32>, Logits)> = Vec::with_capacity(slots.len());
-        for (i, s) in slots.iter().enumerate() {
-            if let Some(t) = s.next {
-                plan.push((i, vec![t], Logits::Last));
-            }
-        }
-        // Prompts in arrival order: the oldest gets the budget first, so under a burst each
-        // prompt's first token comes as early as the ones before it allow, rather than every
-        // prompt advancing a slice per step and all of them finishing late together.
-        let mut prefilling: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].next.is_none() && slots[i].fed < slots[i].job.prompt.len()).collect();
-        prefilling.sort_by_key(|&i| slots[i].admitted);
-        for i in prefilling {
-            let s = &slots[i];
-            if budget > 0 || (!decoding && plan.is_empty()) {
-                let take = (s.job.prompt.len() - s.fed).min(budget.max(1));
-                budget = budget.saturating_sub(take);
-                let end = s.fed + take;
-                let logits = if s.job.prompt_logprobs {
-                    Logits::All
-                } else if end == s.job.prompt.len() {
-                    Logits::Last
-                } else {
-                    Logits::None
-                };
-                plan.push((i, s.job.prompt[s.fed..end].to_vec(), logits));
-            }
-        }
-        let outputs = {
-            let mut chosen: Vec<Option<&mut Slot>> = slots.iter_mut().map(Some).collect();
-            let mut segs: Vec<Segment<'_>> = Vec::with_capacity(plan.len());
-            for (i, toks, logits) in &plan {
-                if let Some(s) = chosen[*i].take() {
-                    segs.push(Segment { cache: &mut s.cache, tokens: toks, logits: *logits });
-                }
-            }
-            forward_batch(mcfg, &model.weights, model.pool(), &mut segs, &mut scratch)
+        // One step. Prompts in arrival order: the oldest gets the prefill budget first, so
+        // under a burst each prompt's first token comes as early as the ones before it
+        // allow, rather than every prompt advancing a slice per step and all of them
+        // finishing late together.
+        slots.sort_by_key(|s| s.admitted);
+        let pending: Vec<usize> = slots.iter().map(|s| s.seq.pending()).collect();
+        let outcome = {
+            let mut seqs: Vec<&mut Sequence> = slots.iter_mut().map(|s| &mut s.seq).collect();
+            model.step(&mut seqs, Some(cfg.prefill_chunk.max(1)))
         };
         stats.steps.fetch_add(1, Ordering::Relaxed);
-        let outputs = match outputs {
-            Ok(o) => o,
-            Err(e) => {
-                // A step that cannot run fails every sequence in it rather than looping.
-                for (i, _, _) in &plan {
-                    slots[*i].job.sink.send(Event::Error(format!("inference failed: {e}")));
-                }
-                let mut failed: Vec<usize> = plan.iter().map(|p| p.0).collect();
-                failed.sort_unstable_by(|a, b| b.cmp(a));
-                for i in failed {
-                    // What the failed step left in the cache is unknown: keep none of it.
-                    let mut s = slots.swap_remove(i);
-                    s.cache.truncate(0);
-                    retire(&mut spare, s);
-                }
-                continue;
+        if let Err(e) = outcome {
+            // A step that cannot run fails every sequence in it rather than looping; what
+            // the failed step left in a cache is unknown, so none of it is kept.
+            for mut s in slots.drain(..) {
+                s.job.sink.send(Event::Error(format!("inference failed: {e}")));
+                s.seq.reset();
+                retire(&mut spare, s);
             }
-        };
+            continue;
+        }
 
-        // Sample, emit, and retire finished sequences.
+        // Report, and retire finished sequences.
         let mut done: Vec<(usize, StopReason)> = Vec::new();
-        for ((i, toks, kind), logits) in plan.iter().zip(outputs) {
-            let s = &mut slots[*i];
-            let mut logits = logits.as_slice();
-            if s.next.is_none() {
-                let start = s.fed;
-                s.fed += toks.len();
-                stats.prefilled_tokens.fetch_add(toks.len(), Ordering::Relaxed);
-                if *kind == Logits::All {
-                    let k = s.job.logprobs.unwrap_or(0);
-                    prompt_logprobs(model, logits, &s.job.prompt[start..(s.fed + 1).min(s.job.prompt.len())], k, &mut s.prompt_lp);
-                    logits = &logits[logits.len().saturating_sub(n_vocab)..];
-                }
-                if s.fed < s.job.prompt.len() {
-                    continue;
-                }
-                if s.job.prompt_logprobs {
-                    let mut events = std::mem::take(&mut s.prompt_lp);
-                    for e in &mut events {
-                        e.text = String::from_utf8_lossy(tok.piece(e.id)).into_owned();
+        for (i, (s, before)) in slots.iter_mut().zip(pending).enumerate() {
+            stats.prefilled_tokens.fetch_add(before - s.seq.pending(), Ordering::Relaxed);
+            let mut gone = false;
+            for e in s.seq.take_events() {
+                let event = match e {
+                    SeqEvent::Prompt(tokens) => Event::Prompt(tokens.into_iter().map(TokenEvent::from).collect()),
+                    SeqEvent::Token(t) => {
+                        stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
+                        s.first_token.get_or_insert_with(|| s.admitted.elapsed());
+                        Event::Token(t.into())
                     }
-                    if !s.job.sink.send(Event::Prompt(events)) {
-                        done.push((*i, StopReason::Cancelled));
-                        continue;
-                    }
+                };
+                if !s.job.sink.send(event) {
+                    gone = true;
+                    break;
                 }
             }
-            let id = s.sampler.sample(logits);
-            s.sampler.accept(id);
-            s.sampled.push(id);
-            stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
-            if s.first_token.is_none() {
-                s.first_token = Some(s.admitted.elapsed());
-            }
-            if tok.is_eog(id) {
-                done.push((*i, StopReason::Eos));
-                continue;
-            }
-            let (logprob, top) = match s.job.logprobs {
-                Some(k) => {
-                    let (lp, top) = logprobs(logits, id, k);
-                    (Some(lp), top)
+            if gone {
+                done.push((i, StopReason::Cancelled));
+            } else if let Some(reason) = s.seq.stop_reason() {
+                if reason == StopReason::Eos {
+                    // The end-of-generation token is counted, though it sends no text.
+                    stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
+                    s.first_token.get_or_insert_with(|| s.admitted.elapsed());
                 }
-                None => (None, Vec::new()),
-            };
-            let text = s.decoder.push(tok.piece(id));
-            if !s.job.sink.send(Event::Token(TokenEvent { id, text, logprob, top })) {
-                done.push((*i, StopReason::Cancelled));
-            } else if s.sampled.len() >= s.job.max_tokens {
-                done.push((*i, StopReason::Length));
-            } else if s.cache.len() + 1 > s.cache.n_ctx() {
-                done.push((*i, StopReason::ContextFull));
-            } else {
-                s.next = Some(id);
+                done.push((i, reason));
             }
         }
-        done.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
-        for (i, reason) in done {
-            let mut s = slots.swap_remove(i);
-            let tail = s.decoder.finish();
+        for (i, reason) in done.into_iter().rev() {
+            let mut s = slots.remove(i);
+            let tail = s.seq.finish_text();
             if !tail.is_empty() && reason != StopReason::Cancelled {
                 s.job.sink.send(Event::Token(TokenEvent { id: u32::MAX, text: tail, logprob: None, top: Vec::new() }));
             }
@@ -520,5 +379,37 @@ fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
             retire(&mut spare, s);
         }
         stats.active.store(slots.len(), Ordering::Relaxed);
+    }
+}
+
+/// Moves waiting requests into free slots, each into the pooled sequence that holds the
+/// longest prefix of its prompt (or a fresh one).
+fn admit(model: &Model, n_ctx: usize, parallel: usize, queue: &Queue, stats: &Stats, slots: &mut Vec<Slot>, spare: &mut PromptCache) {
+    while slots.len() < parallel {
+        let Some((mut job, submitted)) = queue.pop() else { break };
+        if let Some(msg) = prompt_problem(model, &job.prompt, n_ctx) {
+            job.sink.send(Event::Error(msg));
+            continue;
+        }
+        let reuse = !job.prompt_logprobs && job.cache_group.is_some();
+        // Another cache while the pool is below `parallel`, rather than emptying one that
+        // holds some other prompt.
+        let may_grow = slots.len() + spare.len() < parallel;
+        let (mut seq, cached) = spare.take(&job.prompt, job.cache_group.unwrap_or(u64::MAX), reuse, may_grow).unwrap_or_else(|| (model.new_sequence(n_ctx), 0));
+        let params = GenerateParams { max_tokens: job.max_tokens, sampler: job.sampler.clone(), logprobs: job.logprobs, prompt_logprobs: job.prompt_logprobs };
+        if let Err(e) = seq.start(model, &job.prompt, &params) {
+            job.sink.send(Event::Error(e.to_string()));
+            spare.put(seq, job.cache_group.unwrap_or(u64::MAX), std::iter::empty());
+            continue;
+        }
+        stats.cached_prompt_tokens.fetch_add(cached, Ordering::Relaxed);
+        stats.prompt_tokens.fetch_add(job.prompt.len(), Ordering::Relaxed);
+        if !job.sink.send(Event::Started { cached_tokens: cached }) {
+            stats.abandoned.fetch_add(1, Ordering::Relaxed);
+            let held = seq.tokens().to_vec();
+            spare.put(seq, job.cache_group.unwrap_or(u64::MAX), held.into_iter());
+            continue;
+        }
+        slots.push(Slot { job, seq, cached, admitted: Instant::now(), queued: submitted.elapsed(), first_token: None });
     }
 }

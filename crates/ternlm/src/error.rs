@@ -31,6 +31,8 @@ pub enum ModelError {
     EmptyPrompt,
     #[error("{0}")]
     Invalid(String),
+    #[error("a KV cache made by another backend was given to the {backend} backend")]
+    ForeignKv { backend: &'static str },
     #[error("{path}: {reason}")]
     Checkpoint { path: std::path::PathBuf, reason: String },
 }

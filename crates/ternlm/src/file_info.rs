@@ -112,13 +112,6 @@ impl Model {
     pub fn has_ternary_tensors(&self) -> bool {
         has_ternary_tensors(self.file())
     }
-
-    /// Bytes of weights one decode step reads, in the layout the kernels use (which differs
-    /// from the file's when ternary weights are repacked or the head is int8): the traffic
-    /// decode speed is bound by.
-    pub fn weight_bytes_per_token(&self) -> u64 {
-        self.weights.bytes_per_token() as u64
-    }
 }
 
 fn param_count(file: &GgufFile) -> u64 {

@@ -13,24 +13,16 @@ use ternlm_kernels::attention::{AttnShape, attention};
 use ternlm_kernels::ops::{relu2, rms_norm, rms_norm_inplace, rope, rope_cache, silu};
 
 use crate::arch::FfnActivation;
+use crate::backend::Logits;
 use crate::config::Config;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::linear::Prepared;
 use crate::weights::Weights;
 
-/// Which positions of the batch need logits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Logits {
-    Last,
-    All,
-    /// None at all: a chunk of a prompt whose end comes in a later step.
-    None,
-}
-
 /// Reusable activation buffers, so decoding allocates nothing per token once warm.
 #[derive(Debug, Default)]
-pub struct Scratch {
+pub(crate) struct Scratch {
     x: Vec<f32>,
     h: Vec<f32>,
     q: Vec<f32>,
@@ -52,21 +44,15 @@ fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
 /// One sequence's part of a batched step: its cache, the tokens to run after what the cache
 /// holds, and which of their logits to return.
 #[derive(Debug)]
-pub struct Segment<'a> {
-    pub cache: &'a mut KvCache,
-    pub tokens: &'a [u32],
-    pub logits: Logits,
-}
-
-/// Runs `tokens` at positions `cache.len()..` and returns logits (`n_vocab` per row asked).
-pub fn forward(cfg: &Config, w: &Weights, pool: &ThreadPool, cache: &mut KvCache, tokens: &[u32], which: Logits, s: &mut Scratch) -> Result<Vec<f32>> {
-    let mut segs = [Segment { cache, tokens, logits: which }];
-    Ok(forward_batch(cfg, w, pool, &mut segs, s)?.pop().unwrap_or_default())
+pub(crate) struct Segment<'a> {
+    pub(crate) cache: &'a mut KvCache,
+    pub(crate) tokens: &'a [u32],
+    pub(crate) logits: Logits,
 }
 
 /// Runs every segment's tokens in one step and returns each segment's logits, in order.
 /// Nothing is written to any cache unless every segment is valid.
-pub fn forward_batch(cfg: &Config, w: &Weights, pool: &ThreadPool, segs: &mut [Segment<'_>], s: &mut Scratch) -> Result<Vec<Vec<f32>>> {
+pub(crate) fn forward_batch(cfg: &Config, w: &Weights, pool: &ThreadPool, segs: &mut [Segment<'_>], s: &mut Scratch) -> Result<Vec<Vec<f32>>> {
     for seg in segs.iter() {
         if seg.tokens.is_empty() {
             return Err(ModelError::EmptyPrompt);

@@ -7,36 +7,41 @@
 //! let model = Model::load("model.gguf", &LoadOptions::default())?;
 //! let prompt = model.tokenizer.encode("The capital of Germany is", true, false)?;
 //! let mut session = model.session(model.default_ctx());
-//! let params = GenerateParams { max_tokens: 16, sampler: SamplerConfig::greedy() };
+//! let params = GenerateParams { max_tokens: 16, sampler: SamplerConfig::greedy(), ..Default::default() };
 //! let out = session.generate(&prompt, &params, &mut |text, _| { print!("{text}"); true })?;
 //! # Ok::<(), ternlm::ModelError>(())
 //! ```
 
 pub mod arch;
+mod backend;
 pub mod chat;
 pub mod config;
 pub mod dummy;
 pub mod error;
 pub mod file_info;
-pub mod forward;
+mod forward;
 pub mod hf;
-pub mod kv_cache;
+mod kv_cache;
 pub mod linear;
+pub mod logprob;
 pub mod machine;
 pub mod model;
 pub mod sampler;
+pub mod sequence;
 pub mod session;
+mod step;
 pub mod tokenizer;
 pub mod weight_type;
 pub mod weights;
 
+pub use backend::Logits;
 pub use chat::{ChatTemplate, Message};
 pub use config::Config;
 pub use error::{ModelError, Result};
 pub use file_info::{ModelFileInfo, TensorTypeCount};
-pub use forward::Logits;
 pub use model::{LoadOptions, Model, RenderedChat, TernaryLayout, default_threads, open_model_file, usable_cpus};
 pub use sampler::{Sampler, SamplerConfig};
-pub use session::{GenerateParams, Generation, Session, StopReason};
+pub use sequence::{GenerateParams, SeqEvent, Sequence, StopReason, TokenInfo};
+pub use session::{Generation, Session};
 pub use tokenizer::{StreamDecoder, Tokenizer};
 pub use weight_type::WeightType;

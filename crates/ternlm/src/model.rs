@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use ternlm_format::{GgufFile, Metadata};
 use ternlm_kernels::ThreadPool;
 
+use crate::backend::{Backend, CpuBackend};
 use crate::chat::{ChatTemplate, Message};
 use crate::config::Config;
 use crate::error::{ModelError, Result};
+use crate::sequence::Sequence;
 use crate::session::Session;
 use crate::tokenizer::{self, Tokenizer};
 use crate::weights::Weights;
@@ -100,12 +102,12 @@ pub struct Model {
     path: PathBuf,
     file: Arc<GgufFile>,
     pub config: Config,
-    pub weights: Weights,
+    backend: Box<dyn Backend>,
     pub tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     /// The model's own template; `None` with a `template` is the ChatML fallback.
     template_source: Option<String>,
-    pool: ThreadPool,
+    pool: Arc<ThreadPool>,
     load_time: Duration,
 }
 
@@ -144,11 +146,12 @@ impl Model {
         if tokenizer.n_vocab() != config.n_vocab {
             return Err(ModelError::Tokenizer(format!("the tokenizer has {} tokens but the model's vocabulary is {}", tokenizer.n_vocab(), config.n_vocab)));
         }
-        let pool = ThreadPool::new(opts.threads.max(1));
+        let pool = Arc::new(ThreadPool::new(opts.threads.max(1)));
         let weights = Weights::load(&file, &config, &pool, opts)?;
+        let backend = Box::new(CpuBackend::new(config.clone(), weights, pool.clone()));
         let template_source = tokenizer::chat_template(file.as_ref())?;
         let template = template_source.as_deref().map(|src| compile_template(src, &tokenizer)).transpose()?;
-        Ok(Self { path, file, config, weights, tokenizer, template, template_source, pool, load_time: start.elapsed() })
+        Ok(Self { path, file, config, backend, tokenizer, template, template_source, pool, load_time: start.elapsed() })
     }
 
     pub fn path(&self) -> &Path {
@@ -168,7 +171,7 @@ impl Model {
         &self.file
     }
 
-    pub fn pool(&self) -> &ThreadPool {
+    pub(crate) fn pool(&self) -> &ThreadPool {
         &self.pool
     }
 
@@ -256,6 +259,33 @@ impl Model {
         // BOS text that message content put first is no BOS.
         let bos_written = tok.bos.and_then(|b| tok.token_text(b)).is_some_and(|t| !t.is_empty() && rendered.starts_with(t) && literal.iter().all(|r| r.is_empty() || r.start >= t.len()));
         tok.encode_with_literal_spans(rendered, !bos_written, literal)
+    }
+
+    /// An empty sequence with room for `n_ctx` positions (clamped to at least 1), its KV
+    /// store on this model's backend.
+    pub fn new_sequence(&self, n_ctx: usize) -> Sequence {
+        Sequence::new(self.backend.new_kv(n_ctx.max(1)))
+    }
+
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// Threads the forward pass runs on.
+    pub fn threads(&self) -> usize {
+        self.backend.threads()
+    }
+
+    /// Where the arithmetic runs ("cpu").
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Bytes of weights one forward step reads, whatever its number of positions, in the
+    /// layout the kernels use (which differs from the file's when ternary weights are
+    /// repacked or the head is int8): the traffic decode speed is bound by.
+    pub fn weight_bytes_per_step(&self) -> usize {
+        self.backend.weight_bytes_per_step()
     }
 
     /// A session with room for `n_ctx` positions (clamped to at least 1).

@@ -80,10 +80,14 @@ impl Sampler {
 
     /// Picks the next token from `logits` (one per vocabulary entry).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        self.pick(logits)
+    }
+
+    fn pick(&mut self, logits: &[f32]) -> u32 {
         let penalize = (self.cfg.repeat_penalty != 1.0 && self.cfg.repeat_penalty > 0.0) || self.cfg.presence_penalty != 0.0 || self.cfg.frequency_penalty != 0.0;
         if self.cfg.temperature <= 0.0 && !penalize && self.cfg.logit_bias.is_empty() {
             // Plain greedy decoding: no candidate list to build on every token.
-            return first_max(logits);
+            return crate::logprob::argmax(logits);
         }
         let mut cands = std::mem::take(&mut self.cands);
         cands.clear();
@@ -104,37 +108,46 @@ impl Sampler {
                 }
             }
         }
-        let id = if self.cfg.temperature <= 0.0 { argmax(&cands) } else { self.draw(&mut cands) };
+        let id = if self.cfg.temperature <= 0.0 {
+            argmax(&cands)
+        } else {
+            self.weigh(&mut cands);
+            let total: f64 = cands.iter().map(|c| f64::from(c.1)).sum();
+            self.walk(&cands, total, None)
+        };
         self.cands = cands;
         id
     }
 
     /// Top-k, top-p and min-p cut the candidates to a prefix of their descending order (the
-    /// probabilities they test are the untempered softmax over the top-k set); the draw then
-    /// follows the tempered softmax over what is left. Only as much of the order as the cuts
-    /// reach is sorted: a 128k vocabulary sorted in full would cost milliseconds per token,
-    /// on the thread that every batched step waits for.
-    fn draw(&mut self, cands: &mut Vec<(u32, f32)>) -> u32 {
+    /// probabilities they test are the untempered softmax over the top-k set); each kept
+    /// candidate's logit then becomes its tempered softmax weight (unnormalized). Only as
+    /// much of the order as the cuts reach is sorted: a 128k vocabulary sorted in full would
+    /// cost milliseconds per token, on the thread that every batched step waits for.
+    fn weigh(&self, cands: &mut Vec<(u32, f32)>) {
         self.top_k(cands);
         let keep = self.nucleus(cands);
         cands.truncate(keep.max(1));
-        // Each candidate's logit becomes its tempered weight, computed once for the total
-        // and the walk.
         let t = self.cfg.temperature;
         let max = cands.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.1 / t));
         for c in cands.iter_mut() {
             c.1 = (c.1 / t - max).exp();
         }
-        let total: f64 = cands.iter().map(|c| f64::from(c.1)).sum();
+    }
+
+    /// Draws a candidate by weight (`total` is the weight of all but `skip`).
+    fn walk(&mut self, cands: &[(u32, f32)], total: f64, skip: Option<u32>) -> u32 {
         let r = self.next_f64() * total;
         let mut cum = 0.0;
-        for c in cands.iter() {
+        let mut last = None;
+        for c in cands.iter().filter(|c| Some(c.0) != skip) {
             cum += f64::from(c.1);
+            last = Some(c.0);
             if r < cum {
                 return c.0;
             }
         }
-        cands.last().map_or(0, |c| c.0)
+        last.unwrap_or(0)
     }
 
     /// Cuts the candidates to the `top_k` best (0: all), sorted.
@@ -208,25 +221,9 @@ fn sort_top(c: &mut [(u32, f32)], m: usize) {
     c[..m].sort_unstable_by(by_logit);
 }
 
-/// The index of the first largest value.
-fn first_max(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
+/// The first best candidate's id.
 fn argmax(c: &[(u32, f32)]) -> u32 {
-    let mut best = 0;
-    for (i, x) in c.iter().enumerate() {
-        if x.1 > c[best].1 {
-            best = i;
-        }
-    }
-    c.get(best).map_or(0, |x| x.0)
+    c.get(crate::logprob::first_max(c.iter().map(|x| x.1))).map_or(0, |x| x.0)
 }
 
 #[cfg(test)]

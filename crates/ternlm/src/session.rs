@@ -1,56 +1,23 @@
-//! A generation session: one KV cache and its token history over a loaded model. It
-//! evaluates prompts as one batch, decodes token by token, reuses the cached prefix a new
-//! prompt shares with the last one (multi-turn chat), and streams text as it is generated.
+//! A generation session: one [`Sequence`] over a loaded model, driven one step at a time by
+//! [`Model::step`]. It reuses the cached prefix a new prompt shares with the last one
+//! (multi-turn chat), reports progress on long prompts, and streams text as it comes.
 
 use std::time::{Duration, Instant};
 
+use crate::backend::Logits;
 use crate::error::{ModelError, Result};
-use crate::forward::{Logits, Scratch, forward};
-use crate::kv_cache::KvCache;
 use crate::model::Model;
-use crate::sampler::{Sampler, SamplerConfig};
-use crate::tokenizer::StreamDecoder;
+use crate::sequence::{GenerateParams, SeqEvent, Sequence, StopReason};
 
 pub struct Session<'m> {
     model: &'m Model,
-    cache: KvCache,
-    scratch: Scratch,
-    history: Vec<u32>,
+    seq: Sequence,
     progress: Option<Box<dyn FnMut(usize, usize) + 'm>>,
 }
 
 /// Prompt tokens per batch when a progress hook is set: small enough that a long prompt
 /// reports often, large enough that the weights are still read once for many tokens.
 const PROGRESS_CHUNK: usize = 256;
-
-#[derive(Clone, Debug)]
-pub struct GenerateParams {
-    pub max_tokens: usize,
-    pub sampler: SamplerConfig,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    /// The model produced an end-of-generation token.
-    Eos,
-    /// `max_tokens` were generated.
-    Length,
-    /// The context filled up.
-    ContextFull,
-    /// The caller asked to stop.
-    Cancelled,
-}
-
-impl StopReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Eos => "eos",
-            Self::Length => "limit",
-            Self::ContextFull => "context",
-            Self::Cancelled => "cancelled",
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct Generation {
@@ -64,8 +31,9 @@ pub struct Generation {
     pub text: String,
     pub stop: StopReason,
     pub prompt_time: Duration,
+    /// From the first generated token to the last.
     pub gen_time: Duration,
-    /// Forward passes made while generating (one per generated token after the first).
+    /// Forward steps made while generating (one per generated token after the first).
     pub gen_evals: usize,
 }
 
@@ -74,8 +42,9 @@ impl Generation {
         rate(self.prompt_evaluated, self.prompt_time)
     }
 
+    /// Tokens generated after the first per second of `gen_time`.
     pub fn gen_tokens_per_s(&self) -> f64 {
-        rate(self.gen_evals, self.gen_time)
+        rate(self.tokens.len().saturating_sub(1), self.gen_time)
     }
 }
 
@@ -85,8 +54,7 @@ fn rate(n: usize, t: Duration) -> f64 {
 
 impl<'m> Session<'m> {
     pub(crate) fn new(model: &'m Model, n_ctx: usize) -> Self {
-        let c = &model.config;
-        Self { model, cache: KvCache::new(c.n_layer, n_ctx, c.kv_dim()), scratch: Scratch::default(), history: Vec::new(), progress: None }
+        Self { model, seq: model.new_sequence(n_ctx), progress: None }
     }
 
     /// Reports prompt processing as it goes: `hook(done, total)` after each batch of a
@@ -96,124 +64,99 @@ impl<'m> Session<'m> {
         self.progress = Some(Box::new(hook));
     }
 
-    /// Evaluates a prompt's new tokens: one batch, or batches of [`PROGRESS_CHUNK`] with
-    /// progress reports when a hook is set.
-    fn eval_prompt(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        if self.progress.is_none() || tokens.len() <= PROGRESS_CHUNK {
-            return self.eval(tokens, Logits::Last);
-        }
-        let mut logits = Vec::new();
-        for (i, chunk) in tokens.chunks(PROGRESS_CHUNK).enumerate() {
-            let last = (i + 1) * PROGRESS_CHUNK >= tokens.len();
-            logits = self.eval(chunk, if last { Logits::Last } else { Logits::None })?;
-            if let Some(hook) = self.progress.as_mut() {
-                hook(((i + 1) * PROGRESS_CHUNK).min(tokens.len()), tokens.len());
-            }
-        }
-        Ok(logits)
-    }
-
     pub fn model(&self) -> &'m Model {
         self.model
     }
 
     pub fn n_ctx(&self) -> usize {
-        self.cache.n_ctx()
+        self.seq.n_ctx()
     }
 
     /// Tokens evaluated so far (the cache's contents).
     pub fn history(&self) -> &[u32] {
-        &self.history
+        self.seq.tokens()
     }
 
     pub fn reset(&mut self) {
-        self.cache.truncate(0);
-        self.history.clear();
+        self.seq.reset();
     }
 
     /// Evaluates `tokens` after the history and returns logits for the last (or every) one.
     pub fn eval(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
-        let m = self.model;
-        let logits = forward(&m.config, &m.weights, m.pool(), &mut self.cache, tokens, which, &mut self.scratch)?;
-        self.history.extend_from_slice(tokens);
-        Ok(logits)
-    }
-
-    /// Keeps the longest cached prefix of `prompt` (leaving at least one token to evaluate)
-    /// and returns its length.
-    fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
-        let common = self.history.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        let keep = common.min(prompt.len().saturating_sub(1));
-        self.cache.truncate(keep);
-        self.history.truncate(keep);
-        keep
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyPrompt);
+        }
+        self.seq.push(tokens, which);
+        let out = self.model.step(&mut [&mut self.seq], None);
+        if out.is_err() {
+            // Nothing was written: drop what was queued, so the session stays usable.
+            let len = self.seq.len();
+            self.seq.truncate(len);
+        }
+        out?;
+        Ok(self.seq.take_logits())
     }
 
     /// Generates a continuation of `prompt`. `on_text(chunk, token)` receives text as it
     /// becomes complete UTF-8 and returns `false` to stop early; a last flush of bytes that
     /// never completed a character comes with the token `u32::MAX`.
     pub fn generate(&mut self, prompt: &[u32], params: &GenerateParams, on_text: &mut dyn FnMut(&str, u32) -> bool) -> Result<Generation> {
-        if prompt.is_empty() {
-            return Err(ModelError::EmptyPrompt);
-        }
-        let n_ctx = self.n_ctx();
-        if prompt.len() > n_ctx {
-            return Err(ModelError::PromptTooLong { prompt: prompt.len(), ctx: n_ctx });
-        }
-        self.model.tokenizer.check_ids(prompt)?;
-        let tok = &self.model.tokenizer;
-        let mut sampler = Sampler::new(params.sampler.clone());
-        for &t in prompt {
-            sampler.accept(t);
-        }
-
         let t0 = Instant::now();
-        let kept = self.reuse_prefix(prompt);
-        let mut logits = self.eval_prompt(&prompt[kept..])?;
-        let prompt_time = t0.elapsed();
-
-        let t1 = Instant::now();
+        let kept = self.seq.start(self.model, prompt, params)?;
+        let total = prompt.len() - kept;
+        let budget = (self.progress.is_some() && total > PROGRESS_CHUNK).then_some(PROGRESS_CHUNK);
         let mut out = Generation {
             prompt_tokens: prompt.len(),
-            prompt_evaluated: prompt.len() - kept,
+            prompt_evaluated: total,
             tokens: Vec::new(),
             text: String::new(),
             stop: StopReason::Length,
-            prompt_time,
+            prompt_time: Duration::ZERO,
             gen_time: Duration::ZERO,
             gen_evals: 0,
         };
-        let mut decoder = StreamDecoder::new();
-        while out.tokens.len() < params.max_tokens {
-            let next = sampler.sample(&logits);
-            sampler.accept(next);
-            out.tokens.push(next);
-            if tok.is_eog(next) {
-                out.stop = StopReason::Eos;
-                break;
+        let mut first: Option<Instant> = None;
+        let result = loop {
+            if !self.seq.is_active() {
+                break Ok(());
             }
-            let chunk = decoder.push(tok.piece(next));
-            out.text.push_str(&chunk);
-            if !on_text(&chunk, next) {
-                out.stop = StopReason::Cancelled;
-                break;
+            let prefilling = self.seq.is_prefilling();
+            if let Err(e) = self.model.step(&mut [&mut self.seq], budget) {
+                break Err(e);
             }
-            if out.tokens.len() == params.max_tokens {
-                break;
+            if prefilling && let (Some(hook), Some(_)) = (self.progress.as_mut(), budget) {
+                hook(total - self.seq.pending(), total);
             }
-            if self.cache.len() >= n_ctx {
-                out.stop = StopReason::ContextFull;
-                break;
+            if prefilling && !self.seq.is_prefilling() {
+                out.prompt_time = t0.elapsed();
+                first = Some(Instant::now());
             }
-            logits = self.eval(&[next], Logits::Last)?;
-            out.gen_evals += 1;
+            let mut stopped = false;
+            for e in self.seq.take_events() {
+                if let SeqEvent::Token(t) = e {
+                    out.text.push_str(&t.text);
+                    if !on_text(&t.text, t.id) {
+                        stopped = true;
+                        break;
+                    }
+                }
+            }
+            if stopped {
+                self.seq.cancel();
+                break Ok(());
+            }
+        };
+        out.tokens = self.seq.generated().to_vec();
+        out.stop = self.seq.stop_reason().unwrap_or(StopReason::Length);
+        out.gen_evals = self.seq.decode_steps();
+        if let Some(f) = first {
+            out.gen_time = f.elapsed();
         }
-        let tail = decoder.finish();
-        if !tail.is_empty() {
+        let tail = self.seq.finish_text();
+        if result.is_ok() && !tail.is_empty() {
             out.text.push_str(&tail);
             on_text(&tail, u32::MAX);
         }
-        out.gen_time = t1.elapsed();
-        Ok(out)
+        result.map(|()| out)
     }
 }

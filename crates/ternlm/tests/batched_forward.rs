@@ -1,4 +1,4 @@
-//! Several sequences in one forward step (`forward_batch`, the basis of continuous batching)
+//! Several sequences in one forward step (`Model::step`, the basis of continuous batching)
 //! must give every sequence exactly the logits it gets alone: prompts of different lengths
 //! prefilled together, then decoded together one token each, on a ternary fixture model and
 //! on SmolLM2 (ggml block types, whose matrix-product kernels differ between one row and
@@ -7,17 +7,13 @@
 mod common;
 
 use common::fixtures;
-use ternlm::forward::{Scratch, Segment, forward_batch};
-use ternlm::kv_cache::KvCache;
-use ternlm::{LoadOptions, Logits, Model};
+use ternlm::{LoadOptions, Logits, Model, Sequence};
 
 fn argmax(v: &[f32]) -> u32 {
     v.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32
 }
 
 fn check(model: &Model, prompts: &[&str], steps: usize) {
-    let cfg = &model.config;
-    let new_cache = || KvCache::new(cfg.n_layer, 256, cfg.kv_dim());
     let encoded: Vec<Vec<u32>> = prompts.iter().map(|p| model.tokenizer.encode(p, true, false).unwrap()).collect();
 
     // Alone: each prompt, then `steps` greedy tokens, in sessions of its own.
@@ -33,21 +29,23 @@ fn check(model: &Model, prompts: &[&str], steps: usize) {
     }
 
     // Together: one batched prefill of all prompts, then batched decode steps.
-    let mut caches: Vec<KvCache> = encoded.iter().map(|_| new_cache()).collect();
-    let mut scratch = Scratch::default();
-    let mut last: Vec<Vec<f32>> = {
-        let mut segs: Vec<Segment<'_>> = caches.iter_mut().zip(&encoded).map(|(c, t)| Segment { cache: c, tokens: t, logits: Logits::Last }).collect();
-        forward_batch(cfg, &model.weights, model.pool(), &mut segs, &mut scratch).unwrap()
+    let mut seqs: Vec<Sequence> = encoded.iter().map(|_| model.new_sequence(256)).collect();
+    let step = |seqs: &mut Vec<Sequence>, feeds: &[Vec<u32>]| -> Vec<Vec<f32>> {
+        for (s, t) in seqs.iter_mut().zip(feeds) {
+            s.push(t, Logits::Last);
+        }
+        model.step(&mut seqs.iter_mut().collect::<Vec<_>>(), None).unwrap();
+        seqs.iter_mut().map(|s| s.take_logits()).collect()
     };
+    let mut last = step(&mut seqs, &encoded);
     for (i, l) in last.iter().enumerate() {
         assert_eq!(l, &alone[i][0], "prompt {i}: batched prefill logits differ from running alone");
     }
-    for (step, want) in alone_steps(&alone, steps) {
-        let next: Vec<[u32; 1]> = last.iter().map(|l| [argmax(l)]).collect();
-        let mut segs: Vec<Segment<'_>> = caches.iter_mut().zip(&next).map(|(c, t)| Segment { cache: c, tokens: t, logits: Logits::Last }).collect();
-        last = forward_batch(cfg, &model.weights, model.pool(), &mut segs, &mut scratch).unwrap();
+    for (step_no, want) in alone_steps(&alone, steps) {
+        let next: Vec<Vec<u32>> = last.iter().map(|l| vec![argmax(l)]).collect();
+        last = step(&mut seqs, &next);
         for (i, l) in last.iter().enumerate() {
-            assert_eq!(l, want[i], "prompt {i}, step {step}: batched decode logits differ from running alone");
+            assert_eq!(l, want[i], "prompt {i}, step {step_no}: batched decode logits differ from running alone");
         }
     }
 }
@@ -73,12 +71,11 @@ fn smollm2_sequences_batch_exactly() {
 #[test]
 fn a_bad_segment_leaves_every_cache_alone() {
     let m = Model::load(fixtures().join("tiny-bitnet-b158/tiny-bitnet-b158-i2_s.gguf"), &LoadOptions { threads: 1, ..Default::default() }).unwrap();
-    let cfg = &m.config;
-    let (mut a, mut b) = (KvCache::new(cfg.n_layer, 8, cfg.kv_dim()), KvCache::new(cfg.n_layer, 8, cfg.kv_dim()));
-    let bad = [u32::MAX];
-    let mut segs = [Segment { cache: &mut a, tokens: &[1, 2], logits: Logits::Last }, Segment { cache: &mut b, tokens: &bad, logits: Logits::Last }];
-    assert!(forward_batch(cfg, &m.weights, m.pool(), &mut segs, &mut Scratch::default()).is_err());
-    assert_eq!((a.len(), b.len()), (0, 0));
+    let (mut a, mut b) = (m.new_sequence(8), m.new_sequence(8));
+    a.push(&[1, 2], Logits::Last);
+    b.push(&[u32::MAX], Logits::Last);
+    assert!(m.step(&mut [&mut a, &mut b], None).is_err());
+    assert_eq!((a.len(), b.len(), a.kv_bytes(), b.kv_bytes()), (0, 0, 0, 0));
 }
 
 /// A long prompt evaluated in progress-reporting batches (`on_prompt_progress`) generates the
@@ -89,7 +86,7 @@ fn prompt_progress_batches_give_the_same_generation() {
     let text = "The quick brown fox jumps over the lazy dog, again and again. ".repeat(60);
     let prompt = model.tokenizer.encode(&text, true, false).unwrap();
     assert!(prompt.len() > 600, "several batches: {}", prompt.len());
-    let params = ternlm::GenerateParams { max_tokens: 8, sampler: ternlm::SamplerConfig { temperature: 0.0, ..Default::default() } };
+    let params = ternlm::GenerateParams { max_tokens: 8, sampler: ternlm::SamplerConfig { temperature: 0.0, ..Default::default() }, ..Default::default() };
     let whole = model.session(1024).generate(&prompt, &params, &mut |_, _| true).unwrap();
     let mut seen = Vec::new();
     let batched = {

@@ -3,54 +3,10 @@
 //! F32 weights (no activation quantization), checked against an independent, naive f64
 //! forward pass written here from the architecture's definition.
 
+mod common;
+
+use common::generated_llama::{BASE, D, EPS, FF, HD, HEADS, KV_HEADS, Weights, build};
 use ternlm::{GenerateParams, LoadOptions, Logits, Model, SamplerConfig};
-use ternlm_format::MetadataValue as V;
-use ternlm_format::TensorType;
-use ternlm_format::gguf::writer::{TensorData, write};
-
-const D: usize = 64;
-const HEADS: usize = 4;
-const KV_HEADS: usize = 2;
-const HD: usize = D / HEADS;
-const FF: usize = 96;
-const LAYERS: usize = 2;
-const BASE: f64 = 10000.0;
-const EPS: f64 = 1e-5;
-
-struct Rng(u64);
-impl Rng {
-    fn f(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    }
-    fn mat(&mut self, rows: usize, cols: usize, scale: f64) -> Vec<f64> {
-        (0..rows * cols).map(|_| self.f() * scale).collect()
-    }
-}
-
-fn vocab() -> (Vec<String>, Vec<f32>, Vec<i32>) {
-    let mut t = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
-    let mut ty = vec![2, 3, 3];
-    for b in 0..256 {
-        t.push(format!("<0x{b:02X}>"));
-        ty.push(6);
-    }
-    for w in ["▁", "▁the", "▁cat", "▁sat", "t", "h", "e", "c", "a", "s", "▁t", "th", "▁th", "at", "▁c", "▁s"] {
-        t.push(w.into());
-        ty.push(1);
-    }
-    let scores = (0..t.len()).map(|i| -(i as f32) / 10.0).collect();
-    (t, scores, ty)
-}
-
-struct Weights {
-    embd: Vec<f64>,
-    layers: Vec<[Vec<f64>; 9]>,
-    out_norm: Vec<f64>,
-    output: Vec<f64>,
-}
 
 fn rms(x: &[f64], w: &[f64]) -> Vec<f64> {
     let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
@@ -120,81 +76,6 @@ fn reference_logits(w: &Weights, tokens: &[u32]) -> Vec<f64> {
     matvec(&w.output, &last, n_vocab)
 }
 
-fn f32_bytes(v: &[f64]) -> Vec<u8> {
-    v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect()
-}
-
-/// Writes the model and returns its weights rounded to f32, as the engine sees them.
-fn build(path: &std::path::Path) -> Weights {
-    let (tokens, scores, types) = vocab();
-    let nv = tokens.len();
-    let mut rng = Rng(0x5eed_1234);
-    let r32 = |v: Vec<f64>| v.into_iter().map(|x| f64::from(x as f32)).collect::<Vec<_>>();
-    let norm = |rng: &mut Rng, n: usize| r32((0..n).map(|_| 1.0 + 0.3 * rng.f()).collect());
-    let w = Weights {
-        embd: r32(rng.mat(nv, D, 1.0)),
-        layers: (0..LAYERS)
-            .map(|_| {
-                let s = 1.0 / (D as f64).sqrt();
-                [
-                    norm(&mut rng, D),
-                    r32(rng.mat(D, D, s)),
-                    r32(rng.mat(KV_HEADS * HD, D, s)),
-                    r32(rng.mat(KV_HEADS * HD, D, s)),
-                    r32(rng.mat(D, D, s)),
-                    norm(&mut rng, D),
-                    r32(rng.mat(FF, D, s)),
-                    r32(rng.mat(FF, D, s)),
-                    r32(rng.mat(D, FF, 1.0 / (FF as f64).sqrt())),
-                ]
-            })
-            .collect(),
-        out_norm: norm(&mut rng, D),
-        output: r32(rng.mat(nv, D, 2.0 / (D as f64).sqrt())),
-    };
-    let md: Vec<(String, V)> = vec![
-        ("general.architecture".into(), V::String("llama".into())),
-        ("llama.context_length".into(), V::U32(256)),
-        ("llama.embedding_length".into(), V::U32(D as u32)),
-        ("llama.block_count".into(), V::U32(LAYERS as u32)),
-        ("llama.feed_forward_length".into(), V::U32(FF as u32)),
-        ("llama.attention.head_count".into(), V::U32(HEADS as u32)),
-        ("llama.attention.head_count_kv".into(), V::U32(KV_HEADS as u32)),
-        ("llama.rope.freq_base".into(), V::F32(BASE as f32)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), V::F32(EPS as f32)),
-        ("tokenizer.ggml.model".into(), V::String("llama".into())),
-        ("tokenizer.ggml.tokens".into(), V::Array(tokens.into_iter().map(V::String).collect())),
-        ("tokenizer.ggml.scores".into(), V::Array(scores.into_iter().map(V::F32).collect())),
-        ("tokenizer.ggml.token_type".into(), V::Array(types.into_iter().map(V::I32).collect())),
-        ("tokenizer.ggml.bos_token_id".into(), V::U32(1)),
-        ("tokenizer.ggml.eos_token_id".into(), V::U32(2)),
-        ("tokenizer.chat_template".into(), V::String("{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}".into())),
-    ];
-    let mut owned: Vec<(String, Vec<u64>, Vec<u8>)> = vec![
-        ("token_embd.weight".into(), vec![D as u64, nv as u64], f32_bytes(&w.embd)),
-        ("output_norm.weight".into(), vec![D as u64], f32_bytes(&w.out_norm)),
-        ("output.weight".into(), vec![D as u64, nv as u64], f32_bytes(&w.output)),
-    ];
-    let names = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"];
-    let dims = |n: &str| -> Vec<u64> {
-        match n {
-            "attn_norm" | "ffn_norm" => vec![D as u64],
-            "attn_q" | "attn_output" => vec![D as u64, D as u64],
-            "attn_k" | "attn_v" => vec![D as u64, (KV_HEADS * HD) as u64],
-            "ffn_gate" | "ffn_up" => vec![D as u64, FF as u64],
-            _ => vec![FF as u64, D as u64],
-        }
-    };
-    for (i, l) in w.layers.iter().enumerate() {
-        for (n, t) in names.iter().zip(l.iter()) {
-            owned.push((format!("blk.{i}.{n}.weight"), dims(n), f32_bytes(t)));
-        }
-    }
-    let tensors: Vec<TensorData<'_>> = owned.iter().map(|(n, d, b)| TensorData { name: n.clone(), dims: d.clone(), ty: TensorType::F32, data: b }).collect();
-    write(path, &md, &tensors).unwrap();
-    w
-}
-
 #[test]
 fn llama_with_spm_and_separate_output_matches_a_naive_forward() {
     let path = std::env::temp_dir().join(format!("ternlm-generated-llama-{}.gguf", std::process::id()));
@@ -230,7 +111,7 @@ fn llama_with_spm_and_separate_output_matches_a_naive_forward() {
     }
     assert_eq!(last, got);
 
-    let params = GenerateParams { max_tokens: 8, sampler: SamplerConfig::greedy() };
+    let params = GenerateParams { max_tokens: 8, sampler: SamplerConfig::greedy(), ..Default::default() };
     let out = model.session(64).generate(&ids, &params, &mut |_, _| true).unwrap();
     assert!(!out.tokens.is_empty());
     assert!(model.render_chat(&[ternlm::Message::new("user", "hi")], true).unwrap().unwrap().starts_with("<s>[user] hi"));

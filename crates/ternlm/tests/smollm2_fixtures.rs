@@ -52,7 +52,7 @@ fn teacher_forced(model: &Model, id: &str, prompt: &[u32], case: &Value, strict_
 fn check_generation(model: &Model, id: &str, prompt: &[u32], case: &Value) -> bool {
     let want = ids(&case["tokens"]);
     let mut session = model.session(2048);
-    let params = GenerateParams { max_tokens: case["n_predict"].as_u64().unwrap() as usize, sampler: SamplerConfig::greedy() };
+    let params = GenerateParams { max_tokens: case["n_predict"].as_u64().unwrap() as usize, sampler: SamplerConfig::greedy(), ..Default::default() };
     let out = session.generate(prompt, &params, &mut |_, _| true).unwrap();
     let exact = out.tokens == want;
     if exact {

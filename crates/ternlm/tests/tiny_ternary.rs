@@ -33,7 +33,7 @@ fn run_cases(dir: &str) -> usize {
 
         let want = ids(&case["tokens"]);
         let mut session = model.session(512);
-        let params = GenerateParams { max_tokens: want.len(), sampler: SamplerConfig::greedy() };
+        let params = GenerateParams { max_tokens: want.len(), sampler: SamplerConfig::greedy(), ..Default::default() };
         let out = session.generate(&got_prompt, &params, &mut |_, _| true).unwrap();
         assert_eq!(out.tokens, want, "{id}: greedy tokens");
         assert_eq!(out.text, case["text"].as_str().unwrap(), "{id}: text");

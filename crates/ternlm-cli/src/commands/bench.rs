@@ -8,9 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use serde_json::json;
-use ternlm::forward::{Scratch, Segment, forward_batch};
-use ternlm::kv_cache::KvCache;
-use ternlm::{LoadOptions, Logits, Model};
+use ternlm::{GenerateParams, LoadOptions, Logits, Model, SamplerConfig, Sequence};
 
 use crate::cli::BenchArgs;
 use crate::load::{ignore_gpu_layers, model_path, naming_path, threads as threads_checked};
@@ -70,7 +68,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         let isa = ternlm::machine::active_isa_name();
         let params = model.param_count();
         let size = model.file_bytes();
-        let weights = model.weight_bytes_per_token() as f64;
+        let weights = model.weight_bytes_per_step() as f64;
         let ceiling = if a.no_probe { None } else { Some(ternlm::machine::read_bandwidth(&model, 512 << 20, 5)) };
         let mut rows = Vec::new();
         for &p in a.n_prompt.iter().filter(|&&p| p > 0) {
@@ -158,35 +156,35 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
 /// Prompt tokens each stream of a `--streams` test holds before decoding starts.
 const STREAM_PROMPT: usize = 16;
 
-/// Aggregate tokens per second of `reps` runs (after a warm-up run) of `s` sequences decoding
-/// `n` tokens each, one batched forward step per token, after a short prompt each.
+/// Aggregate tokens per second of `reps` runs (after a warm-up run) of `s` sequences
+/// generating `n` tokens each (greedy, so each follows a real trajectory) after a short
+/// prompt each, every step one batched forward for all of them.
 fn time_streams(model: &Model, reps: usize, s: usize, n: usize) -> Result<Vec<f64>> {
-    let cfg = &model.config;
-    let vocab = cfg.n_vocab as u32;
-    let mut caches: Vec<KvCache> = (0..s).map(|_| KvCache::new(cfg.n_layer, STREAM_PROMPT + n + 1, cfg.kv_dim())).collect();
-    let mut scratch = Scratch::default();
+    let vocab = model.config.n_vocab as u32;
+    let mut seqs: Vec<Sequence> = (0..s).map(|_| model.new_sequence(STREAM_PROMPT + n + 1)).collect();
+    let params = GenerateParams { max_tokens: n, sampler: SamplerConfig::greedy(), ..Default::default() };
     let mut samples = Vec::with_capacity(reps);
     for rep in 0..=reps {
-        for c in caches.iter_mut() {
-            c.truncate(0);
+        for (i, seq) in seqs.iter_mut().enumerate() {
+            seq.reset();
+            let prompt: Vec<u32> = (0..STREAM_PROMPT as u32).map(|j| (i as u32 * 7919 + j * 104_729) % vocab).collect();
+            seq.start(model, &prompt, &params)?;
         }
-        let prompts: Vec<Vec<u32>> = (0..s).map(|i| (0..STREAM_PROMPT as u32).map(|j| (i as u32 * 7919 + j * 104_729) % vocab).collect()).collect();
-        let mut segs: Vec<Segment<'_>> = caches.iter_mut().zip(&prompts).map(|(cache, p)| Segment { cache, tokens: p, logits: Logits::None }).collect();
-        forward_batch(cfg, &model.weights, model.pool(), &mut segs, &mut scratch)?;
-        drop(segs);
-        let mut next: Vec<[u32; 1]> = (0..s).map(|i| [(i as u32 * 31 + 1) % vocab]).collect();
+        // The prompts in one step, untimed: the test is decoding.
+        model.step(&mut seqs.iter_mut().collect::<Vec<_>>(), None)?;
         let start = Instant::now();
-        for _ in 0..n {
-            let mut segs: Vec<Segment<'_>> = caches.iter_mut().zip(&next).map(|(cache, t)| Segment { cache, tokens: t, logits: Logits::Last }).collect();
-            let logits = forward_batch(cfg, &model.weights, model.pool(), &mut segs, &mut scratch)?;
-            for (t, l) in next.iter_mut().zip(&logits) {
-                // Greedy, so each stream follows a real trajectory.
-                t[0] = l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
+        let mut generated = 0;
+        loop {
+            let mut active: Vec<&mut Sequence> = seqs.iter_mut().filter(|q| q.is_active()).collect();
+            if active.is_empty() {
+                break;
             }
+            model.step(&mut active, None)?;
+            generated += active.len();
         }
         let secs = start.elapsed().as_secs_f64();
         if rep > 0 {
-            samples.push((n * s) as f64 / secs);
+            samples.push(generated as f64 / secs);
         }
     }
     Ok(samples)

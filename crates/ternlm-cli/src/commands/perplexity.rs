@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use ternlm::Logits;
+use ternlm::logprob::token_logprob;
 
 use crate::cli::PerplexityArgs;
 use crate::load::{ctx_size, load_model};
@@ -43,10 +44,7 @@ pub fn perplexity(a: PerplexityArgs) -> Result<ExitCode> {
         session.reset();
         let logits = session.eval(&chunk, Logits::All)?;
         for i in n_ctx / 2..n_ctx - 1 {
-            let row = &logits[i * nv..(i + 1) * nv];
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let lse = f64::from(max) + row.iter().map(|&v| f64::from(v - max).exp()).sum::<f64>().ln();
-            nll += lse - f64::from(row[chunk[i + 1] as usize]);
+            nll -= token_logprob(&logits[i * nv..(i + 1) * nv], chunk[i + 1]);
             count += 1;
         }
         if progress {

@@ -97,7 +97,7 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
         anyhow::bail!("the prompt is empty");
     }
 
-    let params = GenerateParams { max_tokens: max_tokens(&args.sampling), sampler };
+    let params = GenerateParams { max_tokens: max_tokens(&args.sampling), sampler, ..Default::default() };
     let mut session = model.session(n_ctx);
     show_prompt_progress(&mut session);
     let outcome = generate_to_stdout(&mut session, &prompt, &params, !args.json, &|| true)?;
@@ -123,7 +123,7 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
             "text": outcome.text,
             "stop_type": outcome.stop.as_str(),
             "isa": ternlm::machine::active_isa_name(),
-            "threads": model.pool().n_threads(),
+            "threads": model.threads(),
             "timings": timings,
         });
         outln!("{obj}")?;
@@ -143,7 +143,7 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
             outcome.prompt_tokens_per_s(),
             outcome.tokens.len(),
             outcome.gen_tokens_per_s(),
-            model.pool().n_threads(),
+            model.threads(),
             ternlm::machine::active_isa_name(),
             outcome.stop.as_str()
         );

@@ -141,7 +141,7 @@ impl Options {
     pub fn next_reply(&mut self) -> Result<GenerateParams> {
         let sampler = SamplerConfig { seed: self.seed, ..sampler_config(&self.sampling)? };
         self.seed = self.seed.wrapping_add(1);
-        Ok(GenerateParams { max_tokens: max_tokens(&self.sampling), sampler })
+        Ok(GenerateParams { max_tokens: max_tokens(&self.sampling), sampler, ..Default::default() })
     }
 }
 

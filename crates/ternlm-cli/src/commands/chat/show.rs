@@ -41,7 +41,7 @@ pub fn show(v: &View<'_>, what: Show) -> Result<()> {
             outln!("width         {}", c.n_embd)?;
             outln!("vocabulary    {}", c.n_vocab)?;
             outln!("context       {} tokens (trained on {})", v.n_ctx, c.n_ctx_train)?;
-            outln!("threads       {} ({})", m.pool().n_threads(), ternlm::machine::active_isa_name())
+            outln!("threads       {} ({})", m.threads(), ternlm::machine::active_isa_name())
         }
         Show::Template => match v.model.chat_template_source() {
             Some(source) => outln!("{source}"),

@@ -1,0 +1,65 @@
+//! The backend seam: where a model's weights and KV caches live and where a forward step's
+//! arithmetic runs. Everything above it (sequences, sampling, speculation, the server's
+//! scheduler) sees only [`Backend`], so a GPU implementation can keep weights, KV caches and
+//! activations on its device for a whole step and hand back nothing but logits.
+//!
+//! One call runs any mix of positions: several positions of one sequence (a prompt chunk, or
+//! a run of drafted tokens being verified) and single positions of many sequences (serving)
+//! are the same [`Backend::forward`].
+
+mod cpu;
+
+use std::any::Any;
+
+pub(crate) use cpu::CpuBackend;
+
+use crate::error::Result;
+
+/// Which positions of a segment need logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    Last,
+    All,
+    /// None at all: a chunk of a prompt whose end comes in a later step.
+    None,
+}
+
+/// One sequence's keys and values, held wherever its backend keeps them. Positions are
+/// forgotten from the end (`truncate`) to reuse a shared prefix or to roll back drafted
+/// tokens that verification rejected.
+pub(crate) trait KvStore: Send + Any {
+    /// Positions currently held.
+    fn len(&self) -> usize;
+    /// Positions it can hold at most.
+    fn n_ctx(&self) -> usize;
+    /// Forgets every position from `len` on.
+    fn truncate(&mut self, len: usize);
+    /// Bytes it holds now.
+    fn bytes(&self) -> usize;
+    /// For the backend that made it, to reach its own type.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// One sequence's part of a step: its KV store, the tokens to run after what it holds, and
+/// which of their logits to return.
+pub(crate) struct Segment<'a> {
+    pub kv: &'a mut dyn KvStore,
+    pub tokens: &'a [u32],
+    pub logits: Logits,
+}
+
+/// What a forward step needs from the hardware.
+pub(crate) trait Backend: Send + Sync {
+    /// A short name for reports ("cpu").
+    fn name(&self) -> &'static str;
+    /// An empty KV store for up to `n_ctx` positions, on this backend.
+    fn new_kv(&self, n_ctx: usize) -> Box<dyn KvStore>;
+    /// Runs every segment's tokens in one step and returns each segment's logits (`n_vocab`
+    /// per row asked for), in order. Nothing is written to any KV store unless every segment
+    /// is valid; a segment's logits do not depend on what it is batched with.
+    fn forward(&self, segs: &mut [Segment<'_>]) -> Result<Vec<Vec<f32>>>;
+    /// Threads (or, on a device, streams) the arithmetic runs on.
+    fn threads(&self) -> usize;
+    /// Weight bytes one step reads, whatever its number of positions.
+    fn weight_bytes_per_step(&self) -> usize;
+}
