@@ -27,7 +27,8 @@ fn long_version() -> String {
 }
 
 /// llama.cpp's multi-letter short flags, which clap cannot declare, in their long form:
-/// `-ngl N` is `--n-gpu-layers N`. Everything after `--` is left alone.
+/// `-ngl N` is `--n-gpu-layers N`, `-md F` is `--model-draft F`. Everything after `--` is
+/// left alone.
 fn llama_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut out = Vec::new();
     let mut literal = false;
@@ -40,6 +41,12 @@ fn llama_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::f
                 continue;
             } else if let Some(v) = a.to_str().and_then(|s| s.strip_prefix("-ngl=")) {
                 out.push(format!("--n-gpu-layers={v}").into());
+                continue;
+            } else if a == "-md" {
+                out.push("--model-draft".into());
+                continue;
+            } else if let Some(v) = a.to_str().and_then(|s| s.strip_prefix("-md=")) {
+                out.push(format!("--model-draft={v}").into());
                 continue;
             }
         }
@@ -180,12 +187,39 @@ pub struct SamplingArgs {
     pub seed: Option<i64>,
 }
 
+/// Speculative decoding: drafted tokens verified several per step, the output unchanged.
+#[derive(Args, Debug, Clone)]
+pub struct SpeculateArgs {
+    /// Draft tokens and verify them in one step (the text is what plain decoding gives):
+    /// off, lookup (continue text that occurred before: fast when the answer copies from the
+    /// prompt) or draft (a --draft-model) [default: lookup, or draft with --draft-model].
+    #[arg(long = "speculate", value_name = "MODE", value_parser = parse_speculate)]
+    pub speculate: Option<ternlm::SpeculateMode>,
+    /// A small model with the same vocabulary to draft tokens (as --model: a file, a folder,
+    /// hf:ORG/REPO or a catalog name); implies --speculate draft.
+    #[arg(long = "draft-model", visible_alias = "model-draft", value_name = "MODEL")]
+    pub draft_model: Option<String>,
+    /// Drafted tokens verified per step at most.
+    #[arg(long = "draft-max", visible_aliases = ["draft", "draft-n"], value_name = "N", default_value_t = ternlm::DEFAULT_DRAFT_MAX)]
+    pub draft_max: usize,
+    /// Drafted tokens per step at least, even while few are accepted (0: drafting pauses
+    /// when it does not pay).
+    #[arg(long = "draft-min", value_name = "N", default_value_t = 0)]
+    pub draft_min: usize,
+}
+
+fn parse_speculate(s: &str) -> Result<ternlm::SpeculateMode, String> {
+    s.parse()
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub speculate: SpeculateArgs,
     /// MODEL, then the PROMPT (Ollama's order: `ternlm run smollm2-135m "Why is the sky
     /// blue?"`); with -m, every word is the prompt.
     #[arg(value_names = ["MODEL", "PROMPT"], num_args = 0..)]
@@ -219,6 +253,8 @@ pub struct ChatArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub speculate: SpeculateArgs,
     /// A system message that starts the conversation.
     #[arg(long)]
     pub system: Option<String>,
@@ -303,6 +339,14 @@ pub struct BenchArgs {
     pub n_gpu_layers: Option<i64>,
     #[command(flatten)]
     pub weights: WeightArgs,
+    #[command(flatten)]
+    pub speculate: SpeculateArgs,
+    /// Time speculative decoding against plain decoding on these prompts (JSON lines with a
+    /// "prompt", or plain lines), greedy, through the chat template: effective tokens/s,
+    /// acceptance and accepted length, per prompt and overall (with --speculate; default
+    /// lookup).
+    #[arg(long = "prompt-file", value_name = "FILE")]
+    pub prompt_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -416,6 +460,8 @@ pub enum LogFormatArg {
 pub struct ServeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub speculate: SpeculateArgs,
     /// Address to listen on (127.0.0.1: this machine only).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,

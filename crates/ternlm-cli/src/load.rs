@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use anyhow::Result;
-use ternlm::{LoadOptions, Model};
+use ternlm::{LoadOptions, Model, SpeculateMode, Speculation};
 
-use crate::cli::{LayoutArg, ModelArgs};
+use crate::cli::{LayoutArg, ModelArgs, SpeculateArgs};
 use crate::out::note;
 
 /// The local path `--model` names, fetching the default or a catalog model when needed (bars
@@ -58,6 +58,39 @@ pub fn load_model(args: &ModelArgs) -> Result<Model> {
         note!("ternlm: note: --ternary-layout 1.6 has no effect: the model has no ternary weights");
     }
     Ok(model)
+}
+
+/// Speculation when the user does not say: prompt lookup costs nothing when it finds no
+/// match, pauses itself when its drafts are rejected, and is lossless (see the README's
+/// measurements).
+pub const DEFAULT_SPECULATE: SpeculateMode = SpeculateMode::Lookup;
+
+/// The speculation the flags ask for.
+pub fn speculation(args: &SpeculateArgs) -> Result<Speculation> {
+    let mode = args.speculate.unwrap_or(if args.draft_model.is_some() { SpeculateMode::Draft } else { DEFAULT_SPECULATE });
+    if mode == SpeculateMode::Draft && args.draft_model.is_none() {
+        anyhow::bail!("--speculate draft needs --draft-model MODEL (a smaller model with the same vocabulary)");
+    }
+    if args.draft_min > args.draft_max {
+        anyhow::bail!("--draft-min {} is more than --draft-max {}", args.draft_min, args.draft_max);
+    }
+    Ok(Speculation { mode, draft_max: args.draft_max, draft_min: args.draft_min })
+}
+
+/// [`load_model`], with the draft model attached when the flags ask for one (loaded with
+/// the same threads and weight options, and checked to share the vocabulary).
+pub fn load_model_speculating(args: &ModelArgs, spec: &SpeculateArgs) -> Result<(Model, Speculation)> {
+    let speculation = speculation(spec)?;
+    let model = load_model(args)?;
+    let Some(draft) = spec.draft_model.as_deref() else { return Ok((model, speculation)) };
+    if speculation.mode != SpeculateMode::Draft {
+        note!("ternlm: note: --draft-model is not used with --speculate {}", speculation.mode.as_str());
+        return Ok((model, speculation));
+    }
+    let path = model_path(Some(draft))?;
+    let opts = LoadOptions { threads: model.threads(), ternary_layout: args.weights.ternary_layout.into(), int8_head: args.weights.int8_head };
+    let draft = naming_path(Model::load(&path, &opts), "loading the draft model", &path)?;
+    Ok((naming_path(model.with_draft_model(draft), "using the draft model", &path)?, speculation))
 }
 
 /// The context size: `--ctx-size` or the model's default. A size beyond the training context

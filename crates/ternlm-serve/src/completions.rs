@@ -369,6 +369,7 @@ async fn run(st: Shared, kind: Kind, p: Prepared, tenant: Tenant, record: Arc<Re
         prompt_logprobs: p.prompt_logprobs,
         cache_group: st.cache_group(tenant),
         deadline: st.cfg.timeout.map(|t| Instant::now() + t),
+        speculate: st.cfg.scheduler.speculate,
         sink: Box::new(ClientSink { tx, cancel_all: st.cancel_all.clone() }),
     };
     match st.scheduler.submit(job) {

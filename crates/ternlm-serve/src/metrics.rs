@@ -126,6 +126,8 @@ impl Metrics {
             ("ternlm_connections_timed_out_total", "Connections closed by the header, body or idle timeout.", self.connections_timed_out.load(Ordering::Relaxed)),
             ("ternlm_log_lines_dropped_total", "Request log lines dropped because stderr did not keep up.", log_lines_dropped),
             ("ternlm_generated_tokens_total", "Tokens generated.", self.generated_tokens.load(Ordering::Relaxed)),
+            ("ternlm_draft_proposed_total", "Drafted tokens proposed for verification (speculative decoding).", load(&sched.draft_proposed)),
+            ("ternlm_draft_accepted_total", "Drafted tokens that verification accepted.", load(&sched.draft_accepted)),
             ("ternlm_prompt_tokens_cached_total", "Prompt tokens whose KV an earlier request's cache held (not prefilled again).", load(&sched.cached_prompt_tokens)),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");

@@ -2,7 +2,7 @@
 //! step loop on a dedicated thread (inference never runs on an async runtime's workers).
 //!
 //! Each step is one [`Model::step`] over the running sequences: one token for every decoding
-//! sequence, then prompt tokens of admitted
+//! sequence (with its drafted tokens when it speculates), then prompt tokens of admitted
 //! sequences up to `prefill_chunk` in total, oldest first, so a long prompt is
 //! prefilled over several steps while the running streams keep getting a token per step.
 //! Because every row of a batched step is computed independently, a sequence's tokens do not
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ternlm::{GenerateParams, Model, SamplerConfig, SeqEvent, Sequence, StopReason, TokenInfo};
+use ternlm::{GenerateParams, Model, SamplerConfig, SeqEvent, Sequence, Speculation, StopReason, TokenInfo};
 
 use crate::prompt_cache::PromptCache;
 use crate::queue::Queue;
@@ -33,11 +33,14 @@ pub struct SchedulerConfig {
     /// Reuse a finished sequence's KV cache for a prompt that starts with what it held
     /// (llama.cpp's `cache_prompt`), so only the new part of a prompt is prefilled.
     pub cache_prompt: bool,
+    /// Speculative decoding for every request (a draft model must be attached to the model
+    /// for [`SpeculateMode::Draft`](ternlm::SpeculateMode::Draft)).
+    pub speculate: Speculation,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { parallel: 4, n_ctx: 4096, max_queue: 64, prefill_chunk: 64, cache_prompt: true }
+        Self { parallel: 4, n_ctx: 4096, max_queue: 64, prefill_chunk: 64, cache_prompt: true, speculate: Speculation::default() }
     }
 }
 
@@ -141,13 +144,16 @@ pub struct Job {
     pub cache_group: Option<u64>,
     /// Give up (with [`StopReason::Cancelled`]) when this passes.
     pub deadline: Option<Instant>,
+    /// Speculative decoding for this request (verified in the same batched step as every
+    /// other sequence's tokens).
+    pub speculate: Speculation,
     pub sink: Sink,
 }
 
 impl Job {
     /// A request with no log-probabilities, no deadline and cache group 0.
     pub fn new(prompt: Vec<u32>, max_tokens: usize, sampler: SamplerConfig, sink: Sink) -> Self {
-        Self { prompt, max_tokens, sampler, logprobs: None, prompt_logprobs: false, cache_group: Some(0), deadline: None, sink }
+        Self { prompt, max_tokens, sampler, logprobs: None, prompt_logprobs: false, cache_group: Some(0), deadline: None, speculate: Speculation::default(), sink }
     }
 }
 
@@ -173,6 +179,9 @@ pub struct Stats {
     /// Prompt tokens taken from a cache instead of prefilled.
     pub cached_prompt_tokens: AtomicUsize,
     pub generated_tokens: AtomicUsize,
+    /// Drafted tokens proposed for verification, and accepted by it.
+    pub draft_proposed: AtomicUsize,
+    pub draft_accepted: AtomicUsize,
     /// Requests cancelled before their first token because nobody waited for them any more.
     pub abandoned: AtomicUsize,
 }
@@ -188,6 +197,8 @@ struct Slot {
     seq: Sequence,
     /// Prompt tokens that were in the cache before this request fed any.
     cached: usize,
+    /// Drafted tokens proposed and accepted as last counted into the stats.
+    drafts_counted: (usize, usize),
     admitted: Instant,
     queued: Duration,
     first_token: Option<Duration>,
@@ -343,6 +354,10 @@ fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
         let mut done: Vec<(usize, StopReason)> = Vec::new();
         for (i, (s, before)) in slots.iter_mut().zip(pending).enumerate() {
             stats.prefilled_tokens.fetch_add(before - s.seq.pending(), Ordering::Relaxed);
+            let (proposed, accepted, _) = s.seq.draft_counts();
+            stats.draft_proposed.fetch_add(proposed - s.drafts_counted.0, Ordering::Relaxed);
+            stats.draft_accepted.fetch_add(accepted - s.drafts_counted.1, Ordering::Relaxed);
+            s.drafts_counted = (proposed, accepted);
             let mut gone = false;
             for e in s.seq.take_events() {
                 let event = match e {
@@ -396,7 +411,7 @@ fn admit(model: &Model, n_ctx: usize, parallel: usize, queue: &Queue, stats: &St
         // holds some other prompt.
         let may_grow = slots.len() + spare.len() < parallel;
         let (mut seq, cached) = spare.take(&job.prompt, job.cache_group.unwrap_or(u64::MAX), reuse, may_grow).unwrap_or_else(|| (model.new_sequence(n_ctx), 0));
-        let params = GenerateParams { max_tokens: job.max_tokens, sampler: job.sampler.clone(), logprobs: job.logprobs, prompt_logprobs: job.prompt_logprobs };
+        let params = GenerateParams { max_tokens: job.max_tokens, sampler: job.sampler.clone(), logprobs: job.logprobs, prompt_logprobs: job.prompt_logprobs, speculate: job.speculate };
         if let Err(e) = seq.start(model, &job.prompt, &params) {
             job.sink.send(Event::Error(e.to_string()));
             spare.put(seq, job.cache_group.unwrap_or(u64::MAX), std::iter::empty());
@@ -410,6 +425,6 @@ fn admit(model: &Model, n_ctx: usize, parallel: usize, queue: &Queue, stats: &St
             spare.put(seq, job.cache_group.unwrap_or(u64::MAX), held.into_iter());
             continue;
         }
-        slots.push(Slot { job, seq, cached, admitted: Instant::now(), queued: submitted.elapsed(), first_token: None });
+        slots.push(Slot { job, seq, cached, drafts_counted: (0, 0), admitted: Instant::now(), queued: submitted.elapsed(), first_token: None });
     }
 }

@@ -70,7 +70,7 @@ fn next_turn_reuses_the_cache(model: Arc<Model>) {
     let first = model.tokenizer.encode("The capital of Germany is", true, false).unwrap();
     let question = model.tokenizer.encode(" And the capital of France?", false, false).unwrap();
     let run = |cache_prompt: bool| {
-        let cfg = SchedulerConfig { parallel: 2, n_ctx: 256, max_queue: 4, prefill_chunk: 8, cache_prompt };
+        let cfg = SchedulerConfig { parallel: 2, n_ctx: 256, max_queue: 4, prefill_chunk: 8, cache_prompt, ..Default::default() };
         let sched = Scheduler::start(model.clone(), cfg);
         let (j, rx) = job(first.clone(), 6);
         sched.submit(j).unwrap();

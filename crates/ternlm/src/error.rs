@@ -33,6 +33,8 @@ pub enum ModelError {
     Invalid(String),
     #[error("a KV cache made by another backend was given to the {backend} backend")]
     ForeignKv { backend: &'static str },
+    #[error("the draft model does not fit the target: {0}")]
+    DraftMismatch(String),
     #[error("{path}: {reason}")]
     Checkpoint { path: std::path::PathBuf, reason: String },
 }

@@ -29,6 +29,7 @@ pub mod model;
 pub mod sampler;
 pub mod sequence;
 pub mod session;
+pub mod speculate;
 mod step;
 pub mod tokenizer;
 pub mod weight_type;
@@ -43,5 +44,6 @@ pub use model::{LoadOptions, Model, RenderedChat, TernaryLayout, default_threads
 pub use sampler::{Sampler, SamplerConfig};
 pub use sequence::{GenerateParams, SeqEvent, Sequence, StopReason, TokenInfo};
 pub use session::{Generation, Session};
+pub use speculate::{DEFAULT_DRAFT_MAX, SpeculateMode, Speculation};
 pub use tokenizer::{StreamDecoder, Tokenizer};
 pub use weight_type::WeightType;

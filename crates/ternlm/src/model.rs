@@ -98,6 +98,10 @@ fn compile_template(source: &str, tok: &Tokenizer) -> Result<ChatTemplate> {
     ChatTemplate::new(source, &text(tok.bos), &text(tok.eos))
 }
 
+/// Step time per extra position verified, relative to a one-token decode step (measured
+/// with `ternlm bench --speculate`, 2 threads: see the README).
+const VERIFY_COST_PER_TOKEN: f64 = 0.1;
+
 pub struct Model {
     path: PathBuf,
     file: Arc<GgufFile>,
@@ -109,6 +113,8 @@ pub struct Model {
     template_source: Option<String>,
     pool: Arc<ThreadPool>,
     load_time: Duration,
+    /// The model that drafts tokens for this one, when attached.
+    draft: Option<Box<Model>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -151,7 +157,7 @@ impl Model {
         let backend = Box::new(CpuBackend::new(config.clone(), weights, pool.clone()));
         let template_source = tokenizer::chat_template(file.as_ref())?;
         let template = template_source.as_deref().map(|src| compile_template(src, &tokenizer)).transpose()?;
-        Ok(Self { path, file, config, backend, tokenizer, template, template_source, pool, load_time: start.elapsed() })
+        Ok(Self { path, file, config, backend, tokenizer, template, template_source, pool, load_time: start.elapsed(), draft: None })
     }
 
     pub fn path(&self) -> &Path {
@@ -286,6 +292,35 @@ impl Model {
     /// repacked or the head is int8): the traffic decode speed is bound by.
     pub fn weight_bytes_per_step(&self) -> usize {
         self.backend.weight_bytes_per_step()
+    }
+
+    /// Attaches `draft` as the model that drafts tokens for this one
+    /// ([`SpeculateMode::Draft`](crate::SpeculateMode::Draft)). Its vocabulary must be this
+    /// model's, token for token: a drafted id must mean the same text to both.
+    pub fn with_draft_model(mut self, draft: Model) -> Result<Self> {
+        let (a, b) = (&self.tokenizer, &draft.tokenizer);
+        if a.n_vocab() != b.n_vocab() {
+            return Err(ModelError::DraftMismatch(format!("its vocabulary has {} tokens, the model's has {}", b.n_vocab(), a.n_vocab())));
+        }
+        if let Some(id) = (0..a.n_vocab() as u32).find(|&i| a.token_text(i) != b.token_text(i)) {
+            return Err(ModelError::DraftMismatch(format!("token {id} is {:?} in the draft model but {:?} in the model", b.token_text(id).unwrap_or(""), a.token_text(id).unwrap_or(""))));
+        }
+        self.draft = Some(Box::new(draft));
+        Ok(self)
+    }
+
+    /// The attached draft model.
+    pub fn draft_model(&self) -> Option<&Model> {
+        self.draft.as_deref()
+    }
+
+    /// Time a forward step takes per drafted token verified in it, relative to a one-token
+    /// step, as the draft-length control assumes it (`ternlm bench --speculate` measures it:
+    /// see the README).
+    pub(crate) fn draft_cost(&self) -> f64 {
+        // A draft model's own steps are paid for each drafted token too.
+        let drafting = self.draft.as_ref().map_or(0.0, |d| d.weight_bytes_per_step() as f64 / self.weight_bytes_per_step().max(1) as f64);
+        VERIFY_COST_PER_TOKEN + drafting
     }
 
     /// A session with room for `n_ctx` positions (clamped to at least 1).

@@ -5,8 +5,8 @@
 //!
 //! A sequence either evaluates tokens queued with [`Sequence::push`] (and keeps the logits
 //! asked for), or generates after [`Sequence::start`]: its prompt is fed (in slices, if the
-//! caller's step budget says so), then each step feeds the token sampled last, and
-//! [`SeqEvent`]s report what came out.
+//! caller's step budget says so), then each step feeds the token sampled last, with drafted
+//! tokens after it when speculation is on, and [`SeqEvent`]s report what came out.
 
 use std::collections::VecDeque;
 
@@ -15,6 +15,7 @@ use crate::error::{ModelError, Result};
 use crate::logprob::common_prefix;
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplerConfig};
+use crate::speculate::{DraftControl, Speculation};
 use crate::tokenizer::StreamDecoder;
 
 /// What to generate and how.
@@ -27,11 +28,12 @@ pub struct GenerateParams {
     /// Also report the prompt tokens' log-probabilities (the whole prompt is then fed, none
     /// of it reused from the cache).
     pub prompt_logprobs: bool,
+    pub speculate: Speculation,
 }
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        Self { max_tokens: 256, sampler: SamplerConfig::default(), logprobs: None, prompt_logprobs: false }
+        Self { max_tokens: 256, sampler: SamplerConfig::default(), logprobs: None, prompt_logprobs: false, speculate: Speculation::default() }
     }
 }
 
@@ -94,7 +96,12 @@ pub(crate) struct Gen {
     /// The token sampled last, not yet fed.
     pub(crate) next: Option<u32>,
     pub(crate) stop: Option<StopReason>,
+    pub(crate) control: DraftControl,
     pub(crate) decode_steps: usize,
+    pub(crate) draft_proposed: usize,
+    pub(crate) draft_accepted: usize,
+    /// Decode steps that verified drafted tokens.
+    pub(crate) draft_steps: usize,
 }
 
 pub struct Sequence {
@@ -108,6 +115,8 @@ pub struct Sequence {
     /// Logits kept from evaluation.
     pub(crate) logits: Vec<f32>,
     pub(crate) generation: Option<Gen>,
+    /// The draft model's sequence alongside this one, once it drafted.
+    pub(crate) draft: Option<Box<Sequence>>,
     pub(crate) events: Vec<SeqEvent>,
 }
 
@@ -119,7 +128,7 @@ impl std::fmt::Debug for Sequence {
 
 impl Sequence {
     pub(crate) fn new(kv: Box<dyn KvStore>) -> Self {
-        Self { kv, tokens: Vec::new(), feed: VecDeque::new(), want: Logits::None, logits: Vec::new(), generation: None, events: Vec::new() }
+        Self { kv, tokens: Vec::new(), feed: VecDeque::new(), want: Logits::None, logits: Vec::new(), generation: None, draft: None, events: Vec::new() }
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -198,8 +207,21 @@ impl Sequence {
             let text = String::from_utf8_lossy(model.tokenizer.piece(prompt[0])).into_owned();
             prompt_lp.push(TokenInfo { id: prompt[0], text, logprob: None, top: Vec::new() });
         }
-        self.generation =
-            Some(Gen { params: params.clone(), sampler, decoder: StreamDecoder::new(), prompt: prompt.to_vec(), prompt_lp, generated: Vec::new(), next: None, stop: None, decode_steps: 0 });
+        self.generation = Some(Gen {
+            params: params.clone(),
+            sampler,
+            decoder: StreamDecoder::new(),
+            prompt: prompt.to_vec(),
+            prompt_lp,
+            generated: Vec::new(),
+            next: None,
+            stop: None,
+            control: DraftControl::new(model.draft_cost()),
+            decode_steps: 0,
+            draft_proposed: 0,
+            draft_accepted: 0,
+            draft_steps: 0,
+        });
         Ok(keep)
     }
 
@@ -251,5 +273,11 @@ impl Sequence {
     /// Forward steps made while decoding (after the prompt).
     pub fn decode_steps(&self) -> usize {
         self.generation.as_ref().map_or(0, |g| g.decode_steps)
+    }
+
+    /// Drafted tokens proposed and accepted so far in this generation, and the steps that
+    /// verified them.
+    pub fn draft_counts(&self) -> (usize, usize, usize) {
+        self.generation.as_ref().map_or((0, 0, 0), |g| (g.draft_proposed, g.draft_accepted, g.draft_steps))
     }
 }

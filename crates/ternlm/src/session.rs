@@ -33,8 +33,14 @@ pub struct Generation {
     pub prompt_time: Duration,
     /// From the first generated token to the last.
     pub gen_time: Duration,
-    /// Forward steps made while generating (one per generated token after the first).
+    /// Forward steps made while generating (one per generated token after the first,
+    /// fewer when speculation got several tokens from one step).
     pub gen_evals: usize,
+    /// Drafted tokens proposed for verification, how many of them were accepted, and the
+    /// steps that verified them.
+    pub draft_proposed: usize,
+    pub draft_accepted: usize,
+    pub draft_steps: usize,
 }
 
 impl Generation {
@@ -42,7 +48,8 @@ impl Generation {
         rate(self.prompt_evaluated, self.prompt_time)
     }
 
-    /// Tokens generated after the first per second of `gen_time`.
+    /// Tokens generated after the first per second of `gen_time`: with speculation, more
+    /// than the steps per second.
     pub fn gen_tokens_per_s(&self) -> f64 {
         rate(self.tokens.len().saturating_sub(1), self.gen_time)
     }
@@ -114,6 +121,9 @@ impl<'m> Session<'m> {
             prompt_time: Duration::ZERO,
             gen_time: Duration::ZERO,
             gen_evals: 0,
+            draft_proposed: 0,
+            draft_accepted: 0,
+            draft_steps: 0,
         };
         let mut first: Option<Instant> = None;
         let result = loop {
@@ -149,6 +159,7 @@ impl<'m> Session<'m> {
         out.tokens = self.seq.generated().to_vec();
         out.stop = self.seq.stop_reason().unwrap_or(StopReason::Length);
         out.gen_evals = self.seq.decode_steps();
+        (out.draft_proposed, out.draft_accepted, out.draft_steps) = self.seq.draft_counts();
         if let Some(f) = first {
             out.gen_time = f.elapsed();
         }

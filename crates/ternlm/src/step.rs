@@ -1,14 +1,15 @@
 //! One step for any number of sequences: [`Model::step`] gathers what each needs fed (a
-//! slice of its prompt, or its last sampled token), runs them as one batched forward, and
-//! samples and reports per sequence. It is the
+//! slice of its prompt, or its last sampled token and the tokens drafted after it), runs
+//! them as one batched forward, and samples, verifies and reports per sequence. It is the
 //! only place a forward pass is asked for, so a session, the server and the benchmark run
 //! exactly the same code.
 
 use crate::backend::{Logits, Segment};
 use crate::error::Result;
-use crate::logprob::logprobs;
+use crate::logprob::{argmax, logprobs};
 use crate::model::Model;
 use crate::sequence::{Gen, SeqEvent, Sequence, StopReason, TokenInfo};
+use crate::speculate::{SpeculateMode, lookup};
 
 /// What one sequence runs in a step.
 struct Planned {
@@ -16,11 +17,13 @@ struct Planned {
     seq: usize,
     tokens: Vec<u32>,
     logits: Logits,
+    /// Drafted tokens after the first (a verification), else 0.
+    drafts: usize,
 }
 
 impl Model {
     /// Advances every sequence by one batched forward: decoding sequences by their sampled
-    /// token, then sequences with tokens waiting, in the
+    /// token (and drafted ones, when speculating), then sequences with tokens waiting, in the
     /// order given, up to `prefill_budget` of those tokens in all (`None`: no limit). When no
     /// sequence decodes and the budget is spent, the first waiting sequence still gets a
     /// slice, so every step makes progress. Sequences with nothing to do are left alone.
@@ -29,11 +32,17 @@ impl Model {
     pub fn step(&self, seqs: &mut [&mut Sequence], prefill_budget: Option<usize>) -> Result<()> {
         let mut budget = prefill_budget.unwrap_or(usize::MAX);
         let mut plan: Vec<Planned> = Vec::with_capacity(seqs.len());
+        let mut drafted = self.draft_all(seqs)?;
         for (i, s) in seqs.iter().enumerate() {
             if let Some(g) = s.generation.as_ref().filter(|g| g.stop.is_none() && s.feed.is_empty())
                 && let Some(next) = g.next
             {
-                plan.push(Planned { seq: i, tokens: vec![next], logits: Logits::Last });
+                let drafts = std::mem::take(&mut drafted[i]);
+                let logits = if drafts.is_empty() { Logits::Last } else { Logits::All };
+                let mut tokens = Vec::with_capacity(1 + drafts.len());
+                tokens.push(next);
+                tokens.extend(&drafts);
+                plan.push(Planned { seq: i, tokens, logits, drafts: drafts.len() });
             }
         }
         let decoding = !plan.is_empty();
@@ -52,7 +61,7 @@ impl Model {
                 None if s.want == Logits::All => Logits::All,
                 None => Logits::None,
             };
-            plan.push(Planned { seq: i, tokens: s.feed.iter().take(take).copied().collect(), logits });
+            plan.push(Planned { seq: i, tokens: s.feed.iter().take(take).copied().collect(), logits, drafts: 0 });
         }
         if plan.is_empty() {
             return Ok(());
@@ -70,7 +79,7 @@ impl Model {
         for (p, rows) in plan.iter().zip(outputs) {
             let s = &mut *seqs[p.seq];
             if s.feed.is_empty() {
-                self.decoded(s, p, &rows);
+                self.verify(s, p, &rows);
             } else {
                 self.fed(s, p, rows);
             }
@@ -117,15 +126,41 @@ impl Model {
         self.emit(g, &mut s.events, id, row, s.tokens.len(), s.kv.n_ctx());
     }
 
-    /// After a decode step: sample the next token.
-    fn decoded(&self, s: &mut Sequence, p: &Planned, rows: &[f32]) {
+    /// After a decode step: check each drafted token in turn against the target's logits,
+    /// emit the accepted ones and the token after them, and forget the rejected positions.
+    fn verify(&self, s: &mut Sequence, p: &Planned, rows: &[f32]) {
+        let v = self.config.n_vocab;
         let (before, n_ctx) = (s.tokens.len(), s.kv.n_ctx());
         s.tokens.extend(&p.tokens);
         let Some(g) = s.generation.as_mut() else { return };
         g.next = None;
         g.decode_steps += 1;
-        let id = g.sampler.sample(rows);
-        self.emit(g, &mut s.events, id, rows, before + 1, n_ctx);
+        let mut accepted = 0;
+        for (i, row) in rows.chunks_exact(v).enumerate() {
+            let draft = p.tokens.get(i + 1).copied();
+            let id = match draft {
+                Some(d) => g.sampler.verify(row, d),
+                None => g.sampler.sample(row),
+            };
+            let going = self.emit(g, &mut s.events, id, row, before + 1 + i, n_ctx);
+            if draft == Some(id) {
+                accepted += 1;
+                // Accepted: already fed, so it is not the next token to feed.
+                g.next = None;
+            }
+            if !going || draft != Some(id) {
+                break;
+            }
+        }
+        if p.drafts > 0 {
+            g.draft_proposed += p.drafts;
+            g.draft_accepted += accepted;
+            g.draft_steps += 1;
+            g.control.record(p.drafts, accepted);
+        }
+        let keep = before + 1 + accepted;
+        s.kv.truncate(keep);
+        s.tokens.truncate(keep);
     }
 
     /// Reports a sampled token and decides whether generation goes on; `held` is how many
@@ -156,5 +191,89 @@ impl Model {
             return true;
         }
         false
+    }
+
+    /// Drafted tokens for every decoding sequence that speculates (empty for the others):
+    /// prompt lookup from its own tokens, or the draft model's greedy continuation, run for
+    /// all such sequences together, one batched draft step per drafted position.
+    fn draft_all(&self, seqs: &mut [&mut Sequence]) -> Result<Vec<Vec<u32>>> {
+        let mut drafts = vec![Vec::new(); seqs.len()];
+        // (sequence, draft length) of those drafting with the draft model.
+        let mut by_model: Vec<(usize, usize)> = Vec::new();
+        for (i, s) in seqs.iter_mut().enumerate() {
+            let n_ctx = s.kv.n_ctx();
+            let held = s.tokens.len();
+            let Some(g) = s.generation.as_mut().filter(|g| g.stop.is_none() && g.params.speculate.is_on()) else { continue };
+            let Some(next) = g.next else { continue };
+            if !s.feed.is_empty() {
+                continue;
+            }
+            // Room in the context after the fed token, and no more than may still be emitted.
+            let room = n_ctx.saturating_sub(held + 1).min(g.params.max_tokens.saturating_sub(g.generated.len() + 1));
+            let spec = g.params.speculate;
+            let k = g.control.length(spec.draft_max.min(room)).max(spec.draft_min.min(spec.draft_max).min(room));
+            if k == 0 {
+                continue;
+            }
+            match g.params.speculate.mode {
+                SpeculateMode::Lookup => {
+                    let mut context = s.tokens.clone();
+                    context.push(next);
+                    drafts[i] = lookup::propose(&context, k);
+                }
+                SpeculateMode::Draft if self.draft_model().is_some() => by_model.push((i, k)),
+                _ => {}
+            }
+        }
+        if let Some(dm) = self.draft_model()
+            && !by_model.is_empty()
+        {
+            dm.draft_greedy(seqs, &by_model, &mut drafts)?;
+        }
+        Ok(drafts)
+    }
+
+    /// This model as a draft model: for each `(sequence, k)`, catches the draft sequence up
+    /// with the target's tokens and the token about to be fed, then decodes `k` tokens
+    /// greedily; every sequence's draft position runs in one batched step.
+    fn draft_greedy(&self, seqs: &mut [&mut Sequence], which: &[(usize, usize)], out: &mut [Vec<u32>]) -> Result<()> {
+        let mut catch_up: Vec<Vec<u32>> = Vec::with_capacity(which.len());
+        for &(i, _) in which {
+            let s = &mut *seqs[i];
+            let mut context = s.tokens.clone();
+            context.extend(s.generation.as_ref().and_then(|g| g.next));
+            let n_ctx = s.kv.n_ctx();
+            let d = s.draft.get_or_insert_with(|| Box::new(self.new_sequence(n_ctx)));
+            let keep = crate::logprob::common_prefix(&d.tokens, &context).min(context.len() - 1);
+            d.truncate(keep);
+            catch_up.push(context[keep..].to_vec());
+        }
+        let rounds = which.iter().map(|w| w.1).max().unwrap_or(0);
+        for round in 0..rounds {
+            let mut feeds: Vec<(usize, Vec<u32>)> = Vec::new();
+            for (j, &(i, k)) in which.iter().enumerate() {
+                if round < k {
+                    let tokens = if round == 0 { std::mem::take(&mut catch_up[j]) } else { vec![*out[i].last().unwrap_or(&0)] };
+                    feeds.push((i, tokens));
+                }
+            }
+            let rows = {
+                let mut segs: Vec<Segment<'_>> = Vec::with_capacity(feeds.len());
+                let mut chosen: Vec<Option<&mut Sequence>> = seqs.iter_mut().map(|s| Some(&mut **s)).collect();
+                for (i, tokens) in &feeds {
+                    if let Some(d) = chosen[*i].take().and_then(|s| s.draft.as_deref_mut()) {
+                        segs.push(Segment { kv: d.kv.as_mut(), tokens, logits: Logits::Last });
+                    }
+                }
+                self.backend().forward(&mut segs)?
+            };
+            for ((i, tokens), row) in feeds.iter().zip(rows) {
+                if let Some(d) = seqs[*i].draft.as_deref_mut() {
+                    d.tokens.extend(tokens);
+                }
+                out[*i].push(argmax(&row));
+            }
+        }
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use ternlm::{GenerateParams, Message, StopReason};
 
 use super::{generate_to_stdout, max_tokens, read_stdin, sampler_config, show_prompt_progress, user_text};
 use crate::cli::{ChatArgs, RunArgs};
-use crate::load::{ctx_size, load_model};
+use crate::load::{ctx_size, load_model_speculating};
 use crate::out::{note, outln};
 
 /// Where the model comes from and what words of the command line are the prompt: with -m
@@ -66,13 +66,13 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
         }
         // A terminal and no prompt: the user wants to talk, as `ollama run MODEL` does.
         note!("ternlm: no prompt given; starting `ternlm chat` (/bye to leave)");
-        return super::chat::chat(ChatArgs { model_word: None, model: args.model, sampling: args.sampling, system: args.system, verbose: args.verbose });
+        return super::chat::chat(ChatArgs { model_word: None, model: args.model, sampling: args.sampling, speculate: args.speculate, system: args.system, verbose: args.verbose });
     };
     if user_text(&prompt_text).is_empty() {
         anyhow::bail!("the prompt is empty");
     }
     let sampler = sampler_config(&args.sampling)?;
-    let model = load_model(&args.model)?;
+    let (model, speculate) = load_model_speculating(&args.model, &args.speculate)?;
     let n_ctx = ctx_size(&args.model, &model)?;
 
     let templated = if args.raw {
@@ -97,7 +97,7 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
         anyhow::bail!("the prompt is empty");
     }
 
-    let params = GenerateParams { max_tokens: max_tokens(&args.sampling), sampler, ..Default::default() };
+    let params = GenerateParams { max_tokens: max_tokens(&args.sampling), sampler, speculate, ..Default::default() };
     let mut session = model.session(n_ctx);
     show_prompt_progress(&mut session);
     let outcome = generate_to_stdout(&mut session, &prompt, &params, !args.json, &|| true)?;
@@ -113,6 +113,10 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
         "predicted_ms": outcome.gen_time.as_secs_f64() * 1e3,
         "predicted_per_second": outcome.gen_tokens_per_s(),
         "generation_tokens_per_s": outcome.gen_tokens_per_s(),
+        "predicted_steps": outcome.gen_evals,
+        "speculate": speculate.mode.as_str(),
+        "draft_proposed": outcome.draft_proposed,
+        "draft_accepted": outcome.draft_accepted,
     });
     if args.json {
         let obj = json!({
@@ -137,16 +141,25 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
     }
     if args.verbose {
         note!(
-            "ternlm: load {:.0} ms | prompt {} tokens, {:.1} tokens/s | generation {} tokens, {:.1} tokens/s | threads {} | isa {} | stop: {}",
+            "ternlm: load {:.0} ms | prompt {} tokens, {:.1} tokens/s | generation {} tokens, {:.1} tokens/s{} | threads {} | isa {} | stop: {}",
             model.load_time().as_secs_f64() * 1e3,
             outcome.prompt_evaluated,
             outcome.prompt_tokens_per_s(),
             outcome.tokens.len(),
             outcome.gen_tokens_per_s(),
+            drafted(&outcome),
             model.threads(),
             ternlm::machine::active_isa_name(),
             outcome.stop.as_str()
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// ", drafts: A of P accepted" when speculation drafted anything.
+pub(crate) fn drafted(g: &ternlm::Generation) -> String {
+    if g.draft_proposed == 0 {
+        return String::new();
+    }
+    format!(", drafts: {} of {} accepted", g.draft_accepted, g.draft_proposed)
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use ternlm_serve::{ApiKeys, CacheScope, LogFormat, SamplingDefaults, SchedulerConfig, ServeConfig, bind, kv_bytes_per_slot, serve_blocking, slots_within};
 
 use crate::cli::{CacheScopeArg, LogFormatArg, ServeArgs};
-use crate::load::{ctx_size, load_model};
+use crate::load::{ctx_size, load_model_speculating};
 use crate::out::note;
 
 /// Seconds as a limit; 0 is no limit.
@@ -52,7 +52,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     }
     // The address first: a busy port or a bad host fails before minutes of model loading.
     let listener = bind(&a.host, a.port)?;
-    let model = load_model(&a.model)?;
+    let (model, speculate) = load_model_speculating(&a.model, &a.speculate)?;
     let n_ctx = ctx_size(&a.model, &model)?;
     let parallel = slots_within(&model, n_ctx, a.parallel, a.kv_budget_mb.map(|m| m * 1_000_000)).map_err(anyhow::Error::msg)?;
     if parallel < a.parallel {
@@ -76,7 +76,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         metrics_public: a.metrics_public,
         cache_scope,
         // The scope decides whether the scheduler keeps prompts at all (AppState::new).
-        scheduler: SchedulerConfig { parallel, n_ctx, max_queue: a.max_queue, prefill_chunk: a.prefill_chunk, ..Default::default() },
+        scheduler: SchedulerConfig { parallel, n_ctx, max_queue: a.max_queue, prefill_chunk: a.prefill_chunk, speculate, ..Default::default() },
         sampling: SamplingDefaults { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, min_p: a.min_p, repeat_penalty: a.repeat_penalty },
         max_body: a.max_body,
         timeout: limit(a.timeout),

@@ -26,7 +26,7 @@ use self::input::Input;
 use self::options::Options;
 use self::show::{View, show};
 use crate::cli::ChatArgs;
-use crate::load::{ctx_size, load_model};
+use crate::load::{ctx_size, load_model_speculating};
 use crate::out::{note, outln};
 
 /// Room kept for a reply when old turns are dropped to fit a new one.
@@ -34,7 +34,8 @@ const REPLY_ROOM: usize = 16;
 
 pub fn chat(args: ChatArgs) -> Result<ExitCode> {
     let options = Options::new(&args.sampling, args.verbose)?;
-    let model = load_model(&args.model)?.with_chat_template_fallback()?;
+    let (model, speculate) = load_model_speculating(&args.model, &args.speculate)?;
+    let model = model.with_chat_template_fallback()?;
     let n_ctx = ctx_size(&args.model, &model)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -50,7 +51,7 @@ pub fn chat(args: ChatArgs) -> Result<ExitCode> {
         note!("ternlm chat: {} — /? for help, /bye or Ctrl-D to leave, Ctrl-C stops a reply", model.name());
     }
     // `--system` is taken as it is, as `run` takes it.
-    let mut chat = Chat { model: &model, session: model.session(n_ctx), conversation: Conversation { system: args.system.clone(), messages: Vec::new() }, options, interrupted };
+    let mut chat = Chat { model: &model, session: model.session(n_ctx), conversation: Conversation { system: args.system.clone(), messages: Vec::new() }, options, speculate, interrupted };
     super::show_prompt_progress(&mut chat.session);
     while let Some(entry) = input.next_entry()? {
         match entry {
@@ -71,6 +72,7 @@ struct Chat<'m> {
     session: Session<'m>,
     conversation: Conversation,
     options: Options,
+    speculate: ternlm::Speculation,
     /// Set by Ctrl-C while a reply is being generated.
     interrupted: Arc<AtomicBool>,
 }
@@ -120,7 +122,7 @@ impl Chat<'_> {
         let mut next = self.conversation.clone();
         next.messages.push(Message::new("user", text));
         let Some(prompt) = self.fit(&mut next) else { return Ok(()) };
-        let params = self.options.next_reply()?;
+        let params = ternlm::GenerateParams { speculate: self.speculate, ..self.options.next_reply()? };
         // A Ctrl-C pressed while the prompt was waiting must not stop this reply.
         self.interrupted.store(false, Ordering::SeqCst);
         let interrupted = &self.interrupted;
@@ -132,7 +134,14 @@ impl Chat<'_> {
             StopReason::Eos | StopReason::Length => {}
         }
         if self.options.verbose {
-            note!("ternlm: prompt {} tokens, {:.1} tokens/s | reply {} tokens, {:.1} tokens/s", reply.prompt_evaluated, reply.prompt_tokens_per_s(), reply.tokens.len(), reply.gen_tokens_per_s());
+            note!(
+                "ternlm: prompt {} tokens, {:.1} tokens/s | reply {} tokens, {:.1} tokens/s{}",
+                reply.prompt_evaluated,
+                reply.prompt_tokens_per_s(),
+                reply.tokens.len(),
+                reply.gen_tokens_per_s(),
+                super::run::drafted(&reply)
+            );
         }
         next.messages.push(Message::new("assistant", reply.text));
         self.conversation = next;

@@ -10,6 +10,8 @@ use anyhow::{Result, bail};
 use serde_json::json;
 use ternlm::{GenerateParams, LoadOptions, Logits, Model, SamplerConfig, Sequence};
 
+mod speculate;
+
 use crate::cli::BenchArgs;
 use crate::load::{ignore_gpu_layers, model_path, naming_path, threads as threads_checked};
 use crate::out::outln;
@@ -53,11 +55,17 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     for &t in &threads {
         threads_checked(Some(t))?;
     }
+    let speculating = a.speculate.speculate.is_some() || a.prompt_file.is_some() || a.speculate.draft_model.is_some();
     // The bandwidth lines and footnotes follow the whole table, never split it.
     let mut after_table = Vec::new();
     let mut above_probe = false;
     for (i, &t) in threads.iter().enumerate() {
         let model = naming_path(Model::load(&path, &LoadOptions { threads: t, ternary_layout: a.weights.ternary_layout.into(), int8_head: a.weights.int8_head }), "loading", &path)?;
+        if speculating {
+            let model = attach_draft(model, &a)?;
+            speculation_tests(&model, &a, t)?;
+            continue;
+        }
         if let Some(&p) = a.n_prompt.iter().find(|&&p| p > model.config.n_ctx_train) {
             bail!("-p {p} is more than the model's context ({} tokens)", model.config.n_ctx_train);
         }
@@ -220,4 +228,44 @@ fn time_reps(model: &Model, reps: usize, p: usize, n: usize) -> Result<Vec<f64>>
         }
     }
     Ok(samples)
+}
+
+/// The model with the draft model the flags name, if any (same threads and layout).
+fn attach_draft(model: Model, a: &BenchArgs) -> Result<Model> {
+    let Some(draft) = a.speculate.draft_model.as_deref() else { return Ok(model) };
+    let path = model_path(Some(draft))?;
+    let opts = LoadOptions { threads: model.threads(), ternary_layout: a.weights.ternary_layout.into(), int8_head: a.weights.int8_head };
+    let draft = naming_path(Model::load(&path, &opts), "loading the draft model", &path)?;
+    naming_path(model.with_draft_model(draft), "using the draft model", &path)
+}
+
+/// `--speculate`: the verification cost curve, then the prompt file's side-by-side runs.
+fn speculation_tests(model: &Model, a: &BenchArgs, threads: usize) -> Result<()> {
+    let spec = crate::load::speculation(&a.speculate)?;
+    let curve = speculate::verify_curve(model, a.reps)?;
+    let one = curve[0].1.max(1e-9);
+    let name = model.name();
+    if a.json {
+        for &(k, ms) in &curve {
+            outln!("{}", json!({"test": "verify", "model": name, "threads": threads, "positions": k, "ms": ms, "relative_to_one": ms / one}))?;
+        }
+    } else {
+        outln!("verification cost, {name}, {threads} threads (one sequence, after {} tokens):", speculate::CURVE_CONTEXT)?;
+        outln!("| positions | ms/step (median) | x one-token step |")?;
+        outln!("| ---: | ---: | ---: |")?;
+        for &(k, ms) in &curve {
+            outln!("| {k} | {ms:.2} | {:.2} |", ms / one)?;
+        }
+        outln!()?;
+    }
+    if let Some(file) = &a.prompt_file {
+        let prompts = speculate::read_prompts(file)?;
+        let n = a.n_gen.iter().copied().find(|&n| n > 0).unwrap_or(128);
+        let label = file.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        if !a.json {
+            outln!("speculative decoding ({}, up to {} drafts), {name}, {threads} threads, {n} greedy tokens, {} prompts of {}:", spec.mode.as_str(), spec.draft_max, prompts.len(), file.display())?;
+        }
+        speculate::bench_prompts(model, &prompts, spec, n, a.reps, a.json, &label)?;
+    }
+    Ok(())
 }
