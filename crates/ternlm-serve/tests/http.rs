@@ -626,3 +626,24 @@ fn usage_and_logprobs_add_up() {
     assert!(!slow["choices"][0]["text"].as_str().unwrap().is_empty());
     assert!(slow["usage"]["completion_tokens"].as_u64().unwrap() > 0);
 }
+
+/// A server that speculates answers as a plain one does (greedy, prompt lookup always
+/// drafting) and counts what it drafted in /metrics.
+#[test]
+fn speculative_serving_answers_the_same_and_counts_drafts() {
+    let body = r#"{"prompt": "one two three four one two three four one two", "max_tokens": 12, "temperature": 0}"#;
+    let (plain, _) = start(cfg());
+    let spec = ternlm::Speculation { mode: ternlm::SpeculateMode::Lookup, draft_max: 4, draft_min: 4 };
+    let (fast, _) = start(ServeConfig { scheduler: SchedulerConfig { speculate: spec, ..cfg().scheduler }, ..cfg() });
+    let text = |addr: &str| {
+        let (st, _, b) = post(addr, "/v1/completions", body);
+        assert_eq!(st, 200, "{b}");
+        serde_json::from_str::<serde_json::Value>(&b).unwrap()["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    assert_eq!(text(&fast), text(&plain));
+    let m = metrics_text(&fast);
+    assert_parses(&m);
+    assert!(metric(&m, "ternlm_draft_proposed_total") > 0.0, "{m}");
+    assert!(metric(&m, "ternlm_draft_accepted_total") <= metric(&m, "ternlm_draft_proposed_total"));
+    assert_eq!(metric(&metrics_text(&plain), "ternlm_draft_proposed_total"), 0.0);
+}

@@ -387,3 +387,38 @@ fn cache_groups_do_not_share_prompts() {
     assert_eq!(run(None), 0);
     assert_eq!(run(Some(2)), 0, "a request without a group left nothing behind for others");
 }
+
+/// Speculative decoding in the server: eight greedy requests drafting with prompt lookup
+/// (always, so every decode step verifies drafts), all verified in shared batched steps,
+/// give exactly the tokens plain decoding gives alone, and the scheduler counts the drafts
+/// (accepted ones are tokens that came several to a step).
+#[test]
+fn speculative_requests_verify_together_and_keep_their_tokens() {
+    let model = smollm2();
+    let texts: Vec<String> = PROMPTS.iter().map(|p| format!("{p} {p} {p}")).collect();
+    let prompts: Vec<Vec<u32>> = texts.iter().map(|p| model.tokenizer.encode(p, true, false).unwrap()).collect();
+    let cfg = SchedulerConfig { parallel: 8, n_ctx: 256, max_queue: 16, prefill_chunk: 16, ..Default::default() };
+    let sched = Scheduler::start(model.clone(), cfg);
+    let plain: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            let (j, rx) = job(p.clone(), 16);
+            sched.submit(j).unwrap();
+            collect(&rx).0
+        })
+        .collect();
+    let rxs: Vec<Receiver<Event>> = prompts
+        .iter()
+        .map(|p| {
+            let (mut j, rx) = job(p.clone(), 16);
+            j.speculate = ternlm::Speculation { mode: ternlm::SpeculateMode::Lookup, draft_max: 4, draft_min: 4 };
+            sched.submit(j).unwrap();
+            rx
+        })
+        .collect();
+    for (i, rx) in rxs.iter().enumerate() {
+        assert_eq!(collect(rx).0, plain[i], "prompt {i}: speculative tokens differ from plain decoding");
+    }
+    let (proposed, accepted) = (sched.stats().draft_proposed.load(Ordering::Relaxed), sched.stats().draft_accepted.load(Ordering::Relaxed));
+    assert!(proposed > 0 && accepted > 0 && accepted <= proposed, "{accepted} of {proposed} drafts accepted");
+}

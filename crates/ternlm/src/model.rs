@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::error::{ModelError, Result};
 use crate::sequence::Sequence;
 use crate::session::Session;
+use crate::speculate::StepCost;
 use crate::tokenizer::{self, Tokenizer};
 use crate::weights::Weights;
 pub use ternlm_kernels::ternary::TernaryLayout;
@@ -98,10 +99,6 @@ fn compile_template(source: &str, tok: &Tokenizer) -> Result<ChatTemplate> {
     ChatTemplate::new(source, &text(tok.bos), &text(tok.eos))
 }
 
-/// Step time per extra position verified, relative to a one-token decode step (measured
-/// with `ternlm bench --speculate`, 2 threads: see the README).
-const VERIFY_COST_PER_TOKEN: f64 = 0.1;
-
 pub struct Model {
     path: PathBuf,
     file: Arc<GgufFile>,
@@ -115,6 +112,8 @@ pub struct Model {
     load_time: Duration,
     /// The model that drafts tokens for this one, when attached.
     draft: Option<Box<Model>>,
+    /// What steps of several positions cost here, as measured.
+    step_cost: StepCost,
 }
 
 impl std::fmt::Debug for Model {
@@ -157,7 +156,7 @@ impl Model {
         let backend = Box::new(CpuBackend::new(config.clone(), weights, pool.clone()));
         let template_source = tokenizer::chat_template(file.as_ref())?;
         let template = template_source.as_deref().map(|src| compile_template(src, &tokenizer)).transpose()?;
-        Ok(Self { path, file, config, backend, tokenizer, template, template_source, pool, load_time: start.elapsed(), draft: None })
+        Ok(Self { path, file, config, backend, tokenizer, template, template_source, pool, load_time: start.elapsed(), draft: None, step_cost: StepCost::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -314,13 +313,20 @@ impl Model {
         self.draft.as_deref()
     }
 
-    /// Time a forward step takes per drafted token verified in it, relative to a one-token
-    /// step, as the draft-length control assumes it (`ternlm bench --speculate` measures it:
-    /// see the README).
+    /// Time each drafted token adds to a step, relative to a plain one-token step: the
+    /// measured cost of a verified position, plus, with a draft model, its own step per
+    /// drafted token.
     pub(crate) fn draft_cost(&self) -> f64 {
-        // A draft model's own steps are paid for each drafted token too.
-        let drafting = self.draft.as_ref().map_or(0.0, |d| d.weight_bytes_per_step() as f64 / self.weight_bytes_per_step().max(1) as f64);
-        VERIFY_COST_PER_TOKEN + drafting
+        let drafting = match (&self.draft, self.step_cost.one_step()) {
+            (Some(d), Some(one)) if one > 0.0 => d.step_cost.one_step().map_or(0.0, |t| t / one),
+            (Some(d), _) => d.weight_bytes_per_step() as f64 / self.weight_bytes_per_step().max(1) as f64,
+            (None, _) => 0.0,
+        };
+        self.step_cost.per_position() + drafting
+    }
+
+    pub(crate) fn step_cost(&self) -> &StepCost {
+        &self.step_cost
     }
 
     /// A session with room for `n_ctx` positions (clamped to at least 1).

@@ -216,7 +216,7 @@ impl Sequence {
             generated: Vec::new(),
             next: None,
             stop: None,
-            control: DraftControl::new(model.draft_cost()),
+            control: DraftControl::new(),
             decode_steps: 0,
             draft_proposed: 0,
             draft_accepted: 0,

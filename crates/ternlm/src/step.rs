@@ -74,7 +74,15 @@ impl Model {
                     segs.push(Segment { kv: s.kv.as_mut(), tokens: &p.tokens, logits: p.logits });
                 }
             }
-            self.backend().forward(&mut segs)?
+            let t = std::time::Instant::now();
+            let out = self.backend().forward(&mut segs)?;
+            // Only one sequence's steps say what a position costs (a batch's time is shared).
+            if let [only] = plan.as_slice()
+                && seqs[only.seq].feed.is_empty()
+            {
+                self.step_cost().record(only.tokens.len(), t.elapsed());
+            }
+            out
         };
         for (p, rows) in plan.iter().zip(outputs) {
             let s = &mut *seqs[p.seq];
@@ -128,6 +136,15 @@ impl Model {
 
     /// After a decode step: check each drafted token in turn against the target's logits,
     /// emit the accepted ones and the token after them, and forget the rejected positions.
+    ///
+    /// Each row is sampled exactly as plain decoding samples it (same sampler state, same
+    /// random draw, since the sampler draws once per emitted token either way), and a draft
+    /// is accepted when it is the token drawn. For a proposal made deterministically (lookup,
+    /// or a draft model's greedy pick) that is the speculative-sampling rule itself: the
+    /// draft is accepted with probability p(draft), and on rejection the token follows p
+    /// without the draft, renormalized. Drawing with the plain decoder's random number
+    /// couples the two, so the output is not only distributed as the target's but is, for
+    /// a given seed, the very text plain decoding gives.
     fn verify(&self, s: &mut Sequence, p: &Planned, rows: &[f32]) {
         let v = self.config.n_vocab;
         let (before, n_ctx) = (s.tokens.len(), s.kv.n_ctx());
@@ -138,10 +155,7 @@ impl Model {
         let mut accepted = 0;
         for (i, row) in rows.chunks_exact(v).enumerate() {
             let draft = p.tokens.get(i + 1).copied();
-            let id = match draft {
-                Some(d) => g.sampler.verify(row, d),
-                None => g.sampler.sample(row),
-            };
+            let id = g.sampler.sample(row);
             let going = self.emit(g, &mut s.events, id, row, before + 1 + i, n_ctx);
             if draft == Some(id) {
                 accepted += 1;
@@ -200,6 +214,7 @@ impl Model {
         let mut drafts = vec![Vec::new(); seqs.len()];
         // (sequence, draft length) of those drafting with the draft model.
         let mut by_model: Vec<(usize, usize)> = Vec::new();
+        let cost = self.draft_cost();
         for (i, s) in seqs.iter_mut().enumerate() {
             let n_ctx = s.kv.n_ctx();
             let held = s.tokens.len();
@@ -211,7 +226,7 @@ impl Model {
             // Room in the context after the fed token, and no more than may still be emitted.
             let room = n_ctx.saturating_sub(held + 1).min(g.params.max_tokens.saturating_sub(g.generated.len() + 1));
             let spec = g.params.speculate;
-            let k = g.control.length(spec.draft_max.min(room)).max(spec.draft_min.min(spec.draft_max).min(room));
+            let k = g.control.length(spec.draft_max.min(room), cost).max(spec.draft_min.min(spec.draft_max).min(room));
             if k == 0 {
                 continue;
             }
@@ -265,7 +280,12 @@ impl Model {
                         segs.push(Segment { kv: d.kv.as_mut(), tokens, logits: Logits::Last });
                     }
                 }
-                self.backend().forward(&mut segs)?
+                let t = std::time::Instant::now();
+                let out = self.backend().forward(&mut segs)?;
+                if round > 0 && feeds.len() == 1 {
+                    self.step_cost().record(1, t.elapsed());
+                }
+                out
             };
             for ((i, tokens), row) in feeds.iter().zip(rows) {
                 if let Some(d) = seqs[*i].draft.as_deref_mut() {

@@ -14,21 +14,20 @@ const PROBE_EVERY: usize = 16;
 pub(crate) struct DraftControl {
     /// Estimated probability that a drafted token is accepted.
     accept: f64,
-    /// Step time per drafted token, relative to a one-token step.
-    cost_per_draft: f64,
     /// Steps since the last draft while paused.
     idle: usize,
 }
 
 impl DraftControl {
     /// A fresh estimate: drafts start out assumed as likely accepted as not.
-    pub(crate) fn new(cost_per_draft: f64) -> Self {
-        Self { accept: 0.5, cost_per_draft: cost_per_draft.max(1e-3), idle: 0 }
+    pub(crate) fn new() -> Self {
+        Self { accept: 0.5, idle: 0 }
     }
 
-    /// Tokens to draft this step, at most `max`.
-    pub(crate) fn length(&mut self, max: usize) -> usize {
-        let best = self.best(max);
+    /// Tokens to draft this step, at most `max`, when each drafted token adds
+    /// `cost_per_draft` of a one-token step's time.
+    pub(crate) fn length(&mut self, max: usize, cost_per_draft: f64) -> usize {
+        let best = self.best(max, cost_per_draft.max(1e-3));
         if best > 0 {
             self.idle = 0;
             return best;
@@ -42,14 +41,14 @@ impl DraftControl {
     }
 
     /// The draft length with the most expected tokens per unit of time (0: plain decoding).
-    fn best(&self, max: usize) -> usize {
+    fn best(&self, max: usize, cost_per_draft: f64) -> usize {
         let a = self.accept;
         let (mut best, mut best_rate) = (0, 1.0);
         let (mut expected, mut p) = (1.0, 1.0);
         for k in 1..=max {
             p *= a;
             expected += p;
-            let rate = expected / (1.0 + self.cost_per_draft * k as f64);
+            let rate = expected / (1.0 + cost_per_draft * k as f64);
             // A longer draft must pay by a margin: the estimate is noisy.
             if rate > best_rate * 1.02 {
                 (best, best_rate) = (k, rate);
@@ -76,15 +75,16 @@ mod tests {
 
     #[test]
     fn drafts_grow_with_acceptance_and_pause_without_it() {
-        let mut c = DraftControl::new(0.05);
+        let mut c = DraftControl::new();
         for _ in 0..100 {
             c.record(8, 8);
         }
-        assert_eq!(c.length(8), 8, "all accepted: the longest draft pays");
+        assert_eq!(c.length(8, 0.05), 8, "all accepted: the longest draft pays");
+        assert!(c.length(8, 0.9) < 8, "drafts that cost almost a step each pay only so far");
         for _ in 0..100 {
             c.record(1, 0);
         }
-        let lengths: Vec<usize> = (0..32).map(|_| c.length(8)).collect();
+        let lengths: Vec<usize> = (0..32).map(|_| c.length(8, 0.05)).collect();
         assert_eq!(lengths.iter().filter(|&&k| k > 0).count(), 2, "paused: a one-token probe every {PROBE_EVERY} steps");
         assert!(lengths.iter().all(|&k| k <= 1));
     }

@@ -1,7 +1,8 @@
 //! Speculative decoding: propose a few tokens cheaply, then let the model check all of them
 //! in one forward step (a step of several positions reads the weights once, as a step of
-//! one does). Verification ([`crate::Sampler::verify`]) keeps the output exactly what plain
-//! decoding gives: the same tokens when greedy, the same distribution when sampling.
+//! one does). Verification (in [`crate::Model::step`]) keeps the output exactly what plain
+//! decoding gives: the same tokens, greedy or sampled with the same seed, hence the same
+//! distribution.
 //!
 //! Two proposers: prompt lookup ([`lookup`]: the tokens that followed the latest earlier
 //! occurrence of the sequence's last n-gram) and a draft model (a smaller model with the
@@ -9,9 +10,11 @@
 //! propose from how many were accepted, so that drafting which does not pay stops.
 
 mod control;
+mod cost;
 pub(crate) mod lookup;
 
 pub(crate) use control::DraftControl;
+pub(crate) use cost::StepCost;
 
 /// Where drafted tokens come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
