@@ -83,9 +83,10 @@ fn block_gemv<const LEVEL: usize>(b: Bencher, kind: BlockKind) {
     });
 }
 
-/// The float and Q6_K heads against a batch of 8 decoding sequences (SIMD levels only: the
-/// scalar reference takes seconds per call at this size).
-#[divan::bench(args = [BlockKind::F16, BlockKind::Q6K], consts = [1, 2])]
+/// The float, Q6_K and 32-wide block heads against a batch of 8 tokens (decoding sequences,
+/// or one sequence's speculative verification); SIMD levels only: the scalar reference takes
+/// seconds per call at this size.
+#[divan::bench(args = [BlockKind::F16, BlockKind::Q6K, BlockKind::Q8_0, BlockKind::Q4_1], consts = [1, 2])]
 fn block_gemm8<const LEVEL: usize>(b: Bencher, kind: BlockKind) {
     let Some(&level) = Isa::available().get(LEVEL) else { return };
     let (rows, n) = (HEAD_ROWS, 8);

@@ -200,37 +200,10 @@ impl BlockMatrix {
     unsafe fn rows_avx2(&self, rows: std::ops::Range<usize>, acts: &PreparedActs, out: SyncOut) {
         use crate::blockq_avx2 as k;
         let q = &acts.quant;
-        let q32 = match self.kind {
-            BlockKind::Q4_0 => Some(k::Q32::Q4_0),
-            BlockKind::Q4_1 => Some(k::Q32::Q4_1),
-            BlockKind::Q8_0 => Some(k::Q32::Q8_0),
-            _ => None,
-        };
-        if let Some(kind) = q32 {
-            let data = self.data.bytes();
-            if q.n >= 4 {
-                let mut put = |r: usize, t: usize, y: f32| out.set(t * self.rows + r, y);
-                // SAFETY: this function runs with AVX2, FMA and F16C enabled; the kernel
-                // checks its bounds itself.
-                unsafe { k::gemm_q32(kind, data, self.row_bytes, rows.start, rows.len(), q, &mut put) };
-            } else {
-                // As for Q6_K below: a few rows at a time for every token.
-                let mut r0 = rows.start;
-                while r0 < rows.end {
-                    let r1 = (r0 + 16).min(rows.end);
-                    for t in 0..q.n {
-                        // SAFETY: as above.
-                        unsafe {
-                            match kind {
-                                k::Q32::Q4_0 => k::gemv_q32::<0>(data, self.row_bytes, r0..r1, q, t, out, self.rows),
-                                k::Q32::Q4_1 => k::gemv_q32::<1>(data, self.row_bytes, r0..r1, q, t, out, self.rows),
-                                k::Q32::Q8_0 => k::gemv_q32::<2>(data, self.row_bytes, r0..r1, q, t, out, self.rows),
-                            }
-                        }
-                    }
-                    r0 = r1;
-                }
-            }
+        if let Some(kind) = self.q32() {
+            // SAFETY: this function runs with AVX2, FMA and F16C enabled; the kernel checks
+            // its bounds itself.
+            unsafe { k::q32_rows_avx2(kind, self.data.bytes(), self.row_bytes, rows, q, out, self.rows) };
             return;
         }
         if self.kind == BlockKind::Q6K {
@@ -259,13 +232,31 @@ impl BlockMatrix {
         }
     }
 
-    /// AVX-512 CPUs run the AVX2 kernels (with the wider level's code generation for the
-    /// portable ones): these dot products are bound by memory, not by vector width.
+    /// AVX-512 CPUs run the 32-wide block types with VNNI (their batches are bound by
+    /// arithmetic) and the AVX2 kernels for the rest (with the wider level's code generation
+    /// for the portable ones): those dot products are bound by memory, not by vector width.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn rows_avx512(&self, rows: std::ops::Range<usize>, acts: &PreparedActs, out: SyncOut) {
-        // SAFETY: the AVX-512 level implies AVX2, FMA and F16C (see `Isa::detect`).
-        unsafe { self.rows_avx2(rows, acts, out) }
+        match self.q32() {
+            // SAFETY: this function runs with the AVX-512 level's features, all the kernel
+            // needs; it checks its bounds itself.
+            Some(kind) => unsafe { crate::blockq_avx512::q32_rows_avx512(kind, self.data.bytes(), self.row_bytes, rows, &acts.quant, out, self.rows) },
+            // SAFETY: the AVX-512 level implies AVX2, FMA and F16C (see `Isa::detect`).
+            None => unsafe { self.rows_avx2(rows, acts, out) },
+        }
+    }
+
+    /// The hand-written kernels' name for this matrix's type, if it is a 32-wide block type.
+    #[cfg(target_arch = "x86_64")]
+    fn q32(&self) -> Option<crate::blockq_avx2::Q32> {
+        use crate::blockq_avx2::Q32;
+        match self.kind {
+            BlockKind::Q4_0 => Some(Q32::Q4_0),
+            BlockKind::Q4_1 => Some(Q32::Q4_1),
+            BlockKind::Q8_0 => Some(Q32::Q8_0),
+            _ => None,
+        }
     }
 
     #[inline(always)]
@@ -469,57 +460,116 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const KINDS: [BlockKind; 8] = [BlockKind::F32, BlockKind::F16, BlockKind::BF16, BlockKind::Q4_0, BlockKind::Q4_1, BlockKind::Q8_0, BlockKind::Q4K, BlockKind::Q6K];
+
+    /// A `rows x blocks` matrix of `kind` (16 columns per block for the float kinds) filled
+    /// from `seed`: random bytes with every f16 scale slot made finite and small, or floats
+    /// in -1..1.
+    fn random_matrix(kind: BlockKind, rows: usize, blocks: usize, seed: u64) -> BlockMatrix {
+        let mut state = seed | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let cols = blocks * if kind.block_len() == 1 { 16 } else { kind.block_len() };
+        let row_bytes = cols / kind.block_len() * kind.block_bytes();
+        let mut data: Vec<u8> = (0..rows * row_bytes).map(|_| next() as u8).collect();
+        if !matches!(kind, BlockKind::F32 | BlockKind::F16 | BlockKind::BF16) {
+            let scale_at: &[usize] = match kind {
+                BlockKind::Q4_1 | BlockKind::Q4K => &[0, 2],
+                BlockKind::Q6K => &[208],
+                _ => &[0],
+            };
+            for blk in data.chunks_exact_mut(kind.block_bytes()) {
+                for &at in scale_at {
+                    blk[at..at + 2].copy_from_slice(&f16::from_f32((next() % 100) as f32 / 1000.0).to_le_bytes());
+                }
+            }
+        } else {
+            let w = if kind == BlockKind::F32 { 4 } else { 2 };
+            for (i, c) in data.chunks_exact_mut(w).enumerate() {
+                let v = (((i as u64 * 2654435761) ^ seed) % 200) as f32 / 100.0 - 1.0;
+                match kind {
+                    BlockKind::F32 => c.copy_from_slice(&v.to_le_bytes()),
+                    BlockKind::F16 => c.copy_from_slice(&f16::from_f32(v).to_le_bytes()),
+                    _ => c.copy_from_slice(&bf16::from_f32(v).to_le_bytes()),
+                }
+            }
+        }
+        BlockMatrix::new(kind, rows, cols, WeightBytes::from_vec(data)).unwrap()
+    }
+
+    /// `n` rows of `cols` activations in -10..10 from `seed`.
+    fn random_acts(n: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n * cols)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % 2001) as f32 / 100.0 - 10.0
+            })
+            .collect()
+    }
+
+    /// The bits of `out`: `==` on floats would take -0 for 0 and fail on equal NaNs.
+    fn bits(out: &[f32]) -> Vec<u32> {
+        out.iter().map(|v| v.to_bits()).collect()
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         /// Every ISA level's copy of the kernel gives bit-identical results to the portable
-        /// one: integer sums are exact and float sums keep their order.
+        /// one: integer sums are exact and float sums keep their order. Rows and tokens reach
+        /// past the kernels' row tiles, token groups and token chunks, with ragged tails.
         #[test]
         fn isa_levels_agree_exactly(
-            kind in prop::sample::select(vec![BlockKind::F32, BlockKind::F16, BlockKind::BF16, BlockKind::Q4_0, BlockKind::Q4_1, BlockKind::Q8_0, BlockKind::Q4K, BlockKind::Q6K]),
-            rows in 1usize..24,
+            kind in prop::sample::select(KINDS.to_vec()),
+            rows in 1usize..40,
             blocks in 1usize..5,
-            n in 1usize..10,
+            n in prop_oneof![1usize..20, 20usize..72],
             seed in any::<u64>(),
         ) {
-            let mut state = seed | 1;
-            let mut next = move || { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state };
-            let cols = blocks * if kind.block_len() == 1 { 16 } else { kind.block_len() };
-            let row_bytes = cols / kind.block_len() * kind.block_bytes();
-            // Random bytes, with every f16 scale slot made finite and small.
-            let mut data: Vec<u8> = (0..rows * row_bytes).map(|_| next() as u8).collect();
-            if !matches!(kind, BlockKind::F32 | BlockKind::F16 | BlockKind::BF16) {
-                let scale_at: &[usize] = match kind {
-                    BlockKind::Q4_1 | BlockKind::Q4K => &[0, 2],
-                    BlockKind::Q6K => &[208],
-                    _ => &[0],
-                };
-                for blk in data.chunks_exact_mut(kind.block_bytes()) {
-                    for &at in scale_at {
-                        blk[at..at + 2].copy_from_slice(&f16::from_f32((next() % 100) as f32 / 1000.0).to_le_bytes());
-                    }
-                }
-            } else {
-                let w = if kind == BlockKind::F32 { 4 } else { 2 };
-                for (i, c) in data.chunks_exact_mut(w).enumerate() {
-                    let v = (((i as u64 * 2654435761) ^ seed) % 200) as f32 / 100.0 - 1.0;
-                    match kind {
-                        BlockKind::F32 => c.copy_from_slice(&v.to_le_bytes()),
-                        BlockKind::F16 => c.copy_from_slice(&f16::from_f32(v).to_le_bytes()),
-                        _ => c.copy_from_slice(&bf16::from_f32(v).to_le_bytes()),
-                    }
-                }
-            }
-            let m = BlockMatrix::new(kind, rows, cols, WeightBytes::from_vec(data)).unwrap();
-            let x: Vec<f32> = (0..n * cols).map(|_| (next() % 2001) as f32 / 100.0 - 10.0).collect();
+            let m = random_matrix(kind, rows, blocks, seed);
             let mut acts = PreparedActs::default();
-            m.prepare(&x, &mut acts);
+            m.prepare(&random_acts(n, m.cols(), seed), &mut acts);
             let pool = ThreadPool::new(2);
             let mut reference = vec![0f32; n * rows];
             m.gemm_at(Isa::Scalar, &pool, &acts, &mut reference);
             for level in Isa::available() {
                 let mut out = vec![0f32; n * rows];
                 m.gemm_at(level, &pool, &acts, &mut out);
-                prop_assert_eq!(&out, &reference, "{} differs from scalar for {:?}", level.name(), kind);
+                prop_assert_eq!(bits(&out), bits(&reference), "{} differs from scalar for {:?}", level.name(), kind);
+            }
+        }
+
+        /// A token's outputs do not depend on the tokens it is computed with, at any level:
+        /// lossless speculative decoding and continuous batching rely on a k-token step
+        /// giving each token exactly what a step of that token alone gives.
+        #[test]
+        fn a_tokens_outputs_do_not_depend_on_its_batch(
+            kind in prop::sample::select(KINDS.to_vec()),
+            rows in 1usize..40,
+            blocks in 1usize..5,
+            k in 1usize..=20,
+            seed in any::<u64>(),
+        ) {
+            let m = random_matrix(kind, rows, blocks, seed);
+            let x = random_acts(k, m.cols(), seed);
+            let pool = ThreadPool::new(2);
+            for level in Isa::available() {
+                let mut acts = PreparedActs::default();
+                m.prepare(&x, &mut acts);
+                let mut batch = vec![0f32; k * rows];
+                m.gemm_at(level, &pool, &acts, &mut batch);
+                for t in 0..k {
+                    m.prepare(&x[t * m.cols()..(t + 1) * m.cols()], &mut acts);
+                    let mut one = vec![0f32; rows];
+                    m.gemm_at(level, &pool, &acts, &mut one);
+                    prop_assert_eq!(bits(&one), bits(&batch[t * rows..(t + 1) * rows]), "{}: token {} of {} differs alone for {:?}", level.name(), t, k, kind);
+                }
             }
         }
     }

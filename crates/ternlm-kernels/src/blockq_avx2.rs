@@ -2,6 +2,13 @@
 //! Q6_K (output heads), Q8_0, Q4_0 and Q4_1 (SmolLM2); F16 lives in [`crate::f16_ops`]. Each
 //! returns exactly what its portable twin in [`crate::blockq`] returns: integer block sums are
 //! exact, and the float accumulation follows ggml's AVX2 lane order (see `blockq::lanes8`).
+//!
+//! The 32-wide types (Q4_0, Q4_1, Q8_0) have two kernels, both generic over how a level forms
+//! a block's integer lanes ([`Q32Dot`]; the AVX-512 level's is in `blockq_avx512`): one for
+//! decode and the smallest batches, several rows at a time to hide FMA latency, and one for
+//! batches, each block unpacked once for up to 16 tokens. Batches are bound by arithmetic:
+//! per token and block there is one integer dot product, one conversion and one FMA that the
+//! float order allows no way around, and the kernels spend little else.
 
 // Register tiles are indexed by row and token on purpose: the index form is what maps onto
 // the tile's registers.
@@ -12,8 +19,9 @@ use std::arch::x86_64::*;
 use crate::act_quant::QuantActs;
 use crate::sync_out::SyncOut;
 
-/// How far ahead of the current block the decode kernels prefetch, in bytes: the hardware
-/// prefetcher alone left single-thread decode at a third of the core's read bandwidth.
+/// How far ahead of the current block the row-at-a-time kernels prefetch, in bytes: the
+/// hardware prefetcher alone left single-thread decode at a third of the core's read
+/// bandwidth.
 const PREFETCH: usize = 1024;
 
 /// The f16 at byte `i` of `b`, converted with F16C in line (`half`'s conversion checks the
@@ -23,18 +31,6 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     let bits = u16::from_le_bytes([b[i], b[i + 1]]);
     // SAFETY: every caller is a function compiled with F16C enabled.
     unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))) }
-}
-
-/// `Σ w·x` over 32 unsigned-or-signed pairs: `maddubs` needs an unsigned left operand, so the
-/// sign of `w` moves onto `x`.
-#[inline(always)]
-unsafe fn dot32_i8(w: __m256i, x: __m256i) -> __m256i {
-    // SAFETY: register-only intrinsics; callers run with AVX2 enabled.
-    unsafe {
-        let ones = _mm256_set1_epi16(1);
-        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-        _mm256_madd_epi16(p, ones)
-    }
 }
 
 #[inline(always)]
@@ -48,59 +44,6 @@ unsafe fn hsum_float_8(v: __m256) -> f32 {
     }
 }
 
-/// Decode: `out.set(t·out_rows + r, W[r] · x[t])` for every row in `rows` of a 32-wide block
-/// matrix (`K`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0), one row at a time (rows stream through memory
-/// in order, which the hardware prefetcher follows best), each block's FMA in sequence. The
-/// whole row range runs inside one call so per-row costs (bounds checks, calls, constants)
-/// stay out of the loop: SmolLM2's rows are only 18 blocks long.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemv_q32<const K: u8>(w: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, a: &QuantActs, t: usize, out: SyncOut, out_rows: usize) {
-    let bytes = match K {
-        0 => 18,
-        1 => 20,
-        _ => 34,
-    };
-    let nb = a.k / 32;
-    assert!(row_bytes >= nb * bytes && w.len() >= rows.end * row_bytes && t < a.n);
-    assert!(a.q.len() >= (t + 1) * a.k && a.d.len() >= (t + 1) * nb && (K != 1 || a.s.len() >= (t + 1) * nb));
-    // SAFETY: every row in `rows` and token `t` lie inside `w` and `a` (asserted above); block
-    // b of a row reads `bytes` bytes at b·bytes, and x/d8/s8 at token t's block b.
-    unsafe {
-        let ones = _mm256_set1_epi16(1);
-        let m4 = _mm256_set1_epi8(0x0F);
-        let x = a.q.as_ptr().add(t * a.k);
-        let d8 = a.d.as_ptr().add(t * nb);
-        let s8 = if K == 1 { a.s.as_ptr().add(t * nb) } else { d8 };
-        for r in rows {
-            let row = w.as_ptr().add(r * row_bytes);
-            let mut acc = _mm256_setzero_ps();
-            let mut summs = 0f32;
-            for b in 0..nb {
-                let blk = row.add(b * bytes);
-                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH) as *const i8);
-                let xv = _mm256_loadu_si256(x.add(b * 32) as *const __m256i);
-                let dw = f16_ptr(blk);
-                let lanes = match K {
-                    0 => {
-                        let v = _mm_loadu_si128(blk.add(2) as *const __m128i);
-                        let n = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(v), v), m4);
-                        dot32_i8(_mm256_sub_epi8(n, _mm256_set1_epi8(8)), xv)
-                    }
-                    1 => {
-                        summs += f16_ptr(blk.add(2)) * *s8.add(b);
-                        let v = _mm_loadu_si128(blk.add(4) as *const __m128i);
-                        let n = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(v), v), m4);
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(n, xv), ones)
-                    }
-                    _ => dot32_i8(_mm256_loadu_si256(blk.add(2) as *const __m256i), xv),
-                };
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * *d8.add(b)), _mm256_cvtepi32_ps(lanes), acc);
-            }
-            out.set(t * out_rows + r, hsum_float_8(acc) + summs);
-        }
-    }
-}
-
 /// The f16 at `p`, converted with F16C in line.
 #[inline(always)]
 unsafe fn f16_ptr(p: *const u8) -> f32 {
@@ -111,7 +54,15 @@ unsafe fn f16_ptr(p: *const u8) -> f32 {
     }
 }
 
-/// The 32-wide block types the tiled kernel handles.
+/// The f16 at `p` converted and broadcast to 8 lanes: a word broadcast straight from memory
+/// and one vector conversion, fewer instructions than a scalar conversion and a broadcast.
+#[inline(always)]
+unsafe fn f16_splat(p: *const u8) -> __m256 {
+    // SAFETY: the caller bounds the two bytes at `p`; the function runs with AVX2 and F16C.
+    unsafe { _mm256_cvtph_ps(_mm_set1_epi16((p as *const i16).read_unaligned())) }
+}
+
+/// The 32-wide block types (one f16 scale per block; Q4_1 also an f16 minimum).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Q32 {
     Q4_0,
@@ -119,124 +70,345 @@ pub(crate) enum Q32 {
     Q8_0,
 }
 
-impl Q32 {
-    const fn bytes(self) -> usize {
-        match self {
-            Self::Q4_0 => 18,
-            Self::Q4_1 => 20,
-            Self::Q8_0 => 34,
+/// A block's bytes. Kernels take the type as a number `K` (0 = Q4_0, 1 = Q4_1, 2 = Q8_0) so
+/// that each type's copy folds its branches away.
+const fn q32_bytes(k: u8) -> usize {
+    match k {
+        0 => 18,
+        1 => 20,
+        _ => 34,
+    }
+}
+
+/// A block's weights unpacked once for every token it meets: `[w, w]` for Q4_1's unsigned
+/// nibbles, `[|w|, w]` for the signed types (see [`Q32Dot::lanes`]).
+pub(crate) type Unpacked = [__m256i; 2];
+
+/// Unpacks the type-`K` block at `blk`.
+#[inline(always)]
+unsafe fn unpack<const K: u8>(blk: *const u8) -> Unpacked {
+    // SAFETY: the caller bounds the block and runs with AVX2 enabled.
+    unsafe {
+        let w = match K {
+            // Q4_1's nibbles are the weights (its minimum is added separately).
+            1 => return [nibbles(blk.add(4)); 2],
+            0 => _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
+            _ => _mm256_loadu_si256(blk.add(2) as *const __m256i),
+        };
+        [_mm256_sign_epi8(w, w), w]
+    }
+}
+
+/// The 32 nibbles of the 16 bytes at `qs` in element order (low nibbles are elements 0..16,
+/// high nibbles 16..32).
+#[inline(always)]
+unsafe fn nibbles(qs: *const u8) -> __m256i {
+    // SAFETY: the caller bounds the 16 bytes and runs with AVX2 enabled.
+    unsafe {
+        let v = _mm_loadu_si128(qs as *const __m128i);
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(v), v), _mm256_set1_epi8(0x0F))
+    }
+}
+
+/// How an ISA level turns an [`Unpacked`] block and a token's 32 int8 activations into the
+/// block's 8 int32 lanes (lane `l` = `Σ w·x` over elements `4l..4l + 4`, see
+/// `blockq::lanes8`). The multiplies need an unsigned left operand, so signed weights move
+/// their sign onto the activations (`|w|·sign(x, w)`; activation quantizers never produce
+/// -128, whose negation would wrap). Every level's lanes are exact sums of the same products,
+/// so they are equal, and so is everything computed from them.
+pub(crate) trait Q32Dot {
+    /// Tokens the batch kernel meets each unpacked block with, one accumulator register
+    /// each (the level's register file sets it).
+    const GROUP: usize;
+    /// The lanes of block `w` against the 32 activations at `x`.
+    unsafe fn lanes<const K: u8>(w: Unpacked, x: *const i8) -> __m256i;
+}
+
+/// AVX2: `maddubs` into int16 pairs (no saturation: |w| ≤ 128 and |x| ≤ 127 keep a pair
+/// within 2·128·127), then `madd` by ones into int32.
+pub(crate) struct Avx2;
+
+impl Q32Dot for Avx2 {
+    /// 16 vector registers: 8 accumulators and the block's operands.
+    const GROUP: usize = 8;
+
+    #[inline(always)]
+    unsafe fn lanes<const K: u8>(w: Unpacked, x: *const i8) -> __m256i {
+        // SAFETY: the caller bounds the 32 bytes at `x` and runs with AVX2 enabled.
+        unsafe {
+            let xv = _mm256_loadu_si256(x as *const __m256i);
+            let xv = if K == 1 { xv } else { _mm256_sign_epi8(xv, w[1]) };
+            _mm256_madd_epi16(_mm256_maddubs_epi16(w[0], xv), _mm256_set1_epi16(1))
         }
     }
 }
 
-/// Prefill: `out(r, t, W[r] · x[t])` for rows `r0..r0 + n_rows` of a 32-wide block matrix,
-/// in tiles of two rows by four tokens: each block of a row is unpacked once per tile and
-/// used for every token in it. Each
-/// output's float arithmetic is exactly the portable kernel's (per-lane FMA across blocks in
-/// order, [`hsum_float_8`] at the end).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q32(kind: Q32, w: &[u8], row_bytes: usize, r0: usize, n_rows: usize, a: &QuantActs, out: &mut dyn FnMut(usize, usize, f32)) {
-    // One copy of the loop per type, so the type's branches fold away inside the tiles.
-    // SAFETY: this function runs with AVX2/FMA/F16C, which the inlined copies need.
+/// Up to this many tokens go through [`few_q32`], more through [`batch_q32`] (measured: at
+/// 4 tokens the batch kernel is ahead).
+const FEW_MAX: usize = 3;
+/// Rows [`few_q32`] works on at once.
+const FEW_ROWS: usize = 4;
+/// Tokens [`batch_q32`] takes per pass over its rows, so that their activations stay in
+/// cache while every row meets them.
+const CHUNK: usize = 64;
+
+/// Per-thread scratch of [`batch_q32`].
+#[derive(Default)]
+struct Scratch {
+    /// `[group][block]`: the group's tokens' activation scales, a lane per token.
+    d: Vec<[f32; 16]>,
+    /// `[group][block]`: the same for Q8_1's `d·Σq` (Q4_1's minimum term).
+    s: Vec<[f32; 16]>,
+    /// `[block]`: one row's weight scales times a group's activation scales.
+    dw: Vec<[f32; 16]>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// `out.set(t·out_rows + r, W[r] · x[t])` for every row in `rows` of a 32-wide block matrix
+/// and every token of `a`, at level `D`: up to [`FEW_MAX`] tokens through [`few_q32`], more
+/// through [`batch_q32`]. Whichever runs, an output's float arithmetic is the portable
+/// kernel's, in its order (per lane, the FMA of `d_w·d_x` and the lanes across the blocks in
+/// order, then [`hsum_float_8`], then Q4_1's minimum term `Σ m_w·s_x` summed across the blocks
+/// in order), so a token's outputs do not depend on the tokens it is batched with.
+#[inline(always)]
+pub(crate) unsafe fn q32_rows<D: Q32Dot>(kind: Q32, w: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, a: &QuantActs, out: SyncOut, out_rows: usize) {
+    // SAFETY: the caller runs with AVX2, FMA, F16C and whatever else `D` needs.
     unsafe {
         match kind {
-            Q32::Q4_0 => gemm_q32_k::<0>(w, row_bytes, r0, n_rows, a, out),
-            Q32::Q4_1 => gemm_q32_k::<1>(w, row_bytes, r0, n_rows, a, out),
-            Q32::Q8_0 => gemm_q32_k::<2>(w, row_bytes, r0, n_rows, a, out),
+            Q32::Q4_0 => q32_rows_k::<D, 0>(w, row_bytes, rows, a, out, out_rows),
+            Q32::Q4_1 => q32_rows_k::<D, 1>(w, row_bytes, rows, a, out, out_rows),
+            Q32::Q8_0 => q32_rows_k::<D, 2>(w, row_bytes, rows, a, out, out_rows),
         }
     }
 }
 
 #[inline(always)]
-unsafe fn gemm_q32_k<const K: u8>(w: &[u8], row_bytes: usize, r0: usize, n_rows: usize, a: &QuantActs, out: &mut dyn FnMut(usize, usize, f32)) {
-    let kind = match K {
-        0 => Q32::Q4_0,
-        1 => Q32::Q4_1,
-        _ => Q32::Q8_0,
-    };
-    let nb = a.k / 32;
-    assert!(row_bytes >= nb * kind.bytes() && w.len() >= (r0 + n_rows) * row_bytes);
-    assert!(a.q.len() >= a.n * a.k && a.d.len() >= a.n * nb && (kind != Q32::Q4_1 || a.s.len() >= a.n * nb));
-    let n = a.n;
-    let mut r = 0;
-    while r < n_rows {
-        // Two rows by four tokens, so each unpacked block serves four tokens.
-        let rows = if n_rows - r >= 2 { 2 } else { 1 };
-        let mut t = 0;
-        while t < n {
-            let four = n - t >= 4;
-            // SAFETY: AVX2/FMA/F16C are enabled here; rows r0+r..+rows and tokens t..+4 (or
-            // +1) are in bounds (asserted above; the tile sizes never exceed what is left).
-            t += unsafe {
-                match (rows, four) {
-                    (2, true) => tile::<2, 4>(kind, w, row_bytes, r0 + r, t, nb, a, out),
-                    (2, false) => tile::<2, 1>(kind, w, row_bytes, r0 + r, t, nb, a, out),
-                    (_, true) => tile::<1, 4>(kind, w, row_bytes, r0 + r, t, nb, a, out),
-                    _ => tile::<1, 1>(kind, w, row_bytes, r0 + r, t, nb, a, out),
-                }
-            };
-        }
-        r += rows;
+unsafe fn q32_rows_k<D: Q32Dot, const K: u8>(w: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, a: &QuantActs, out: SyncOut, out_rows: usize) {
+    let (n, k) = (a.n, a.k);
+    let nb = k / 32;
+    assert!(k == nb * 32 && row_bytes >= nb * q32_bytes(K) && w.len() >= rows.end * row_bytes);
+    assert!(a.q.len() >= n * k && a.d.len() >= n * nb && (K != 1 || a.s.len() >= n * nb));
+    assert!(rows.end <= out_rows && out_rows.checked_mul(n).is_some());
+    if rows.is_empty() || n == 0 {
+        return;
     }
-}
-
-/// One `R`-row, `T`-token tile; returns `T`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn tile<const R: usize, const T: usize>(kind: Q32, w: &[u8], row_bytes: usize, r0: usize, t0: usize, nb: usize, a: &QuantActs, out: &mut dyn FnMut(usize, usize, f32)) -> usize {
-    // SAFETY: the caller checked rows r0..r0+R and tokens t0..t0+T lie inside `w` and `a`;
-    // every load below is within one block of one of those rows or tokens.
+    // SAFETY: the asserts above bound every row, token and block the kernels touch, and
+    // every output index (t·out_rows + r < n·out_rows); the caller runs with what `D` needs.
     unsafe {
-        let bytes = kind.bytes();
-        let ones = _mm256_set1_epi16(1);
-        let m4 = _mm256_set1_epi8(0x0F);
+        if n <= FEW_MAX {
+            few_q32::<D, K>(w, row_bytes, rows, a, out, out_rows);
+        } else {
+            // Taken out rather than borrowed in a closure: a closure would not inherit the
+            // caller's target features, and the kernel inlined into it would call every
+            // intrinsic.
+            let mut sc = SCRATCH.take();
+            batch_q32::<D, K>(w, row_bytes, rows, a, &mut sc, out, out_rows);
+            SCRATCH.set(sc);
+        }
+    }
+}
+
+/// Decode and the smallest batches: [`FEW_ROWS`] rows at a time, block by block, each block
+/// unpacked once and met with every token. A row's FMAs for one token form one dependency
+/// chain (its float order is fixed), so one row at a time would wait on FMA latency; several
+/// rows hide it. The hardware prefetcher follows interleaved rows poorly, so the tile two on
+/// is prefetched in step, a block's share of it per block.
+#[inline(always)]
+unsafe fn few_q32<D: Q32Dot, const K: u8>(w: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, a: &QuantActs, out: SyncOut, out_rows: usize) {
+    let mut r = rows.start;
+    // SAFETY: the caller bounds the rows, the tokens (at most FEW_MAX) and the outputs.
+    unsafe {
+        while r < rows.end {
+            let full = rows.end - r >= FEW_ROWS;
+            match (full, a.n) {
+                (true, 1) => few_tile::<D, K, FEW_ROWS, 1>(w, row_bytes, r, a, out, out_rows),
+                (true, 2) => few_tile::<D, K, FEW_ROWS, 2>(w, row_bytes, r, a, out, out_rows),
+                (true, _) => few_tile::<D, K, FEW_ROWS, 3>(w, row_bytes, r, a, out, out_rows),
+                (false, 1) => few_tile::<D, K, 1, 1>(w, row_bytes, r, a, out, out_rows),
+                (false, 2) => few_tile::<D, K, 1, 2>(w, row_bytes, r, a, out, out_rows),
+                (false, _) => few_tile::<D, K, 1, 3>(w, row_bytes, r, a, out, out_rows),
+            }
+            r += if full { FEW_ROWS } else { 1 };
+        }
+    }
+}
+
+/// Rows `r0..r0 + R` against tokens `0..T`.
+#[inline(always)]
+unsafe fn few_tile<D: Q32Dot, const K: u8, const R: usize, const T: usize>(w: &[u8], row_bytes: usize, r0: usize, a: &QuantActs, out: SyncOut, out_rows: usize) {
+    let (k, nb) = (a.k, a.k / 32);
+    let bytes = q32_bytes(K);
+    // Cache lines of the tile two on to prefetch per block: its R·bytes per block.
+    let lines = (R * bytes).div_ceil(64);
+    // SAFETY: rows r0..r0 + R hold nb blocks each and tokens 0..T nb blocks of values and
+    // scales (the caller checked); prefetches of any address are harmless.
+    unsafe {
+        let row = w.as_ptr().add(r0 * row_bytes);
+        let ahead = row.wrapping_add(2 * R * row_bytes);
+        let (x, d8, s8) = (a.q.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
         let mut acc = [[_mm256_setzero_ps(); T]; R];
         let mut summs = [[0f32; T]; R];
         for b in 0..nb {
-            let mut wv = [_mm256_setzero_si256(); R];
-            let mut dw = [0f32; R];
-            let mut mw = [0f32; R];
-            for r in 0..R {
-                let blk = w.as_ptr().add((r0 + r) * row_bytes + b * bytes);
-                dw[r] = f16_at(std::slice::from_raw_parts(blk, 2), 0);
-                wv[r] = match kind {
-                    Q32::Q8_0 => _mm256_loadu_si256(blk.add(2) as *const __m256i),
-                    Q32::Q4_0 => {
-                        let v = _mm_loadu_si128(blk.add(2) as *const __m128i);
-                        let n = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(v), v), m4);
-                        _mm256_sub_epi8(n, _mm256_set1_epi8(8))
-                    }
-                    Q32::Q4_1 => {
-                        mw[r] = f16_at(std::slice::from_raw_parts(blk, 4), 2);
-                        let v = _mm_loadu_si128(blk.add(4) as *const __m128i);
-                        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(v), v), m4)
-                    }
-                };
+            for j in 0..lines {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(b * R * bytes + j * 64) as *const i8);
             }
-            for t in 0..T {
-                let tok = t0 + t;
-                let xv = _mm256_loadu_si256(a.q.as_ptr().add(tok * a.k + b * 32) as *const __m256i);
-                let d8 = *a.d.get_unchecked(tok * nb + b);
-                let s8 = if kind == Q32::Q4_1 { *a.s.get_unchecked(tok * nb + b) } else { 0.0 };
-                for r in 0..R {
-                    let lanes = match kind {
-                        Q32::Q4_1 => _mm256_madd_epi16(_mm256_maddubs_epi16(wv[r], xv), ones),
-                        _ => dot32_i8(wv[r], xv),
-                    };
-                    if kind == Q32::Q4_1 {
-                        summs[r][t] += mw[r] * s8;
+            for i in 0..R {
+                let blk = row.add(i * row_bytes + b * bytes);
+                let wv = unpack::<K>(blk);
+                let dw = f16_splat(blk);
+                let mw = if K == 1 { _mm256_cvtss_f32(f16_splat(blk.add(2))) } else { 0.0 };
+                for t in 0..T {
+                    if K == 1 {
+                        summs[i][t] += mw * *s8.add(t * nb + b);
                     }
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * d8), _mm256_cvtepi32_ps(lanes), acc[r][t]);
+                    let lanes = D::lanes::<K>(wv, x.add(t * k + b * 32));
+                    let d = _mm256_mul_ps(dw, _mm256_set1_ps(*d8.add(t * nb + b)));
+                    acc[i][t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[i][t]);
                 }
             }
         }
-        for r in 0..R {
+        for i in 0..R {
             for t in 0..T {
-                out(r0 + r, t0 + t, hsum_float_8(acc[r][t]) + summs[r][t]);
+                let y = hsum_float_8(acc[i][t]);
+                out.set(t * out_rows + r0 + i, if K == 1 { y + summs[i][t] } else { y });
             }
         }
-        T
     }
+}
+
+/// Batches (speculative verification, several sequences, prefill): a row at a time, each
+/// block unpacked once and met with every token of a group of [`Q32Dot::GROUP`], one
+/// accumulator each; up to [`CHUNK`] tokens per pass over the rows. A row's scales come
+/// first, a vector of the group's tokens per block (the same rounding as one product at a
+/// time), stored and read back per token as broadcasts (which AVX-512 folds into the FMA)
+/// rather than moved between lanes; Q4_1's minimum term is a vector over the group's tokens.
+#[inline(always)]
+unsafe fn batch_q32<D: Q32Dot, const K: u8>(w: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, a: &QuantActs, sc: &mut Scratch, out: SyncOut, out_rows: usize) {
+    let (n, nb) = (a.n, a.k / 32);
+    sc.dw.resize(nb, [0.0; 16]);
+    // Balanced chunks and groups: 65 tokens run as 33 + 32, and 9 as 5 + 4, not 8 + 1.
+    let chunk = n.div_ceil(n.div_ceil(CHUNK));
+    for c0 in (0..n).step_by(chunk) {
+        let cn = (n - c0).min(chunk);
+        let groups = cn.div_ceil(D::GROUP);
+        let size = cn.div_ceil(groups);
+        sc.d.clear();
+        sc.d.resize(groups * nb, [0.0; 16]);
+        sc.s.clear();
+        sc.s.resize(if K == 1 { groups * nb } else { 0 }, [0.0; 16]);
+        for t in 0..cn {
+            let (g, j) = (t / size, t % size);
+            for b in 0..nb {
+                sc.d[g * nb + b][j] = a.d[(c0 + t) * nb + b];
+                if K == 1 {
+                    sc.s[g * nb + b][j] = a.s[(c0 + t) * nb + b];
+                }
+            }
+        }
+        for r in rows.clone() {
+            for g in 0..groups {
+                let t0 = c0 + g * size;
+                let d = &sc.d[g * nb..(g + 1) * nb];
+                let s = if K == 1 { &sc.s[g * nb..(g + 1) * nb] } else { &[][..] };
+                let dw = &mut sc.dw[..];
+                // SAFETY: the caller bounds row r and tokens t0..t0 + T (T ≤ n - t0); `d`,
+                // `s` (K = 1) and `dw` hold nb entries.
+                unsafe {
+                    match size.min(n - t0) {
+                        1 => batch_tile::<D, K, 1>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        2 => batch_tile::<D, K, 2>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        3 => batch_tile::<D, K, 3>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        4 => batch_tile::<D, K, 4>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        5 => batch_tile::<D, K, 5>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        6 => batch_tile::<D, K, 6>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        7 => batch_tile::<D, K, 7>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        8 => batch_tile::<D, K, 8>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        // Only levels with 32 vector registers form groups this large.
+                        9 => batch_tile::<D, K, 9>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        10 => batch_tile::<D, K, 10>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        11 => batch_tile::<D, K, 11>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        12 => batch_tile::<D, K, 12>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        13 => batch_tile::<D, K, 13>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        14 => batch_tile::<D, K, 14>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        15 => batch_tile::<D, K, 15>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                        _ => batch_tile::<D, K, 16>(w, row_bytes, r, a, t0, d, s, dw, out, out_rows),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Row `r` against tokens `t0..t0 + T` (`T` ≤ 16), given the group's activation scales `d`
+/// and sums `s` (Q4_1) per block, a lane per token; `dw` is scratch for the row's scale
+/// products.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn batch_tile<D: Q32Dot, const K: u8, const T: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    r: usize,
+    a: &QuantActs,
+    t0: usize,
+    d: &[[f32; 16]],
+    s: &[[f32; 16]],
+    dw: &mut [[f32; 16]],
+    out: SyncOut,
+    out_rows: usize,
+) {
+    let (k, nb) = (a.k, a.k / 32);
+    let bytes = q32_bytes(K);
+    // SAFETY: as the caller states; prefetches of any address are harmless.
+    unsafe {
+        let row = w.as_ptr().add(r * row_bytes);
+        let x = a.q.as_ptr().add(t0 * k);
+        // The scales, a separate pass: read back in the same loop, the stored products would
+        // be forwarded from registers, moved between lanes one token at a time.
+        let mut summs = [_mm256_setzero_ps(); 2];
+        for b in 0..nb {
+            let blk = row.add(b * bytes);
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH) as *const i8);
+            let dwv = f16_splat(blk);
+            let (db, dwb) = (d.get_unchecked(b).as_ptr(), dw.get_unchecked_mut(b).as_mut_ptr());
+            _mm256_storeu_ps(dwb, _mm256_mul_ps(dwv, _mm256_loadu_ps(db)));
+            if T > 8 {
+                _mm256_storeu_ps(dwb.add(8), _mm256_mul_ps(dwv, _mm256_loadu_ps(db.add(8))));
+            }
+            if K == 1 {
+                let (mwv, sb) = (f16_splat(blk.add(2)), s.get_unchecked(b).as_ptr());
+                summs[0] = _mm256_add_ps(summs[0], _mm256_mul_ps(mwv, _mm256_loadu_ps(sb)));
+                if T > 8 {
+                    summs[1] = _mm256_add_ps(summs[1], _mm256_mul_ps(mwv, _mm256_loadu_ps(sb.add(8))));
+                }
+            }
+        }
+        let mut acc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let wv = unpack::<K>(row.add(b * bytes));
+            let dwb = dw.get_unchecked(b);
+            for t in 0..T {
+                let lanes = D::lanes::<K>(wv, x.add(t * k + b * 32));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dwb[t]), _mm256_cvtepi32_ps(lanes), acc[t]);
+            }
+        }
+        let mut sm = [0f32; 16];
+        _mm256_storeu_ps(sm.as_mut_ptr(), summs[0]);
+        _mm256_storeu_ps(sm.as_mut_ptr().add(8), summs[1]);
+        for t in 0..T {
+            let y = hsum_float_8(acc[t]);
+            out.set((t0 + t) * out_rows + r, if K == 1 { y + sm[t] } else { y });
+        }
+    }
+}
+
+/// [`q32_rows`] at the AVX2 level.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn q32_rows_avx2(kind: Q32, w: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, a: &QuantActs, out: SyncOut, out_rows: usize) {
+    // SAFETY: this function runs with AVX2, FMA and F16C, all that `Avx2` needs.
+    unsafe { q32_rows::<Avx2>(kind, w, row_bytes, rows, a, out, out_rows) }
 }
 
 /// Byte shuffles that spread Q6_K scales `2v` and `2v + 1` over 8 lanes each.

@@ -25,6 +25,8 @@ pub mod bandwidth;
 pub mod blockq;
 #[cfg(target_arch = "x86_64")]
 mod blockq_avx2;
+#[cfg(target_arch = "x86_64")]
+mod blockq_avx512;
 pub mod f16_ops;
 mod f16_rows;
 pub mod huge_buf;
