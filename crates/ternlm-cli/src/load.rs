@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use ternlm::{LoadOptions, Model, SpeculateMode, Speculation};
 
-use crate::cli::{LayoutArg, ModelArgs, SpeculateArgs};
+use crate::cli::{LayoutArg, ModelArgs, SpeculateArgs, WeightArgs};
 use crate::out::note;
 
 /// The local path `--model` names, fetching the default or a catalog model when needed (bars
@@ -87,10 +87,16 @@ pub fn load_model_speculating(args: &ModelArgs, spec: &SpeculateArgs) -> Result<
         note!("ternlm: note: --draft-model is not used with --speculate {}", speculation.mode.as_str());
         return Ok((model, speculation));
     }
-    let path = model_path(Some(draft))?;
-    let opts = LoadOptions { threads: model.threads(), ternary_layout: args.weights.ternary_layout.into(), int8_head: args.weights.int8_head };
+    Ok((attach_draft(model, draft, &args.weights)?, speculation))
+}
+
+/// `model` with the draft model `arg` names attached, loaded with the same threads and
+/// weight options, and checked to share the vocabulary.
+pub fn attach_draft(model: Model, arg: &str, weights: &WeightArgs) -> Result<Model> {
+    let path = model_path(Some(arg))?;
+    let opts = LoadOptions { threads: model.threads(), ternary_layout: weights.ternary_layout.into(), int8_head: weights.int8_head };
     let draft = naming_path(Model::load(&path, &opts), "loading the draft model", &path)?;
-    Ok((naming_path(model.with_draft_model(draft), "using the draft model", &path)?, speculation))
+    naming_path(model.with_draft_model(draft), "using the draft model", &path)
 }
 
 /// The context size: `--ctx-size` or the model's default. A size beyond the training context

@@ -62,7 +62,10 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     for (i, &t) in threads.iter().enumerate() {
         let model = naming_path(Model::load(&path, &LoadOptions { threads: t, ternary_layout: a.weights.ternary_layout.into(), int8_head: a.weights.int8_head }), "loading", &path)?;
         if speculating {
-            let model = attach_draft(model, &a)?;
+            let model = match a.speculate.draft_model.as_deref() {
+                Some(draft) => crate::load::attach_draft(model, draft, &a.weights)?,
+                None => model,
+            };
             speculation_tests(&model, &a, t)?;
             continue;
         }
@@ -228,15 +231,6 @@ fn time_reps(model: &Model, reps: usize, p: usize, n: usize) -> Result<Vec<f64>>
         }
     }
     Ok(samples)
-}
-
-/// The model with the draft model the flags name, if any (same threads and layout).
-fn attach_draft(model: Model, a: &BenchArgs) -> Result<Model> {
-    let Some(draft) = a.speculate.draft_model.as_deref() else { return Ok(model) };
-    let path = model_path(Some(draft))?;
-    let opts = LoadOptions { threads: model.threads(), ternary_layout: a.weights.ternary_layout.into(), int8_head: a.weights.int8_head };
-    let draft = naming_path(Model::load(&path, &opts), "loading the draft model", &path)?;
-    naming_path(model.with_draft_model(draft), "using the draft model", &path)
 }
 
 /// `--speculate`: the verification cost curve, then the prompt file's side-by-side runs.
