@@ -17,8 +17,6 @@ struct Planned {
     seq: usize,
     tokens: Vec<u32>,
     logits: Logits,
-    /// Drafted tokens after the first (a verification), else 0.
-    drafts: usize,
 }
 
 impl Model {
@@ -42,7 +40,7 @@ impl Model {
                 let mut tokens = Vec::with_capacity(1 + drafts.len());
                 tokens.push(next);
                 tokens.extend(&drafts);
-                plan.push(Planned { seq: i, tokens, logits, drafts: drafts.len() });
+                plan.push(Planned { seq: i, tokens, logits });
             }
         }
         let decoding = !plan.is_empty();
@@ -61,7 +59,7 @@ impl Model {
                 None if s.want == Logits::All => Logits::All,
                 None => Logits::None,
             };
-            plan.push(Planned { seq: i, tokens: s.feed.iter().take(take).copied().collect(), logits, drafts: 0 });
+            plan.push(Planned { seq: i, tokens: s.feed.iter().take(take).copied().collect(), logits });
         }
         if plan.is_empty() {
             return Ok(());
@@ -166,11 +164,13 @@ impl Model {
                 break;
             }
         }
-        if p.drafts > 0 {
-            g.draft_proposed += p.drafts;
+        // Everything fed after the sampled token was drafted.
+        let drafts = p.tokens.len() - 1;
+        if drafts > 0 {
+            g.draft_proposed += drafts;
             g.draft_accepted += accepted;
             g.draft_steps += 1;
-            g.control.record(p.drafts, accepted);
+            g.control.record(drafts, accepted);
         }
         let keep = before + 1 + accepted;
         s.kv.truncate(keep);
@@ -214,7 +214,8 @@ impl Model {
         let mut drafts = vec![Vec::new(); seqs.len()];
         // (sequence, draft length) of those drafting with the draft model.
         let mut by_model: Vec<(usize, usize)> = Vec::new();
-        let cost = self.draft_cost();
+        // Measured only when some sequence drafts: plain decoding takes no lock for it.
+        let mut cost = None;
         for (i, s) in seqs.iter_mut().enumerate() {
             let n_ctx = s.kv.n_ctx();
             let held = s.tokens.len();
@@ -226,7 +227,7 @@ impl Model {
             // Room in the context after the fed token, and no more than may still be emitted.
             let room = n_ctx.saturating_sub(held + 1).min(g.params.max_tokens.saturating_sub(g.generated.len() + 1));
             let spec = g.params.speculate;
-            let k = g.control.length(spec.draft_max.min(room), cost).max(spec.draft_min.min(spec.draft_max).min(room));
+            let k = g.control.length(spec.draft_max.min(room), *cost.get_or_insert_with(|| self.draft_cost())).max(spec.draft_min.min(spec.draft_max).min(room));
             if k == 0 {
                 continue;
             }
