@@ -101,8 +101,8 @@ fn block_gemm8<const LEVEL: usize>(b: Bencher, kind: BlockKind) {
     });
 }
 
-/// The F16 head against the positions of one speculative verification step (1 to 16): a
-/// step should cost about what one token does while the head stays bound by memory.
+/// The F16 head against the positions of one speculative verification step (1 to 16): how
+/// its cost grows with the positions (the weights are read once per step).
 #[divan::bench(args = [1, 2, 4, 8, 16])]
 fn f16_head_positions(b: Bencher, n: usize) {
     let rows = HEAD_ROWS;

@@ -266,7 +266,7 @@ impl BlockMatrix {
     unsafe fn rows_avx512(&self, rows: std::ops::Range<usize>, acts: &PreparedActs, out: SyncOut) {
         if self.kind == BlockKind::F16 {
             // SAFETY: the AVX-512 level implies AVX2, FMA and F16C (see `Isa::detect`).
-            unsafe { crate::f16_rows::avx2::gemm_wide(self.data.bytes(), self.row_bytes, rows, &acts.float, self.cols, acts.quant.n, out, self.rows) };
+            unsafe { crate::f16_rows::avx512::gemm(self.data.bytes(), self.row_bytes, rows, &acts.float, self.cols, acts.quant.n, out, self.rows) };
             return;
         }
         // SAFETY: the AVX-512 level implies AVX2, FMA and F16C (see `Isa::detect`).

@@ -31,7 +31,7 @@ pub(crate) unsafe fn gemm(w: &[u8], row_bytes: usize, rows: std::ops::Range<usiz
         for r in rows {
             // SAFETY: row r is below rows.end (2k bytes) and token 0 below n, which the assert
             // above bounds; AVX2, FMA and F16C are enabled here.
-            unsafe { stream_row(w, row_bytes, r, xs, k, out, out_rows) };
+            unsafe { stream_row(w, row_bytes, r, xs, k, out) };
         }
         return;
     }
@@ -68,10 +68,9 @@ pub(crate) unsafe fn gemm(w: &[u8], row_bytes: usize, rows: std::ops::Range<usiz
     put_batch_acts(buf);
 }
 
-/// Row `r` against the one token of `xs`.
-#[allow(clippy::too_many_arguments)]
+/// Row `r` against the one token of `xs` (output `r`).
 #[inline(always)]
-unsafe fn stream_row(w: &[u8], row_bytes: usize, r: usize, xs: &[f32], k: usize, out: SyncOut, out_rows: usize) {
+unsafe fn stream_row(w: &[u8], row_bytes: usize, r: usize, xs: &[f32], k: usize, out: SyncOut) {
     let k8 = k / 8 * 8;
     let row = &w[r * row_bytes..r * row_bytes + 2 * k];
     // SAFETY: the caller runs with AVX2, FMA and F16C and bounds the row (2k bytes) and the
@@ -88,8 +87,8 @@ unsafe fn stream_row(w: &[u8], row_bytes: usize, r: usize, xs: &[f32], k: usize,
         }
         acc
     };
-    out.set(r, super::with_tail(hsum(acc), row, &xs[..k], k8));
-    let _ = out_rows;
+    // SAFETY: register-only folding; the caller runs with AVX2.
+    out.set(r, super::with_tail(unsafe { hsum(acc) }, row, &xs[..k], k8));
 }
 
 /// Rows `r0..r0 + R` by tokens `t0..t0 + T`, the tokens' first `k8` values interleaved in `x`

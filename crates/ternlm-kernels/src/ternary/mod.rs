@@ -11,9 +11,9 @@
 //!
 //! Decode (one token) streams the packed rows through [`Kernels::gemv_raw`], unpacking in
 //! registers. A few tokens (a short batch of decoding sequences, a speculative verification
-//! step of up to [`BATCH_MAX_TOKENS`] positions) stream the packed rows the same way once for
-//! all of them ([`Kernels::gemv_batch_raw`]), so such a step costs about what one token does
-//! while it stays bound by memory. Prefill (more tokens) either reads the 2-bit rows directly,
+//! step: up to [`BATCH_MAX_TOKENS`]) stream the packed rows the same way, once for all of
+//! them ([`Kernels::gemv_batch_raw`]): the weights are read from memory and unpacked once per
+//! step, however many tokens it carries. Prefill (more tokens) either reads the 2-bit rows directly,
 //! unpacking each group in registers once for a tile of tokens ([`Kernels::gemm_packed_raw`],
 //! AVX2), or unpacks a tile of rows once into codes and reuses it for every token
 //! ([`Kernels::gemm_raw`]: the scalar reference, AVX-512 and the 1.6-bit layout). The scalar
