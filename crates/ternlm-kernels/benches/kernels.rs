@@ -52,8 +52,9 @@ fn ternary(rows: usize, cols: usize) -> TernaryMatrix {
 }
 
 /// Ternary x int8: (rows, cols, tokens) = FFN up and down at decode, at a batch of 8 decoding
-/// sequences, and FFN up at pp128.
-#[divan::bench(args = [(FF, D, 1), (D, FF, 1), (FF, D, 8), (D, FF, 8), (FF, D, 128)], consts = [0, 1, 2])]
+/// sequences (or a speculative step of 8 positions), FFN up at 16 and 64 (the short-batch
+/// kernel's range) and at pp128 (the prefill tiles).
+#[divan::bench(args = [(FF, D, 1), (D, FF, 1), (FF, D, 8), (D, FF, 8), (FF, D, 16), (FF, D, 64), (FF, D, 128)], consts = [0, 1, 2])]
 fn ternary_gemm<const LEVEL: usize>(b: Bencher, (rows, cols, n): (usize, usize, usize)) {
     let Some(&level) = Isa::available().get(LEVEL) else { return };
     let m = ternary(rows, cols);
@@ -97,6 +98,22 @@ fn block_gemm8<const LEVEL: usize>(b: Bencher, kind: BlockKind) {
     let pool = pool();
     b.counter(BytesCount::new(m.bytes())).counter(ItemsCount::new(rows * D * n)).bench_local(|| {
         m.gemm_at(level, &pool, &acts, &mut out);
+        black_box(&out);
+    });
+}
+
+/// The F16 head against the positions of one speculative verification step (1 to 16): how
+/// its cost grows with the positions (the weights are read once per step).
+#[divan::bench(args = [1, 2, 4, 8, 16])]
+fn f16_head_positions(b: Bencher, n: usize) {
+    let rows = HEAD_ROWS;
+    let m = block_matrix(BlockKind::F16, rows);
+    let mut acts = PreparedActs::default();
+    m.prepare(&noise(n * D, 5), &mut acts);
+    let mut out = vec![0f32; n * rows];
+    let pool = pool();
+    b.counter(BytesCount::new(m.bytes())).counter(ItemsCount::new(rows * D * n)).bench_local(|| {
+        m.gemm(&pool, &acts, &mut out);
         black_box(&out);
     });
 }

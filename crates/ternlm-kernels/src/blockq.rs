@@ -238,6 +238,11 @@ impl BlockMatrix {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn rows_avx512(&self, rows: std::ops::Range<usize>, acts: &PreparedActs, out: SyncOut) {
+        if self.kind == BlockKind::F16 {
+            // SAFETY: the AVX-512 level implies AVX2, FMA and F16C (see `Isa::detect`).
+            unsafe { crate::f16_rows::avx512::gemm(self.data.bytes(), self.row_bytes, rows, &acts.float, self.cols, acts.quant.n, out, self.rows) };
+            return;
+        }
         match self.q32() {
             // SAFETY: this function runs with the AVX-512 level's features, all the kernel
             // needs; it checks its bounds itself.

@@ -10,11 +10,19 @@
 //! the activations' group sums ([`QuantActs::bsums`]) once per block.
 //!
 //! Decode (one token) streams the packed rows through [`Kernels::gemv_raw`], unpacking in
-//! registers. Prefill and batched decode (several tokens) either read the 2-bit rows directly,
+//! registers. A few tokens (a short batch of decoding sequences, a speculative verification
+//! step: up to [`BATCH_MAX_TOKENS`]) stream the packed rows the same way, once for all of
+//! them ([`Kernels::gemv_batch_raw`]): the weights are read from memory and unpacked once per
+//! step, however many tokens it carries. Prefill (more tokens) either reads the 2-bit rows directly,
 //! unpacking each group in registers once for a tile of tokens ([`Kernels::gemm_packed_raw`],
-//! AVX2), or unpack a tile of rows once into codes and reuse it for every token
+//! AVX2), or unpacks a tile of rows once into codes and reuses it for every token
 //! ([`Kernels::gemm_raw`]: the scalar reference, AVX-512 and the 1.6-bit layout). The scalar
 //! level is the reference the others are tested against.
+//!
+//! Every path computes a token's integer sums exactly and turns them into outputs with the
+//! same float operations in the same order, so a token's outputs are bit-identical whatever
+//! path and batch size compute them: greedy speculative verification and continuous batching
+//! rely on it.
 
 /// Calls `$tile::<R, T>(args...)` for a register tile of `$nr` rows (1 or 2) by `$nt` tokens
 /// (1 to 4), the shapes [`for_each_tile`] produces; each ISA level passes its own tile.
@@ -29,6 +37,23 @@ macro_rules! dispatch_tile {
             (_, 3) => $tile::<1, 3>($($arg),*),
             (_, 2) => $tile::<1, 2>($($arg),*),
             (_, _) => $tile::<1, 1>($($arg),*),
+        }
+    };
+}
+
+/// Calls `$kernel::<R, T>(args...)` for a register pass of `$r` rows over `$nt` tokens (1 to
+/// [`BATCH_PASS_TOKENS`]), the batch kernels' token groups.
+macro_rules! dispatch_tokens {
+    ($kernel:ident, $r:literal, $nt:expr, $($arg:expr),*) => {
+        match $nt {
+            8 => $kernel::<$r, 8>($($arg),*),
+            7 => $kernel::<$r, 7>($($arg),*),
+            6 => $kernel::<$r, 6>($($arg),*),
+            5 => $kernel::<$r, 5>($($arg),*),
+            4 => $kernel::<$r, 4>($($arg),*),
+            3 => $kernel::<$r, 3>($($arg),*),
+            2 => $kernel::<$r, 2>($($arg),*),
+            _ => $kernel::<$r, 1>($($arg),*),
         }
     };
 }
@@ -70,8 +95,16 @@ pub enum TernaryLayout {
 /// the output's lines ([`LineSplit`]), so no two threads write one line (a tile of 8 was
 /// measured much slower from that false sharing, as were 16-row tiles across lines).
 const GEMM_ROW_TILE: usize = 16;
-/// Fewer tokens than this go through the decode kernel, token by token.
+/// Fewer tokens than this go through the 1.6-bit decode kernel, token by token.
 const GEMM_MIN_TOKENS: usize = 4;
+/// Up to this many tokens stream the packed rows once for all of them
+/// ([`Kernels::gemv_batch_raw`]); more go through the prefill tiles. Measured at AVX-512 on
+/// 2B-4T shapes (one thread): the batch kernel takes 0.55x the time of the tiles over unpacked
+/// codes at 8 tokens, 0.75x at 64, and breaks even at 128, which stays with the tiles.
+const BATCH_MAX_TOKENS: usize = 64;
+/// Tokens a batch kernel carries in registers at once; more take further passes over the row
+/// while it is in L1.
+pub(crate) const BATCH_PASS_TOKENS: usize = 8;
 
 #[derive(Clone, Debug)]
 pub struct TernaryMatrix {
@@ -105,6 +138,11 @@ pub(crate) trait Kernels {
     /// The 1.6-bit layout's decode: `raw[r]` = `Σ code·x` over the first `kc16` columns
     /// (whole groups of [`GROUP16`]) of `n_rows` rows, one token.
     fn gemv16_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc16: usize, x: &[i8], raw: &mut [i32]);
+    /// A few tokens at once: `raw[(t * n_rows + r) * nb + b]` for `n_rows` rows in the 2-bit
+    /// layout (`row_bytes` apart) and `n_tok` tokens (`ldx` apart), streaming each row once
+    /// and applying every group to all the tokens while it is in registers.
+    #[allow(clippy::too_many_arguments)]
+    fn gemv_batch_raw(w: &[u8], row_bytes: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]);
     /// `raw[(t * n_rows + r) * nb + b]` for `n_rows` rows of unpacked codes (`ld` apart) and
     /// `n_tok` tokens (`ldx` apart).
     #[allow(clippy::too_many_arguments)]
@@ -365,18 +403,47 @@ impl TernaryMatrix {
         y / acts.inv[t]
     }
 
-    fn run<K: Kernels>(&self, pool: &ThreadPool, acts: &QuantActs, out: &mut [f32], (kc, block): (usize, usize)) {
-        let out_ptr = out;
-        let nb = if kc == 0 { 0 } else { kc / block };
-        let rb = self.row_bytes();
-        if acts.n < GEMM_MIN_TOKENS && self.layout == TernaryLayout::Bits1_6 {
-            self.decode16::<K>(pool, acts, out_ptr);
+    /// Writes the outputs of rows `r0..r0 + n_rows` for every token from their raw sums
+    /// (`raw[(t * n_rows + i) * nb + b]`) and ragged-tail sums (`tail(i, t)`). Every path
+    /// ends here, so a token's outputs come from the same float operations whatever path and
+    /// batch computed its (exact) integer sums.
+    #[allow(clippy::too_many_arguments)]
+    fn store(&self, out: SyncOut, acts: &QuantActs, r0: usize, n_rows: usize, raw: &[i32], nb: usize, kc: usize, block: usize, tail: impl Fn(usize, usize) -> i32) {
+        if nb == 1 && kc == self.cols && self.scales.len() == 1 {
+            // The common case (one scale, no ragged tail), without the general bookkeeping of
+            // `finish` (same arithmetic).
+            let scale = self.scales[0];
+            for t in 0..acts.n {
+                let (xsum, inv) = (acts.tsum[t], acts.inv[t]);
+                let raw = &raw[t * n_rows..(t + 1) * n_rows];
+                out.fill(t * self.rows + r0, n_rows, |i| (raw[i] - xsum) as f32 * scale / inv);
+            }
             return;
         }
-        let first_out = out_ptr.as_ptr();
-        let out = SyncOut::new(out_ptr);
-        if acts.n < GEMM_MIN_TOKENS {
-            let split = LineSplit::new(first_out, self.rows, pool.n_threads() * 16, 16);
+        for t in 0..acts.n {
+            for i in 0..n_rows {
+                let at = (t * n_rows + i) * nb;
+                out.set(t * self.rows + r0 + i, self.finish(r0 + i, t, &raw[at..at + nb], tail(i, t), acts, kc, block));
+            }
+        }
+    }
+
+    fn run<K: Kernels>(&self, pool: &ThreadPool, acts: &QuantActs, out: &mut [f32], (kc, block): (usize, usize)) {
+        let n = acts.n;
+        if n < GEMM_MIN_TOKENS && self.layout == TernaryLayout::Bits1_6 {
+            self.decode16::<K>(pool, acts, out);
+            return;
+        }
+        let nb = if kc == 0 { 0 } else { kc / block };
+        let rb = self.row_bytes();
+        let first_out = out.as_ptr();
+        let out = SyncOut::new(out);
+        // Decode and short batches: rows stream once, split among threads in runs of output
+        // lines.
+        let decode_split = || LineSplit::new(first_out, self.rows, pool.n_threads() * 16, 16);
+        let packed_tail = |w: &[u8], i: usize, t: usize| scalar::tail_dot(&w[i * rb + kc / 4..(i + 1) * rb], &acts.row(t)[kc..]);
+        if n == 1 {
+            let split = decode_split();
             pool.for_each(split.count(), &|p| {
                 let range = split.range(p);
                 if range.is_empty() {
@@ -384,82 +451,67 @@ impl TernaryMatrix {
                 }
                 SCRATCH.with_borrow_mut(|(_, raw)| {
                     raw.resize(range.len() * nb, 0);
-                    for t in 0..acts.n {
-                        let x = acts.row(t);
-                        let w = &self.packed[range.start * rb..range.end * rb];
-                        K::gemv_raw(w, rb, range.len(), kc, block, x, raw);
-                        if nb == 1 && kc == self.cols && self.scales.len() == 1 {
-                            // The common case (one scale, no ragged tail), without the general
-                            // bookkeeping of `finish` (same arithmetic).
-                            let (xsum, scale, inv) = (acts.tsum[t], self.scales[0], acts.inv[t]);
-                            let raw = &raw[..range.len()];
-                            out.fill(t * self.rows + range.start, range.len(), |i| (raw[i] - xsum) as f32 * scale / inv);
-                            continue;
-                        }
-                        for (i, r) in range.clone().enumerate() {
-                            let tail = scalar::tail_dot(&w[i * rb + kc / 4..(i + 1) * rb], &x[kc..]);
-                            out.set(t * self.rows + r, self.finish(r, t, &raw[i * nb..(i + 1) * nb], tail, acts, kc, block));
-                        }
-                    }
+                    let w = &self.packed[range.start * rb..range.end * rb];
+                    K::gemv_raw(w, rb, range.len(), kc, block, acts.row(0), raw);
+                    self.store(out, acts, range.start, range.len(), raw, nb, kc, block, |i, t| packed_tail(w, i, t));
                 });
             });
             return;
         }
-        let tiles = LineSplit::new(first_out, self.rows, self.rows.div_ceil(GEMM_ROW_TILE), GEMM_ROW_TILE);
-        // Rows of codes and of activations start on cache lines, so no 32-byte load splits.
+        // Rows of codes and of activations start on cache lines, so no vector load splits.
         let ld = self.cols.next_multiple_of(64);
         ACTS.with_borrow_mut(|xa| {
-            xa.resize(acts.n * ld);
+            xa.resize(n * ld);
             for (t, dst) in xa.as_mut_slice().chunks_exact_mut(ld).enumerate() {
                 for (d, &q) in dst.iter_mut().zip(acts.row(t)) {
                     *d = q as u8;
                 }
             }
             // SAFETY: i8 and u8 have the same size and alignment; any byte is a valid i8.
-            let xs: &[i8] = unsafe { std::slice::from_raw_parts(xa.as_slice().as_ptr() as *const i8, acts.n * ld) };
+            let xs: &[i8] = unsafe { std::slice::from_raw_parts(xa.as_slice().as_ptr() as *const i8, n * ld) };
+            if n <= BATCH_MAX_TOKENS && self.layout == TernaryLayout::Bits2 {
+                let split = decode_split();
+                pool.for_each(split.count(), &|p| {
+                    let range = split.range(p);
+                    if range.is_empty() {
+                        return;
+                    }
+                    SCRATCH.with_borrow_mut(|(_, raw)| {
+                        raw.resize(range.len() * n * nb, 0);
+                        let w = &self.packed[range.start * rb..range.end * rb];
+                        K::gemv_batch_raw(w, rb, range.len(), xs, ld, n, kc, block, raw);
+                        self.store(out, acts, range.start, range.len(), raw, nb, kc, block, |i, t| packed_tail(w, i, t));
+                    });
+                });
+                return;
+            }
+            let tiles = LineSplit::new(first_out, self.rows, self.rows.div_ceil(GEMM_ROW_TILE), GEMM_ROW_TILE);
             let packed = K::PACKED_GEMM && self.layout == TernaryLayout::Bits2;
             pool.for_each(tiles.count(), &|tile| {
                 let rows = tiles.range(tile);
                 let (r0, n_rows) = (rows.start, rows.len());
-                for t in 0..acts.n {
+                for t in 0..n {
                     out.prefetch(t * self.rows + r0);
                 }
                 SCRATCH.with_borrow_mut(|(codes, raw)| {
-                    raw.resize(GEMM_ROW_TILE * acts.n * nb, 0);
-                    let raw = &mut raw[..n_rows * acts.n * nb];
+                    raw.resize(GEMM_ROW_TILE * n * nb, 0);
+                    let raw = &mut raw[..n_rows * n * nb];
                     let w = &self.packed[r0 * rb..(r0 + n_rows) * rb];
                     if packed {
-                        K::gemm_packed_raw(w, rb, n_rows, xs, ld, acts.n, kc, block, raw);
+                        K::gemm_packed_raw(w, rb, n_rows, xs, ld, n, kc, block, raw);
+                        self.store(out, acts, r0, n_rows, raw, nb, kc, block, |i, t| packed_tail(w, i, t));
                     } else {
                         codes.resize(GEMM_ROW_TILE * ld);
                         let codes = codes.as_mut_slice();
                         for i in 0..n_rows {
                             self.row_codes(r0 + i, &mut codes[i * ld..i * ld + self.cols]);
                         }
-                        K::gemm_raw(codes, ld, n_rows, xs, ld, acts.n, kc, block, raw);
-                    }
-                    if nb == 1 && kc == self.cols && self.scales.len() == 1 {
-                        // As in decode: the common case without `finish`'s bookkeeping.
-                        let scale = self.scales[0];
-                        for t in 0..acts.n {
-                            let (xsum, inv) = (acts.tsum[t], acts.inv[t]);
-                            let raw = &raw[t * n_rows..(t + 1) * n_rows];
-                            out.fill(t * self.rows + r0, n_rows, |i| (raw[i] - xsum) as f32 * scale / inv);
-                        }
-                        return;
-                    }
-                    for t in 0..acts.n {
-                        let x = acts.row(t);
-                        for i in 0..n_rows {
-                            let tail = if packed {
-                                scalar::tail_dot(&w[i * rb + kc / 4..(i + 1) * rb], &x[kc..])
-                            } else {
-                                let c = &codes.as_slice()[i * ld + kc..i * ld + self.cols];
-                                c.iter().zip(&x[kc..]).map(|(&c, &q)| i32::from(c) * i32::from(q)).sum()
-                            };
-                            let at = (t * n_rows + i) * nb;
-                            out.set(t * self.rows + r0 + i, self.finish(r0 + i, t, &raw[at..at + nb], tail, acts, kc, block));
-                        }
+                        K::gemm_raw(codes, ld, n_rows, xs, ld, n, kc, block, raw);
+                        let codes_tail = |i: usize, t: usize| {
+                            let c = &codes[i * ld + kc..i * ld + self.cols];
+                            c.iter().zip(&acts.row(t)[kc..]).map(|(&c, &q)| i32::from(c) * i32::from(q)).sum()
+                        };
+                        self.store(out, acts, r0, n_rows, raw, nb, kc, block, codes_tail);
                     }
                 });
             });
@@ -524,6 +576,28 @@ impl TernaryMatrix {
 pub(crate) fn check_gemv(w: &[u8], row_bytes: usize, n_rows: usize, kc: usize, block: usize, x: &[i8], raw: &[i32]) {
     assert!(w.len() >= n_rows.saturating_sub(1) * row_bytes + kc / 4 && x.len() >= kc && raw.len() >= n_rows * (kc / block));
     assert!(row_bytes >= kc / 4 && block.is_multiple_of(GROUP) && kc.is_multiple_of(block));
+}
+
+/// The bounds every SIMD batch kernel relies on: those of [`check_gemv`] for the rows, `n_tok`
+/// tokens `ldx` apart, `raw` room for every token's rows.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_batch(w: &[u8], row_bytes: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &[i32]) {
+    check_gemv(w, row_bytes, n_rows, kc, block, xs, raw);
+    assert!(n_tok == 0 || xs.len() >= (n_tok - 1) * ldx + kc);
+    assert!(raw.len() >= n_rows * n_tok * (kc / block));
+}
+
+/// Splits `n_tok` tokens into register passes of at most [`BATCH_PASS_TOKENS`], as even as
+/// they go (9 tokens are 5 + 4, not 8 + 1: each pass unpacks the row again, and a short pass
+/// pays that for few tokens), calling `pass(t0, nt)`.
+pub(crate) fn for_each_pass(n_tok: usize, mut pass: impl FnMut(usize, usize)) {
+    let passes = n_tok.div_ceil(BATCH_PASS_TOKENS);
+    let mut t0 = 0;
+    for p in 0..passes {
+        let nt = n_tok / passes + usize::from(p < n_tok % passes);
+        pass(t0, nt);
+        t0 += nt;
+    }
 }
 
 /// The bounds every SIMD prefill kernel relies on (`step`: columns per vector step).

@@ -31,6 +31,34 @@ impl Kernels for Scalar {
         }
     }
 
+    fn gemv_batch_raw(w: &[u8], row_bytes: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]) {
+        let nb = kc / block;
+        for r in 0..n_rows {
+            let row = &w[r * row_bytes..];
+            for b in 0..nb {
+                let mut sums = [0i32; super::BATCH_PASS_TOKENS];
+                super::for_each_pass(n_tok, |t0, nt| {
+                    let sums = &mut sums[..nt];
+                    sums.fill(0);
+                    for g in b * block / GROUP..(b + 1) * block / GROUP {
+                        for (j, &byte) in row[g * 32..g * 32 + 32].iter().enumerate() {
+                            for s in 0..4 {
+                                // Each code is unpacked once and meets every token of the pass.
+                                let code = i32::from((byte >> (2 * s)) & 3);
+                                for (t, sum) in sums.iter_mut().enumerate() {
+                                    *sum += code * i32::from(xs[(t0 + t) * ldx + g * GROUP + 32 * s + j]);
+                                }
+                            }
+                        }
+                    }
+                    for (t, &sum) in sums.iter().enumerate() {
+                        raw[((t0 + t) * n_rows + r) * nb + b] = sum;
+                    }
+                });
+            }
+        }
+    }
+
     fn gemv16_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc16: usize, x: &[i8], raw: &mut [i32]) {
         for (r, out) in raw.iter_mut().enumerate().take(n_rows) {
             let row = &w[r * row_bytes..];

@@ -24,6 +24,37 @@ fn pack(trits: &[i8], rows: usize, cols: usize) -> Vec<u8> {
     packed
 }
 
+/// The batch kernel of `level`.
+#[allow(clippy::too_many_arguments)]
+fn gemv_batch_raw_at(level: Isa, w: &[u8], row_bytes: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]) {
+    match level {
+        Isa::Scalar => scalar::Scalar::gemv_batch_raw(w, row_bytes, n_rows, xs, ldx, n_tok, kc, block, raw),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::Avx2::gemv_batch_raw(w, row_bytes, n_rows, xs, ldx, n_tok, kc, block, raw),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => avx512::Avx512::gemv_batch_raw(w, row_bytes, n_rows, xs, ldx, n_tok, kc, block, raw),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn token_passes_are_even_and_cover_every_token() {
+    for n in 0..=40 {
+        let mut passes = Vec::new();
+        for_each_pass(n, |t0, nt| passes.push((t0, nt)));
+        let mut next = 0;
+        for &(t0, nt) in &passes {
+            assert!(t0 == next && (1..=BATCH_PASS_TOKENS).contains(&nt), "{n}: {passes:?}");
+            next += nt;
+        }
+        assert_eq!(next, n);
+        assert_eq!(passes.len(), n.div_ceil(BATCH_PASS_TOKENS));
+        let sizes: Vec<usize> = passes.iter().map(|p| p.1).collect();
+        assert!(sizes.iter().max().unwrap_or(&0) - sizes.iter().min().unwrap_or(&0) <= 1, "{n}: {passes:?}");
+    }
+}
+
 #[test]
 fn gemm_matches_float_math_on_a_small_case() {
     let (rows, cols) = (3, 8);
@@ -125,7 +156,7 @@ fn raw_kernels_survive_extreme_values() {
     let (rows, kc) = (5, 4096 + 256);
     let codes = vec![2u8; rows * kc];
     let packed = vec![0b10_10_10_10u8; rows * kc / 4];
-    let xs = vec![-128i8; 4 * kc];
+    let xs = vec![-128i8; 11 * kc];
     for level in Isa::available() {
         let mut raw = vec![0i32; rows];
         match level {
@@ -161,6 +192,10 @@ fn raw_kernels_survive_extreme_values() {
             _ => unreachable!(),
         }
         assert!(raw.iter().all(|&v| v == -256 * kc as i32), "{level:?} packed gemm: {raw:?}");
+        // Short batches (two passes of the token registers).
+        let mut raw = vec![0i32; rows * 11];
+        gemv_batch_raw_at(level, &packed, kc / 4, rows, &xs, kc, 11, kc, kc, &mut raw);
+        assert!(raw.iter().all(|&v| v == -256 * kc as i32), "{level:?} batch: {raw:?}");
         // 1.6-bit: byte 255 holds five 2s.
         let kc16 = 30 * GROUP16;
         let dense = vec![255u8; rows * kc16 / 5];
@@ -182,8 +217,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
     /// Every ISA level gives bit-identical outputs to the scalar level, which equals the
     /// definition `Σ_b scale[r,b] · Σ_{i∈b} t·q / s`; shapes cover ragged column tails, row
-    /// counts that do not fill a tile, decode (n < 4) and prefill (n >= 4) token counts,
-    /// a shared scale, group-aligned per-block scales and unaligned ones.
+    /// counts that do not fill a tile, decode (n = 1), short-batch (n ≤ 16) and prefill token
+    /// counts, a shared scale, group-aligned per-block scales and unaligned ones.
     #[test]
     fn every_level_matches_the_definition(
         rows in 1usize..21,
@@ -192,7 +227,8 @@ proptest! {
         scales_kind in 0u8..3,
         unaligned_block in prop::sample::select(vec![4usize, 8, 32]),
         aligned_block in prop::sample::select(vec![128usize, 256]),
-        n in 1usize..11,
+        // Decode, short batches and (past BATCH_MAX_TOKENS) the prefill tiles.
+        n in prop_oneof![1usize..21, BATCH_MAX_TOKENS - 3..BATCH_MAX_TOKENS + 5],
         seed in any::<u64>(),
     ) {
         let mut next = xorshift(seed);
@@ -237,6 +273,86 @@ proptest! {
             if let Some(d) = &dense {
                 d.gemm_at(level, &pool, &acts, &mut out);
                 prop_assert_eq!(&out, &reference, "{:?} differs from scalar in the 1.6-bit layout", level);
+            }
+        }
+    }
+
+    /// The batch kernel of every level gives bit for bit the scalar reference's sums, which
+    /// are decode's (the scalar `gemv_raw`) token by token: random rows, groups, scale blocks,
+    /// token counts across several register passes, and token strides wider than a row.
+    #[test]
+    fn batch_kernels_match_decode_sums(
+        rows in 1usize..7,
+        blocks in 1usize..4,
+        gpb in 1usize..20,
+        n_tok in 1usize..21,
+        pad in 0usize..3,
+        seed in any::<u64>(),
+    ) {
+        let mut next = xorshift(seed);
+        let (block, kc) = (gpb * GROUP, blocks * gpb * GROUP);
+        // A ragged tail after the groups, which the kernels must leave alone.
+        let row_bytes = kc / 4 + 4 * pad;
+        let w: Vec<u8> = (0..rows * row_bytes).map(|_| [0b00u8, 0b01, 0b10][(next() % 3) as usize] | [0u8, 4, 8][(next() % 3) as usize] | [0u8, 16, 32][(next() % 3) as usize] | [0u8, 64, 128][(next() % 3) as usize]).collect();
+        let ldx = kc + 64 * pad;
+        let xs: Vec<i8> = (0..n_tok * ldx).map(|_| next() as i8).collect();
+        let nb = kc / block;
+        let mut want = vec![0i32; n_tok * rows * nb];
+        let mut one = vec![0i32; rows * nb];
+        for t in 0..n_tok {
+            scalar::Scalar::gemv_raw(&w, row_bytes, rows, kc, block, &xs[t * ldx..], &mut one);
+            want[t * rows * nb..(t + 1) * rows * nb].copy_from_slice(&one);
+        }
+        for level in Isa::available() {
+            let mut raw = vec![0i32; n_tok * rows * nb];
+            gemv_batch_raw_at(level, &w, row_bytes, rows, &xs, ldx, n_tok, kc, block, &mut raw);
+            prop_assert_eq!(&raw, &want, "{:?}", level);
+        }
+    }
+
+    /// A token's outputs do not depend on the batch it is computed in: each of `k` tokens
+    /// (decode, short batches and prefill tiles) computed alone and within the batch,
+    /// at every level, in both layouts, with shared, per-block and unaligned scales, must agree
+    /// bit for bit (lossless speculative decoding and continuous batching rely on it).
+    #[test]
+    fn a_tokens_outputs_do_not_depend_on_its_batch(
+        rows in 1usize..40,
+        groups in 0usize..25,
+        // Half the shapes without a ragged tail: one shared scale then takes the fast path.
+        tail in prop_oneof![Just(0usize), 0usize..32],
+        scales_kind in 0u8..3,
+        // 1 to 20 (decode and short batches), sometimes across BATCH_MAX_TOKENS into the tiles.
+        k in prop_oneof![4 => 1usize..21, 1 => BATCH_MAX_TOKENS - 3..BATCH_MAX_TOKENS + 5],
+        seed in any::<u64>(),
+    ) {
+        let mut next = xorshift(seed);
+        let (cols, block_len) = match scales_kind {
+            0 => ((groups * GROUP + tail * 4).max(4), 0),
+            1 => (groups.max(1).next_multiple_of(2) * GROUP, 2 * GROUP),
+            _ => (((groups * GROUP + tail * 4) / 32).max(1) * 32, 32),
+        };
+        let block_len = if block_len == 0 { cols } else { block_len };
+        let trits: Vec<i8> = (0..rows * cols).map(|_| (next() % 3) as i8 - 1).collect();
+        let scales: Vec<f32> = if scales_kind == 0 { vec![0.37] } else { (0..rows * cols / block_len).map(|_| (next() % 1000) as f32 / 997.0 + 0.01).collect() };
+        let m = TernaryMatrix::from_parts(rows, cols, pack(&trits, rows, cols), block_len, scales).unwrap();
+        let x: Vec<f32> = (0..k * cols).map(|_| (next() % 2001) as f32 / 100.0 - 10.0).collect();
+        let mut acts = QuantActs::default();
+        acts.quantize(ActFormat::PerToken, &x, cols);
+        let pool = ThreadPool::new(2);
+        let mut layouts = vec![m.clone()];
+        layouts.extend(m.relayout(&pool, TernaryLayout::Bits1_6));
+        for level in Isa::available() {
+            for m in &layouts {
+                let mut batch = vec![0f32; k * rows];
+                m.gemm_at(level, &pool, &acts, &mut batch);
+                for t in 0..k {
+                    let mut alone = QuantActs::default();
+                    alone.quantize(ActFormat::PerToken, &x[t * cols..(t + 1) * cols], cols);
+                    let mut out = vec![0f32; rows];
+                    m.gemm_at(level, &pool, &alone, &mut out);
+                    let same = out.iter().zip(&batch[t * rows..(t + 1) * rows]).all(|(a, b)| a.to_bits() == b.to_bits());
+                    prop_assert!(same, "{:?} {:?}, token {} of {}: {:?} alone, {:?} in the batch", level, m.layout(), t, k, out, &batch[t * rows..(t + 1) * rows]);
+                }
             }
         }
     }
