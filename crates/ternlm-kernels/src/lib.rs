@@ -23,10 +23,6 @@ pub mod aligned;
 pub mod attention;
 pub mod bandwidth;
 pub mod blockq;
-#[cfg(target_arch = "x86_64")]
-mod blockq_avx2;
-#[cfg(target_arch = "x86_64")]
-mod blockq_avx512;
 pub mod f16_ops;
 mod f16_rows;
 pub mod huge_buf;

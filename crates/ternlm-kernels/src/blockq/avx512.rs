@@ -2,14 +2,14 @@
 //! run at the AVX2 level). `vpdpbusd` on 256-bit vectors multiplies unsigned bytes by signed
 //! ones and adds each group of four into an int32 lane: the lanes `maddubs` + `madd` give
 //! (exact sums of the same products, with no int16 stage), in one instruction instead of two.
-//! Everything around the lanes is the AVX2 level's code ([`crate::blockq_avx2::q32_rows`]),
+//! Everything around the lanes is the AVX2 level's code ([`super::avx2::q32_rows`]),
 //! compiled here with AVX-512 VL, whose 32 vector registers hold the batch kernel's 16
 //! accumulators and whose broadcast operands fold each token's scale into its FMA.
 
 use std::arch::x86_64::*;
 
+use super::avx2::{Q32, Q32Dot, Unpacked, q32_rows};
 use crate::act_quant::QuantActs;
-use crate::blockq_avx2::{Q32, Q32Dot, Unpacked, q32_rows};
 use crate::sync_out::SyncOut;
 
 pub(crate) struct Vnni;

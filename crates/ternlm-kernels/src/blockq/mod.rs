@@ -3,6 +3,11 @@
 //! Q4_0 and Q8_0 with Q8_0, Q4_1 with Q8_1, Q4_K and Q6_K with Q8_K; F16 and BF16 weights
 //! meet activations rounded to the same type; F32 is plain.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -198,7 +203,7 @@ impl BlockMatrix {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn rows_avx2(&self, rows: std::ops::Range<usize>, acts: &PreparedActs, out: SyncOut) {
-        use crate::blockq_avx2 as k;
+        use avx2 as k;
         let q = &acts.quant;
         if let Some(kind) = self.q32() {
             // SAFETY: this function runs with AVX2, FMA and F16C enabled; the kernel checks
@@ -246,7 +251,7 @@ impl BlockMatrix {
         match self.q32() {
             // SAFETY: this function runs with the AVX-512 level's features, all the kernel
             // needs; it checks its bounds itself.
-            Some(kind) => unsafe { crate::blockq_avx512::q32_rows_avx512(kind, self.data.bytes(), self.row_bytes, rows, &acts.quant, out, self.rows) },
+            Some(kind) => unsafe { avx512::q32_rows_avx512(kind, self.data.bytes(), self.row_bytes, rows, &acts.quant, out, self.rows) },
             // SAFETY: the AVX-512 level implies AVX2, FMA and F16C (see `Isa::detect`).
             None => unsafe { self.rows_avx2(rows, acts, out) },
         }
@@ -254,8 +259,8 @@ impl BlockMatrix {
 
     /// The hand-written kernels' name for this matrix's type, if it is a 32-wide block type.
     #[cfg(target_arch = "x86_64")]
-    fn q32(&self) -> Option<crate::blockq_avx2::Q32> {
-        use crate::blockq_avx2::Q32;
+    fn q32(&self) -> Option<avx2::Q32> {
+        use avx2::Q32;
         match self.kind {
             BlockKind::Q4_0 => Some(Q32::Q4_0),
             BlockKind::Q4_1 => Some(Q32::Q4_1),

@@ -4,7 +4,7 @@
 //! exact, and the float accumulation follows ggml's AVX2 lane order (see `blockq::lanes8`).
 //!
 //! The 32-wide types (Q4_0, Q4_1, Q8_0) have two kernels, both generic over how a level forms
-//! a block's integer lanes ([`Q32Dot`]; the AVX-512 level's is in `blockq_avx512`): one for
+//! a block's integer lanes ([`Q32Dot`]; the AVX-512 level's is in `blockq::avx512`): one for
 //! decode and the smallest batches, several rows at a time to hide FMA latency, and one for
 //! batches, each block unpacked once for up to 16 tokens. Batches are bound by arithmetic:
 //! per token and block there is one integer dot product, one conversion and one FMA that the
