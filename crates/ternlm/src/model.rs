@@ -313,16 +313,20 @@ impl Model {
         self.draft.as_deref()
     }
 
-    /// Time each drafted token adds to a step, relative to a plain one-token step: the
-    /// measured cost of a verified position, plus, with a draft model, its own step per
-    /// drafted token.
-    pub(crate) fn draft_cost(&self) -> f64 {
+    /// `costs[p]` for `p` in `0..=max`: the time of a step that feeds `p` positions (the
+    /// sampled token and `p - 1` drafted ones) relative to a plain one-token step, as
+    /// measured; with a draft model, plus its own step per drafted token.
+    pub(crate) fn draft_costs(&self, max: usize) -> Vec<f64> {
         let drafting = match (&self.draft, self.step_cost.one_step()) {
             (Some(d), Some(one)) if one > 0.0 => d.step_cost.one_step().map_or(0.0, |t| t / one),
             (Some(d), _) => d.weight_bytes_per_step() as f64 / self.weight_bytes_per_step().max(1) as f64,
             (None, _) => 0.0,
         };
-        self.step_cost.per_position() + drafting
+        let mut costs = self.step_cost.relative(max);
+        for (p, c) in costs.iter_mut().enumerate().skip(2) {
+            *c += drafting * (p - 1) as f64;
+        }
+        costs
     }
 
     pub(crate) fn step_cost(&self) -> &StepCost {

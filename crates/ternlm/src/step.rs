@@ -215,7 +215,7 @@ impl Model {
         // (sequence, draft length) of those drafting with the draft model.
         let mut by_model: Vec<(usize, usize)> = Vec::new();
         // Measured only when some sequence drafts: plain decoding takes no lock for it.
-        let mut cost = None;
+        let mut costs: Vec<f64> = Vec::new();
         for (i, s) in seqs.iter_mut().enumerate() {
             let n_ctx = s.kv.n_ctx();
             let held = s.tokens.len();
@@ -227,7 +227,11 @@ impl Model {
             // Room in the context after the fed token, and no more than may still be emitted.
             let room = n_ctx.saturating_sub(held + 1).min(g.params.max_tokens.saturating_sub(g.generated.len() + 1));
             let spec = g.params.speculate;
-            let k = g.control.length(spec.draft_max.min(room), *cost.get_or_insert_with(|| self.draft_cost())).max(spec.draft_min.min(spec.draft_max).min(room));
+            let max = spec.draft_max.min(room);
+            if costs.len() < max + 2 {
+                costs = self.draft_costs(max + 1);
+            }
+            let k = g.control.length(&costs[..max + 2]).max(spec.draft_min.min(max));
             if k == 0 {
                 continue;
             }
