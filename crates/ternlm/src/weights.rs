@@ -135,7 +135,7 @@ impl Weights {
         if opts.ternary_layout != crate::TernaryLayout::Bits2 {
             for l in &mut layers {
                 for m in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down] {
-                    m.relayout(pool, opts.ternary_layout);
+                    m.relayout(pool, opts.ternary_layout.into());
                 }
             }
         }
