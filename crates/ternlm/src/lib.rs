@@ -40,7 +40,7 @@ pub use chat::{ChatTemplate, Message};
 pub use config::Config;
 pub use error::{ModelError, Result};
 pub use file_info::{ModelFileInfo, TensorTypeCount};
-pub use model::{LoadOptions, Model, RenderedChat, TernaryLayout, default_threads, open_model_file, usable_cpus};
+pub use model::{LoadOptions, Model, RenderedChat, TernaryLayout, default_threads, usable_cpus};
 pub use sampler::{Sampler, SamplerConfig};
 pub use sequence::{GenerateParams, SeqEvent, Sequence, StopReason, TokenInfo};
 pub use session::{Generation, Session};

@@ -101,7 +101,7 @@ fn physical_cores() -> Option<usize> {
 /// folder, the GGUF image it converts to in memory (on `threads` threads), by the same code
 /// as `ternlm convert`, ternary linears kept lossless (I2_S, one f32 scale per matrix). The
 /// checkpoint's own pages are unmapped once the image is built.
-pub fn open_model_file(path: &Path, threads: usize) -> Result<GgufFile> {
+pub(crate) fn open_model_file(path: &Path, threads: usize) -> Result<GgufFile> {
     if crate::hf::is_checkpoint_dir(path) {
         let conv = crate::hf::Conversion::plan(path, &crate::hf::ConvertOptions::for_loading())?;
         return conv.to_gguf(threads.max(1));

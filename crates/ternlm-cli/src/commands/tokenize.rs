@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use ternlm::Tokenizer;
+use ternlm::ModelFileInfo;
 
 use super::read_stdin;
 use crate::cli::TokenizeArgs;
@@ -16,8 +16,8 @@ use crate::out::outln;
 
 pub fn tokenize(args: TokenizeArgs) -> Result<ExitCode> {
     let path = model_path(args.model.as_deref())?;
-    let file = naming_path(ternlm::open_model_file(&path, ternlm::default_threads()), "reading", &path)?;
-    let tok = Tokenizer::from_metadata(&file)?;
+    let info = naming_path(ModelFileInfo::open(&path, ternlm::default_threads()), "reading", &path)?;
+    let tok = info.tokenizer()?;
     let text = match (&args.text, &args.file) {
         (Some(t), _) => t.clone(),
         (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod tensors;
+#[cfg(feature = "test-support")]
 pub mod tiny;
 pub mod tokenizer;
 
