@@ -301,6 +301,9 @@ pub struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// List the GPU devices ternlm can see (no model needed); with --json, a JSON list.
+    #[arg(long, conflicts_with_all = ["model", "model_flag"])]
+    pub devices: bool,
 }
 
 #[derive(Args, Debug)]

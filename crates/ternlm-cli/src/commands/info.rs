@@ -1,5 +1,6 @@
 //! `ternlm info`: what a model file holds, read from its header and tokenizer only (weights
-//! are not loaded, so this is fast even for large files).
+//! are not loaded, so this is fast even for large files); `ternlm info --devices`: the GPU
+//! devices ternlm can see.
 
 use std::process::ExitCode;
 
@@ -13,6 +14,9 @@ use crate::load::{model_path, naming_path};
 use crate::out::outln;
 
 pub fn info(args: InfoArgs) -> Result<ExitCode> {
+    if args.devices {
+        return devices(args.json);
+    }
     let arg = args.model.as_deref().or(args.model_flag.as_deref());
     let path = model_path(arg)?;
     // A checkpoint folder is described as the GGUF it loads as (which converts it).
@@ -72,6 +76,27 @@ pub fn info(args: InfoArgs) -> Result<ExitCode> {
     match template {
         Some(t) => outln!("chat template: {} chars\n{t}", t.len())?,
         None => outln!("chat template: none")?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ternlm info --devices`: one line per device, or a JSON list. No device is not an error:
+/// the list is empty and the text says why that may be.
+fn devices(json: bool) -> Result<ExitCode> {
+    let devices = ternlm::devices();
+    if json {
+        outln!("{}", serde_json::to_string(&devices)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if devices.is_empty() {
+        outln!("no GPU devices found (a Vulkan driver is needed on Linux and Windows; TERNLM_GPU=off or WGPU_BACKEND=none hide them)")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("{:<5} {:<40} {:<8} {:<7} {:<11} {:>10}  {:<8} {:<4} {}", "index", "name", "vendor", "backend", "type", "memory", "int8 dot", "f16", "software")?;
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    for d in &devices {
+        let memory = d.memory_bytes.map(human_bytes).unwrap_or_else(|| "?".into());
+        outln!("{:<5} {:<40} {:<8} {:<7} {:<11} {:>10}  {:<8} {:<4} {}", d.index, d.name, d.vendor, d.backend, d.device_type, memory, yes(d.int8_dot), yes(d.f16), yes(d.software))?;
     }
     Ok(ExitCode::SUCCESS)
 }

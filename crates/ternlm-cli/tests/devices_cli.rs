@@ -1,0 +1,68 @@
+//! `ternlm info --devices`: needs no model, prints a table or (`--json`) a JSON list of
+//! devices with the contract fields; an empty list is fine where there is no adapter (CI
+//! without lavapipe, or adapters hidden with `TERNLM_GPU=off`).
+
+mod common;
+
+use std::path::Path;
+
+use common::{run_ternlm, text};
+
+/// Says loudly that a test ran without a device (stderr directly: the harness captures
+/// `eprintln!` and hides it for a passing test).
+fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: no adapter ({why})");
+}
+
+const FIELDS: [&str; 6] = ["index", "name", "vendor", "backend", "device_type", "memory_bytes"];
+
+fn devices_json(env: &[(&str, &Path)]) -> Vec<serde_json::Value> {
+    let o = run_ternlm(&["info", "--devices", "--json"], None, env);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&o.stdout)));
+    v.as_array().unwrap_or_else(|| panic!("not a list: {v}")).clone()
+}
+
+#[test]
+fn devices_json_is_a_list_with_the_contract_fields() {
+    let list = devices_json(&[]);
+    if list.is_empty() {
+        skipped("the device list is empty; only its shape was checked");
+    }
+    for (i, d) in list.iter().enumerate() {
+        for f in FIELDS {
+            assert!(d.get(f).is_some(), "device {i} lacks {f}: {d}");
+        }
+        assert_eq!(d["index"], i);
+        assert!(d["name"].as_str().is_some_and(|s| !s.is_empty()), "{d}");
+        assert!(["vulkan", "metal", "dx12", "gl", "other"].contains(&d["backend"].as_str().unwrap_or("")), "{d}");
+        assert!(["discrete", "integrated", "virtual", "cpu", "other"].contains(&d["device_type"].as_str().unwrap_or("")), "{d}");
+        assert!(d["memory_bytes"].is_null() || d["memory_bytes"].as_u64().is_some(), "{d}");
+    }
+}
+
+#[test]
+fn hidden_devices_are_an_empty_list_and_a_plain_sentence() {
+    let off: &[(&str, &Path)] = &[("TERNLM_GPU", Path::new("off"))];
+    assert!(devices_json(off).is_empty());
+    let o = run_ternlm(&["info", "--devices"], None, off);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    assert!(text(&o.stdout).starts_with("no GPU devices found"), "{}", text(&o.stdout));
+}
+
+#[test]
+fn devices_table_has_a_line_per_device() {
+    let n = devices_json(&[]).len();
+    let o = run_ternlm(&["info", "--devices"], None, &[]);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let out = text(&o.stdout);
+    if n == 0 {
+        skipped("checked the empty-list sentence only");
+        assert!(out.starts_with("no GPU devices found"), "{out}");
+        return;
+    }
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), n + 1, "{out}");
+    assert!(lines[0].starts_with("index") && lines[0].contains("backend") && lines[0].contains("memory"), "{out}");
+}
