@@ -30,6 +30,7 @@ pub struct Gpu {
     pub(crate) quant: wgpu::ComputePipeline,
     pub(crate) gemv: wgpu::ComputePipeline,
     pub(crate) rms: wgpu::ComputePipeline,
+    pub(crate) block: crate::blockq::BlockPipelines,
 }
 
 impl Gpu {
@@ -95,9 +96,10 @@ impl Gpu {
         let quant = pipeline(&module("quant_per_token", QUANT_WGSL), "quantize");
         let gemv = pipeline(&module("gemv_ternary", GEMV_WGSL), "gemv");
         let rms = pipeline(&module("rms_norm", RMS_WGSL), "rms_norm");
+        let block = crate::blockq::BlockPipelines::new(&device);
         scope.pop()?;
         let binding_limit = adapter_binding_limit(&limits);
-        let gpu = Gpu { device, queue, info, limits, binding_limit, lost, uncaptured, quant, gemv, rms };
+        let gpu = Gpu { device, queue, info, limits, binding_limit, lost, uncaptured, quant, gemv, rms, block };
         gpu.check()?;
         Ok(gpu)
     }

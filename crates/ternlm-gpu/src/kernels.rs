@@ -19,6 +19,14 @@ pub struct GpuVec {
 }
 
 impl GpuVec {
+    pub(crate) fn from_parts(buf: wgpu::Buffer, len: usize) -> GpuVec {
+        GpuVec { buf, len }
+    }
+
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -8,6 +8,11 @@
 //! - [`Gpu::gemv`]: one token through a [`GpuTernary`] in ternlm's packed 2-bit layout, equal
 //!   to `TernaryMatrix::gemm` (integer sums exact, then the CPU's float operations in the CPU's
 //!   order);
+//! - [`Gpu::gemv_block`]: one token through a [`GpuBlockMatrix`] of ggml Q8_0, Q4_0, Q4_1,
+//!   Q6_K or F16 weights (GGUF bytes repacked at upload, activations prepared by
+//!   [`Gpu::prepare_block_acts`] or uploaded from the host), equal to `BlockMatrix::gemm` at
+//!   `Isa::Scalar` (module `blockq`: the CPU's fused multiply-adds and F16's f64 tail are
+//!   emulated exactly);
 //! - [`Gpu::rms_norm`]: `ternlm_kernels::ops::rms_norm` within a few ULP (the CPU sums in f64,
 //!   WGSL has no f64).
 //!
@@ -28,10 +33,12 @@
 //! [`GpuError::NoAdapter`]; the tests use that to check that they say `skipped: no adapter`.
 
 mod adapters;
+mod blockq;
 mod device;
 mod kernels;
 
 pub use adapters::{AdapterInfo, Backend, DeviceType, adapters};
+pub use blockq::{GpuBlockActs, GpuBlockKind, GpuBlockMatrix, HostBlockActs};
 pub use device::Gpu;
 pub use kernels::{GpuActs, GpuTernary, GpuVec, HostActs};
 

@@ -1,0 +1,407 @@
+//! One-token GEMV for ggml's block-quantized (Q8_0, Q4_0, Q4_1, Q6_K) and F16 weights
+//! (output heads, SmolLM2's layers), the device twin of
+//! `ternlm_kernels::blockq::BlockMatrix::gemm` at `Isa::Scalar`.
+//!
+//! Weights arrive as the GGUF bytes `BlockMatrix` holds. Q8_0 (34 bytes a block), Q4_0 (18),
+//! Q4_1 (20) and Q6_K (210) blocks are not word aligned, and WGSL storage has nothing smaller
+//! than a word, so [`Gpu::upload_block`] repacks each block into whole words: Q8_0 (9 words),
+//! Q4_0 and Q4_1 (5) put their f16 scale word first, then the quantized bytes unchanged; Q6_K
+//! (53) keeps its first 208 bytes and moves d to a last word. F16 rows are uploaded as they
+//! are, each padded to a whole word when `cols` is odd.
+//!
+//! Activations are prepared on the device by [`Gpu::prepare_block_acts`] (ggml's Q8_0, Q8_1
+//! or Q8_K quantization, or F16 rounding, bit for bit as the CPU), or on the host:
+//! [`Gpu::upload_q8_acts`] takes what `PreparedActs::quant` (ternlm-kernels' `QuantActs`)
+//! holds, and [`Gpu::upload_f16_acts`] the f16-rounded floats `PreparedActs::float` holds.
+//!
+//! The shaders follow the CPU's float order (see shaders/blockq_common.wgsl), so the
+//! outputs equal the CPU's bit for bit (tested on lavapipe for every type, F16 of any
+//! width). Two CPU operations have no direct WGSL twin:
+//! - the CPU's `f32::mul_add` rounds once, and WGSL's `fma` need not (Vulkan gives it a
+//!   multiply's and an add's accuracy; lavapipe does not fuse, measured): the quantized
+//!   kernels use `fma_exact`, an exact emulation from rounded operations (Dekker's product,
+//!   TwoSum, rounding to odd). F16 needs none: an f16 times an f16-rounded activation is
+//!   exact in f32, so rounding the sum alone is the fused result;
+//! - F16 rows with `cols % 8 != 0` add their last products in f64; the shader keeps that sum
+//!   exactly in 128-bit fixed point and rounds it to 53 and then 24 bits as the CPU does.
+//!
+//! `fma_exact` costs some 25 operations where a fused device needs one; a device known to
+//! fuse could take `fma` instead (not done: nothing reports that reliably yet).
+//! Subnormal f32 values would be out of the emulations' range; the scales and sums of real
+//! weights stay far above them.
+
+use crate::device::Gpu;
+use crate::kernels::GpuVec;
+use crate::{GpuError, Result};
+
+/// Workgroup size of the block shaders (`const WG` in blockq_common.wgsl).
+const WG: usize = 64;
+
+const COMMON: &str = include_str!("shaders/blockq_common.wgsl");
+
+/// The weight types [`Gpu::upload_block`] takes (ternlm-kernels' `BlockKind` names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuBlockKind {
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    F16,
+    Q6K,
+}
+
+impl GpuBlockKind {
+    /// Columns per block in the GGUF layout.
+    pub fn block_len(self) -> usize {
+        match self {
+            Self::F16 => 1,
+            Self::Q6K => 256,
+            _ => 32,
+        }
+    }
+
+    /// Bytes per block in the GGUF layout.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Self::Q8_0 => 34,
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::F16 => 2,
+            Self::Q6K => 210,
+        }
+    }
+
+    /// Words per block in the device layout (quantized types).
+    fn device_words(self) -> usize {
+        match self {
+            Self::Q8_0 => 9,
+            Self::Q4_0 | Self::Q4_1 => 5,
+            Self::Q6K => 53,
+            Self::F16 => 0,
+        }
+    }
+
+    /// Bytes of f16 scales at the start of a GGUF block (Q4_1 has d and m).
+    fn scale_bytes(self) -> usize {
+        match self {
+            Self::Q4_1 => 4,
+            _ => 2,
+        }
+    }
+}
+
+/// The compiled block GEMVs, one per [`GpuBlockKind`].
+pub(crate) struct BlockPipelines {
+    q8_0: wgpu::ComputePipeline,
+    q4_0: wgpu::ComputePipeline,
+    q4_1: wgpu::ComputePipeline,
+    f16: wgpu::ComputePipeline,
+    q6k: wgpu::ComputePipeline,
+    quant_q8: wgpu::ComputePipeline,
+    quant_q8k: wgpu::ComputePipeline,
+    quant_f16: wgpu::ComputePipeline,
+}
+
+impl BlockPipelines {
+    /// Compiles the shaders; the caller holds an error scope around this.
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        let pipeline = |entry: &str, module: &wgpu::ShaderModule| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        let module = |label: &str, src: String| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) });
+        let make = |entry: &str, body: &str| pipeline(entry, &module(entry, format!("{COMMON}{body}")));
+        let quant = module("blockq_quant", format!("{}{}", include_str!("shaders/blockq_quant.wgsl"), include_str!("shaders/div.wgsl")));
+        BlockPipelines {
+            q8_0: make("gemv_q8_0", include_str!("shaders/blockq_q8_0.wgsl")),
+            q4_0: make("gemv_q4_0", include_str!("shaders/blockq_q4_0.wgsl")),
+            q4_1: make("gemv_q4_1", include_str!("shaders/blockq_q4_1.wgsl")),
+            f16: make("gemv_f16", include_str!("shaders/blockq_f16.wgsl")),
+            q6k: make("gemv_q6_k", include_str!("shaders/blockq_q6_k.wgsl")),
+            quant_q8: pipeline("quant_q8", &quant),
+            quant_q8k: pipeline("quant_q8k", &quant),
+            quant_f16: pipeline("quant_f16", &quant),
+        }
+    }
+
+    fn get(&self, kind: GpuBlockKind) -> &wgpu::ComputePipeline {
+        match kind {
+            GpuBlockKind::Q8_0 => &self.q8_0,
+            GpuBlockKind::Q4_0 => &self.q4_0,
+            GpuBlockKind::Q4_1 => &self.q4_1,
+            GpuBlockKind::F16 => &self.f16,
+            GpuBlockKind::Q6K => &self.q6k,
+        }
+    }
+}
+
+/// One part of a weight matrix small enough for a single storage binding.
+struct Chunk {
+    weights: wgpu::Buffer,
+    params: wgpu::Buffer,
+    grid: (u32, u32),
+}
+
+/// A block-quantized or F16 matrix on the device, split by rows into as many buffers as the
+/// adapter's binding limit needs.
+pub struct GpuBlockMatrix {
+    kind: GpuBlockKind,
+    rows: usize,
+    cols: usize,
+    chunks: Vec<Chunk>,
+}
+
+impl GpuBlockMatrix {
+    pub fn kind(&self) -> GpuBlockKind {
+        self.kind
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// How many buffers the weights were split into.
+    pub fn chunks(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+/// One token's activations for [`Gpu::gemv_block`].
+pub struct GpuBlockActs {
+    cols: usize,
+    data: ActData,
+}
+
+enum ActData {
+    /// ggml Q8_0 (`s` is `None`), Q8_1 or Q8_K (`block` 256): q packed 4 per word, one f32
+    /// scale per block.
+    Q8 { q: wgpu::Buffer, d: wgpu::Buffer, s: Option<wgpu::Buffer>, block: usize },
+    /// f32 values already rounded through f16.
+    Float(wgpu::Buffer),
+}
+
+impl GpuBlockActs {
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// [`GpuBlockActs`] read back, in the terms of ternlm-kernels' `PreparedActs`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostBlockActs {
+    /// Quantized values (`QuantActs::q`); empty for float activations.
+    pub q: Vec<i8>,
+    /// One scale per block (`QuantActs::d`).
+    pub d: Vec<f32>,
+    /// Q8_1's `d * Σq` per block (`QuantActs::s`).
+    pub s: Vec<f32>,
+    /// F16-rounded floats (`PreparedActs::float`).
+    pub float: Vec<f32>,
+}
+
+impl Gpu {
+    /// Uploads a `rows x cols` matrix of `kind` from its GGUF bytes (`rows * cols /
+    /// block_len * block_bytes` of them, as `BlockMatrix::row_data` gives row by row),
+    /// repacked into the word-aligned device layout described in the module docs. A matrix
+    /// above the binding limit is split by rows; a single row above it is a
+    /// [`GpuError::TooLarge`].
+    pub fn upload_block(&self, kind: GpuBlockKind, rows: usize, cols: usize, bytes: &[u8]) -> Result<GpuBlockMatrix> {
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(kind.block_len()) {
+            return Err(GpuError::Shape(format!("{kind:?} matrix {rows}x{cols}: columns must be a positive multiple of {}", kind.block_len())));
+        }
+        let blocks = cols / kind.block_len();
+        let row_bytes = blocks * kind.block_bytes();
+        if rows.checked_mul(row_bytes) != Some(bytes.len()) {
+            return Err(GpuError::Shape(format!("{kind:?} matrix {rows}x{cols} is {} bytes, got {}", rows.saturating_mul(row_bytes), bytes.len())));
+        }
+        self.fits("the GEMV output", rows as u64 * 4)?;
+        let row_words = match kind {
+            GpuBlockKind::F16 => cols.div_ceil(2),
+            _ => blocks * kind.device_words(),
+        };
+        let stride = row_words as u64 * 4;
+        let rows_per_chunk = self.binding_limit() / stride;
+        if rows_per_chunk == 0 {
+            return Err(GpuError::TooLarge { what: format!("one row of a {rows}x{cols} {kind:?} matrix"), bytes: stride, limit: self.binding_limit() });
+        }
+        let rows_per_chunk = rows_per_chunk.min(rows as u64) as usize;
+        let mut chunks = Vec::with_capacity(rows.div_ceil(rows_per_chunk));
+        let mut words: Vec<u32> = Vec::new();
+        for row0 in (0..rows).step_by(rows_per_chunk) {
+            let n = rows_per_chunk.min(rows - row0);
+            words.clear();
+            words.reserve(n * row_words);
+            for row in bytes[row0 * row_bytes..(row0 + n) * row_bytes].chunks_exact(row_bytes) {
+                repack_row(kind, row, &mut words);
+            }
+            debug_assert_eq!(words.len(), n * row_words);
+            let weights = self.storage_init("block weights", bytemuck::cast_slice(&words))?;
+            let grid = self.grid(n, WG)?;
+            let params = [n, row0, if kind == GpuBlockKind::F16 { cols } else { blocks }, row_words, grid.0 as usize, 0, 0, 0];
+            let params: Vec<u32> =
+                params.iter().map(|&v| u32::try_from(v)).collect::<Result<_, _>>().map_err(|_| GpuError::Shape(format!("{kind:?} matrix {rows}x{cols} is too large for 32-bit indexing")))?;
+            chunks.push(Chunk { weights, params: self.uniform(&params), grid });
+        }
+        Ok(GpuBlockMatrix { kind, rows, cols, chunks })
+    }
+
+    /// Uploads one token's activations quantized by ggml's Q8_0 (`s` empty), Q8_1 (`s`: one
+    /// `d * Σq` per block) or Q8_K (one scale per 256 values, `s` empty; the 16-value sums
+    /// are not needed) as ternlm-kernels' `QuantActs` holds them: `q` (`cols` values), `d`
+    /// one f32 scale per block. The block length follows from `d.len()`.
+    pub fn upload_q8_acts(&self, q: &[i8], d: &[f32], s: &[f32]) -> Result<GpuBlockActs> {
+        let cols = q.len();
+        let block = if d.len() * 32 == cols { 32 } else { 256 };
+        if cols == 0 || d.len() * block != cols || (!s.is_empty() && (s.len() != d.len() || block != 32)) {
+            return Err(GpuError::Shape(format!("Q8 activations: {cols} values, {} scales (one per 32 or 256 values) and {} sums", d.len(), s.len())));
+        }
+        let q = self.storage_init("Q8 activations", bytemuck::cast_slice(q))?;
+        let d = self.storage_init("Q8 activation scales", bytemuck::cast_slice(d))?;
+        let s = if s.is_empty() { None } else { Some(self.storage_init("Q8_1 activation sums", bytemuck::cast_slice(s))?) };
+        Ok(GpuBlockActs { cols, data: ActData::Q8 { q, d, s, block } })
+    }
+
+    /// Uploads one token's activations for F16 weights: `x` already rounded through f16 and
+    /// back, as `BlockMatrix::prepare` leaves them in `PreparedActs::float`. The device does
+    /// not round them again, and its exactness relies on it (with other values the result
+    /// is within f32 rounding of the CPU's, not equal).
+    pub fn upload_f16_acts(&self, x: &[f32]) -> Result<GpuBlockActs> {
+        if x.is_empty() {
+            return Err(GpuError::Shape("F16 activations: no values".into()));
+        }
+        Ok(GpuBlockActs { cols: x.len(), data: ActData::Float(self.storage_init("F16 activations", bytemuck::cast_slice(x))?) })
+    }
+
+    /// Prepares one token `x` for weights of `kind` on the device, as `BlockMatrix::prepare`
+    /// does on the CPU and bit for bit: ggml's Q8_0 (Q8_0 and Q4_0 weights), Q8_1 (Q4_1) or
+    /// Q8_K (Q6_K, without the 16-value sums, which its GEMV does not need), or values
+    /// rounded through f16 (F16). Subnormal block maxima are the exception: WGSL may flush them.
+    pub fn prepare_block_acts(&self, kind: GpuBlockKind, x: &GpuVec) -> Result<GpuBlockActs> {
+        let cols = x.len();
+        let bl = if kind == GpuBlockKind::F16 { 1 } else { kind.block_len() };
+        if cols == 0 || !cols.is_multiple_of(bl) {
+            return Err(GpuError::Shape(format!("{kind:?} activations: {cols} values are not a positive multiple of {bl}")));
+        }
+        let blocks = cols / bl;
+        let (gx, gy) = self.grid(blocks, WG)?;
+        if gy > 1 {
+            return Err(GpuError::Shape(format!("{cols} activations are more than one dispatch dimension holds")));
+        }
+        let params = self.uniform(&[u32::try_from(blocks).map_err(|_| GpuError::Shape(format!("{cols} activations")))?, u32::from(kind == GpuBlockKind::Q4_1), 0, 0]);
+        let x = x.buffer().clone();
+        // Buffers are handles: the clones share the device memory.
+        let (pipeline, acts, entries): (&wgpu::ComputePipeline, ActData, Vec<(u32, wgpu::Buffer)>) = match kind {
+            GpuBlockKind::F16 => {
+                let f = self.storage("F16 activations", cols as u64 * 4)?;
+                (&self.block.quant_f16, ActData::Float(f.clone()), vec![(0, x), (4, params), (5, f)])
+            }
+            GpuBlockKind::Q6K => {
+                let q = self.storage("Q8_K activations", cols as u64)?;
+                let d = self.storage("Q8_K activation scales", blocks as u64 * 4)?;
+                (&self.block.quant_q8k, ActData::Q8 { q: q.clone(), d: d.clone(), s: None, block: 256 }, vec![(0, x), (1, q), (2, d), (4, params)])
+            }
+            _ => {
+                let q = self.storage("Q8 activations", cols as u64)?;
+                let d = self.storage("Q8 activation scales", blocks as u64 * 4)?;
+                // The entry point always binds the sums; for Q8_0 they stay unwritten and unused.
+                let s = self.storage("Q8_1 activation sums", blocks as u64 * 4)?;
+                let acts = ActData::Q8 { q: q.clone(), d: d.clone(), s: (kind == GpuBlockKind::Q4_1).then(|| s.clone()), block: 32 };
+                (&self.block.quant_q8, acts, vec![(0, x), (1, q), (2, d), (3, s), (4, params)])
+            }
+        };
+        // Explicit binding numbers: each entry point uses a different subset of the module's.
+        let entries: Vec<wgpu::BindGroupEntry> = entries.iter().map(|(binding, b)| wgpu::BindGroupEntry { binding: *binding, resource: b.as_entire_binding() }).collect();
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipeline.get_bind_group_layout(0), entries: &entries });
+        self.dispatch(pipeline, &[(bg, gx, 1)])?;
+        Ok(GpuBlockActs { cols, data: acts })
+    }
+
+    /// Reads prepared activations back (for tests and debugging).
+    pub fn read_block_acts(&self, a: &GpuBlockActs) -> Result<HostBlockActs> {
+        let floats = |b: &wgpu::Buffer, n: usize| -> Result<Vec<f32>> { Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(b, n as u64 * 4)?)) };
+        Ok(match &a.data {
+            ActData::Float(b) => HostBlockActs { float: floats(b, a.cols)?, ..Default::default() },
+            ActData::Q8 { q, d, s, block } => {
+                let n = a.cols / block;
+                HostBlockActs {
+                    q: bytemuck::pod_collect_to_vec(&self.read_bytes(q, a.cols as u64)?),
+                    d: floats(d, n)?,
+                    s: match s {
+                        Some(s) => floats(s, n)?,
+                        None => Vec::new(),
+                    },
+                    float: Vec::new(),
+                }
+            }
+        })
+    }
+
+    /// `y = W x` for one token: Q8_0 and Q4_0 weights take Q8_0 activations, Q4_1 takes Q8_1
+    /// (with sums), F16 takes f16-rounded floats, as on the CPU.
+    pub fn gemv_block(&self, w: &GpuBlockMatrix, x: &GpuBlockActs) -> Result<GpuVec> {
+        if x.cols != w.cols {
+            return Err(GpuError::Shape(format!("{:?} GEMV takes {} values, got {}", w.kind, w.cols, x.cols)));
+        }
+        let pipeline = self.block.get(w.kind);
+        let y = self.storage("block GEMV output", w.rows as u64 * 4)?;
+        let mut runs = Vec::with_capacity(w.chunks.len());
+        for c in &w.chunks {
+            let buffers: Vec<&wgpu::Buffer> = match (&x.data, w.kind) {
+                (ActData::Q8 { q, d, block: 32, .. }, GpuBlockKind::Q8_0 | GpuBlockKind::Q4_0) => vec![&c.weights, q, d, &y, &c.params],
+                (ActData::Q8 { q, d, s: Some(s), block: 32 }, GpuBlockKind::Q4_1) => vec![&c.weights, q, d, s, &y, &c.params],
+                (ActData::Q8 { q, d, block: 256, .. }, GpuBlockKind::Q6K) => vec![&c.weights, q, d, &y, &c.params],
+                (ActData::Float(v), GpuBlockKind::F16) => vec![&c.weights, v, &y, &c.params],
+                _ => return Err(GpuError::Shape(format!("{:?} weights need {} activations", w.kind, act_name(w.kind)))),
+            };
+            runs.push((self.bind_group(pipeline, &buffers), c.grid.0, c.grid.1));
+        }
+        self.dispatch(pipeline, &runs)?;
+        Ok(GpuVec::from_parts(y, w.rows))
+    }
+}
+
+fn act_name(kind: GpuBlockKind) -> &'static str {
+    match kind {
+        GpuBlockKind::Q8_0 | GpuBlockKind::Q4_0 => "Q8_0",
+        GpuBlockKind::Q4_1 => "Q8_1 (with block sums)",
+        GpuBlockKind::F16 => "f16-rounded float",
+        GpuBlockKind::Q6K => "Q8_K",
+    }
+}
+
+/// Appends one GGUF row of `kind` in the device layout: per block, one word of f16 scale
+/// bits (Q4_1: d low, m high) and the quantized bytes as little-endian words; Q6_K blocks'
+/// 208 bytes of values and scales then a word with d; F16 rows as they are, zero-padded to a
+/// whole word.
+fn repack_row(kind: GpuBlockKind, row: &[u8], out: &mut Vec<u32>) {
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 4];
+        w[..b.len()].copy_from_slice(b);
+        u32::from_le_bytes(w)
+    };
+    if kind == GpuBlockKind::F16 {
+        out.extend(row.chunks(4).map(word));
+        return;
+    }
+    if kind == GpuBlockKind::Q6K {
+        for blk in row.chunks_exact(210) {
+            out.extend(blk[..208].chunks_exact(4).map(word));
+            out.push(word(&blk[208..]));
+        }
+        return;
+    }
+    let sb = kind.scale_bytes();
+    for blk in row.chunks_exact(kind.block_bytes()) {
+        out.push(word(&blk[..sb]));
+        out.extend(blk[sb..].chunks_exact(4).map(word));
+    }
+}
