@@ -5,54 +5,15 @@
 //!
 //! Without an adapter every test prints `skipped: no adapter` to stderr and returns.
 
-use std::sync::OnceLock;
-
 use half::f16;
 use ternlm_gpu::{Gpu, GpuBlockKind, GpuError};
 use ternlm_kernels::ThreadPool;
 use ternlm_kernels::blockq::{BlockKind, BlockMatrix, PreparedActs, WeightBytes};
 use ternlm_kernels::isa::Isa;
 
-fn gpu() -> Option<&'static Gpu> {
-    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(open).as_ref().or_else(|| {
-        skipped("this test checked nothing");
-        None
-    })
-}
+mod common;
 
-/// Written to stderr directly: the harness captures `eprintln!` of passing tests.
-fn skipped(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: no adapter ({why})");
-}
-
-fn open() -> Option<Gpu> {
-    match Gpu::open(None) {
-        Ok(g) => Some(g),
-        Err(GpuError::NoAdapter { .. }) => None,
-        Err(e) => panic!("an adapter exists but could not be opened: {e}"),
-    }
-}
-
-/// xorshift64: fixed seeds keep failures reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// Uniform in [-1, 1).
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
+use common::{Rng, gpu, open};
 
 const KINDS: [(GpuBlockKind, BlockKind); 5] =
     [(GpuBlockKind::Q8_0, BlockKind::Q8_0), (GpuBlockKind::Q4_0, BlockKind::Q4_0), (GpuBlockKind::Q4_1, BlockKind::Q4_1), (GpuBlockKind::F16, BlockKind::F16), (GpuBlockKind::Q6K, BlockKind::Q6K)];

@@ -6,62 +6,14 @@
 //! `no_adapter_is_reported_not_passed` test checks that by rerunning one test with adapters
 //! hidden (`TERNLM_GPU=off`).
 
-use std::sync::OnceLock;
-
 use ternlm_gpu::{Gpu, GpuError};
 use ternlm_kernels::ThreadPool;
 use ternlm_kernels::act_quant::{ActFormat, QuantActs};
 use ternlm_kernels::ternary::TernaryMatrix;
 
-/// One device for the whole test binary: opening one costs 0.1-0.3 s on lavapipe, and its
-/// pipelines are compiled on first use.
-fn gpu() -> Option<&'static Gpu> {
-    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(open).as_ref().or_else(|| {
-        skipped("this test checked nothing");
-        None
-    })
-}
+mod common;
 
-/// Says loudly that a test ran without a device. Written to stderr directly, not with
-/// `eprintln!`, which the test harness captures (and hides for a passing test).
-fn skipped(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: no adapter ({why})");
-}
-
-fn open() -> Option<Gpu> {
-    match Gpu::open(None) {
-        Ok(g) => {
-            eprintln!("ternlm-gpu tests on {:?} ({})", g.info().name, g.info().backend.as_str());
-            Some(g)
-        }
-        Err(e @ GpuError::NoAdapter { .. }) => {
-            eprintln!("{e}");
-            None
-        }
-        Err(e) => panic!("an adapter exists but could not be opened: {e}"),
-    }
-}
-
-/// xorshift64: fixed seeds keep failures reproducible without a proptest dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// Uniform in [-1, 1).
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
+use common::{Rng, gpu, open, skipped};
 
 /// Activations with a spread of magnitudes, plus rows that hit the edge cases: all zeros
 /// (amax below 1e-5) and exact halves at s = 1 (ties to even).
