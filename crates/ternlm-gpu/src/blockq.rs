@@ -30,14 +30,14 @@
 //! Subnormal f32 values would be out of the emulations' range; the scales and sums of real
 //! weights stay far above them.
 
-use crate::device::Gpu;
+use crate::device::{Gpu, Recorder};
 use crate::kernels::GpuVec;
 use crate::{GpuError, Result};
 
 /// Workgroup size of the block shaders (`const WG` in blockq_common.wgsl).
 const WG: usize = 64;
 
-const COMMON: &str = include_str!("shaders/blockq_common.wgsl");
+const COMMON: &str = concat!(include_str!("shaders/blockq_common.wgsl"), include_str!("shaders/f16.wgsl"), include_str!("shaders/fma_exact.wgsl"));
 
 /// The weight types [`Gpu::upload_block`] takes (ternlm-kernels' `BlockKind` names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +116,7 @@ impl BlockPipelines {
         };
         let module = |label: &str, src: String| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) });
         let make = |entry: &str, body: &str| pipeline(entry, &module(entry, format!("{COMMON}{body}")));
-        let quant = module("blockq_quant", format!("{}{}", include_str!("shaders/blockq_quant.wgsl"), include_str!("shaders/div.wgsl")));
+        let quant = module("blockq_quant", concat!(include_str!("shaders/blockq_quant.wgsl"), include_str!("shaders/f16.wgsl"), include_str!("shaders/div.wgsl")).to_string());
         BlockPipelines {
             q8_0: make("gemv_q8_0", include_str!("shaders/blockq_q8_0.wgsl")),
             q4_0: make("gemv_q4_0", include_str!("shaders/blockq_q4_0.wgsl")),
@@ -175,8 +175,9 @@ impl GpuBlockMatrix {
     }
 }
 
-/// One token's activations for [`Gpu::gemv_block`].
+/// Activations for [`Gpu::gemv_block`] / [`Recorder::gemm_block`]: `n` tokens of `cols`.
 pub struct GpuBlockActs {
+    n: usize,
     cols: usize,
     data: ActData,
 }
@@ -192,6 +193,10 @@ enum ActData {
 impl GpuBlockActs {
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    pub fn rows(&self) -> usize {
+        self.n
     }
 }
 
@@ -246,7 +251,7 @@ impl Gpu {
             debug_assert_eq!(words.len(), n * row_words);
             let weights = self.storage_init("block weights", bytemuck::cast_slice(&words))?;
             let grid = self.grid(n, WG)?;
-            let params = [n, row0, if kind == GpuBlockKind::F16 { cols } else { blocks }, row_words, grid.0 as usize, 0, 0, 0];
+            let params = [n, row0, if kind == GpuBlockKind::F16 { cols } else { blocks }, row_words, grid.0 as usize, 0, rows, 0];
             let params: Vec<u32> =
                 params.iter().map(|&v| u32::try_from(v)).collect::<Result<_, _>>().map_err(|_| GpuError::Shape(format!("{kind:?} matrix {rows}x{cols} is too large for 32-bit indexing")))?;
             chunks.push(Chunk { weights, params: self.uniform(&params), grid });
@@ -267,7 +272,7 @@ impl Gpu {
         let q = self.storage_init("Q8 activations", bytemuck::cast_slice(q))?;
         let d = self.storage_init("Q8 activation scales", bytemuck::cast_slice(d))?;
         let s = if s.is_empty() { None } else { Some(self.storage_init("Q8_1 activation sums", bytemuck::cast_slice(s))?) };
-        Ok(GpuBlockActs { cols, data: ActData::Q8 { q, d, s, block } })
+        Ok(GpuBlockActs { n: 1, cols, data: ActData::Q8 { q, d, s, block } })
     }
 
     /// Uploads one token's activations for F16 weights: `x` already rounded through f16 and
@@ -278,62 +283,27 @@ impl Gpu {
         if x.is_empty() {
             return Err(GpuError::Shape("F16 activations: no values".into()));
         }
-        Ok(GpuBlockActs { cols: x.len(), data: ActData::Float(self.storage_init("F16 activations", bytemuck::cast_slice(x))?) })
+        Ok(GpuBlockActs { n: 1, cols: x.len(), data: ActData::Float(self.storage_init("F16 activations", bytemuck::cast_slice(x))?) })
     }
 
-    /// Prepares one token `x` for weights of `kind` on the device, as `BlockMatrix::prepare`
-    /// does on the CPU and bit for bit: ggml's Q8_0 (Q8_0 and Q4_0 weights), Q8_1 (Q4_1) or
-    /// Q8_K (Q6_K, without the 16-value sums, which its GEMV does not need), or values
-    /// rounded through f16 (F16). Subnormal block maxima are the exception: WGSL may flush them.
+    /// Prepares one token `x` for weights of `kind` on the device (see
+    /// [`Recorder::prepare_block_acts`]).
     pub fn prepare_block_acts(&self, kind: GpuBlockKind, x: &GpuVec) -> Result<GpuBlockActs> {
-        let cols = x.len();
-        let bl = if kind == GpuBlockKind::F16 { 1 } else { kind.block_len() };
-        if cols == 0 || !cols.is_multiple_of(bl) {
-            return Err(GpuError::Shape(format!("{kind:?} activations: {cols} values are not a positive multiple of {bl}")));
-        }
-        let blocks = cols / bl;
-        let (gx, gy) = self.grid(blocks, WG)?;
-        if gy > 1 {
-            return Err(GpuError::Shape(format!("{cols} activations are more than one dispatch dimension holds")));
-        }
-        let params = self.uniform(&[u32::try_from(blocks).map_err(|_| GpuError::Shape(format!("{cols} activations")))?, u32::from(kind == GpuBlockKind::Q4_1), 0, 0]);
-        let x = x.buffer().clone();
-        // Buffers are handles: the clones share the device memory.
-        let (pipeline, acts, entries): (&wgpu::ComputePipeline, ActData, Vec<(u32, wgpu::Buffer)>) = match kind {
-            GpuBlockKind::F16 => {
-                let f = self.storage("F16 activations", cols as u64 * 4)?;
-                (&self.block.quant_f16, ActData::Float(f.clone()), vec![(0, x), (4, params), (5, f)])
-            }
-            GpuBlockKind::Q6K => {
-                let q = self.storage("Q8_K activations", cols as u64)?;
-                let d = self.storage("Q8_K activation scales", blocks as u64 * 4)?;
-                (&self.block.quant_q8k, ActData::Q8 { q: q.clone(), d: d.clone(), s: None, block: 256 }, vec![(0, x), (1, q), (2, d), (4, params)])
-            }
-            _ => {
-                let q = self.storage("Q8 activations", cols as u64)?;
-                let d = self.storage("Q8 activation scales", blocks as u64 * 4)?;
-                // The entry point always binds the sums; for Q8_0 they stay unwritten and unused.
-                let s = self.storage("Q8_1 activation sums", blocks as u64 * 4)?;
-                let acts = ActData::Q8 { q: q.clone(), d: d.clone(), s: (kind == GpuBlockKind::Q4_1).then(|| s.clone()), block: 32 };
-                (&self.block.quant_q8, acts, vec![(0, x), (1, q), (2, d), (3, s), (4, params)])
-            }
-        };
-        // Explicit binding numbers: each entry point uses a different subset of the module's.
-        let entries: Vec<wgpu::BindGroupEntry> = entries.iter().map(|(binding, b)| wgpu::BindGroupEntry { binding: *binding, resource: b.as_entire_binding() }).collect();
-        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipeline.get_bind_group_layout(0), entries: &entries });
-        self.dispatch(pipeline, &[(bg, gx, 1)])?;
-        Ok(GpuBlockActs { cols, data: acts })
+        let mut r = self.begin()?;
+        let a = r.prepare_block_acts(kind, x, 1)?;
+        r.submit()?;
+        Ok(a)
     }
 
     /// Reads prepared activations back (for tests and debugging).
     pub fn read_block_acts(&self, a: &GpuBlockActs) -> Result<HostBlockActs> {
         let floats = |b: &wgpu::Buffer, n: usize| -> Result<Vec<f32>> { Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(b, n as u64 * 4)?)) };
         Ok(match &a.data {
-            ActData::Float(b) => HostBlockActs { float: floats(b, a.cols)?, ..Default::default() },
+            ActData::Float(b) => HostBlockActs { float: floats(b, a.n * a.cols)?, ..Default::default() },
             ActData::Q8 { q, d, s, block } => {
-                let n = a.cols / block;
+                let n = a.n * a.cols / block;
                 HostBlockActs {
-                    q: bytemuck::pod_collect_to_vec(&self.read_bytes(q, a.cols as u64)?),
+                    q: bytemuck::pod_collect_to_vec(&self.read_bytes(q, (a.n * a.cols) as u64)?),
                     d: floats(d, n)?,
                     s: match s {
                         Some(s) => floats(s, n)?,
@@ -345,14 +315,74 @@ impl Gpu {
         })
     }
 
-    /// `y = W x` for one token: Q8_0 and Q4_0 weights take Q8_0 activations, Q4_1 takes Q8_1
-    /// (with sums), F16 takes f16-rounded floats, as on the CPU.
+    /// `y = W x` for each token of `x` (see [`Recorder::gemm_block`]).
     pub fn gemv_block(&self, w: &GpuBlockMatrix, x: &GpuBlockActs) -> Result<GpuVec> {
+        let mut r = self.begin()?;
+        let y = r.gemm_block(w, x)?;
+        r.submit()?;
+        Ok(y)
+    }
+}
+
+impl Recorder<'_> {
+    /// Records the preparation of `n` tokens `x` (rows of `x.len() / n`) for weights of `kind`, as `BlockMatrix::prepare`
+    /// does on the CPU and bit for bit: ggml's Q8_0 (Q8_0 and Q4_0 weights), Q8_1 (Q4_1) or
+    /// Q8_K (Q6_K, without the 16-value sums, which its GEMV does not need), or values
+    /// rounded through f16 (F16). Subnormal block maxima are the exception: WGSL may flush them.
+    pub fn prepare_block_acts(&mut self, kind: GpuBlockKind, x: &GpuVec, n: usize) -> Result<GpuBlockActs> {
+        if n == 0 || !x.len().is_multiple_of(n) {
+            return Err(GpuError::Shape(format!("{} activations are not {n} tokens", x.len())));
+        }
+        let cols = x.len() / n;
+        let bl = if kind == GpuBlockKind::F16 { 1 } else { kind.block_len() };
+        if cols == 0 || !cols.is_multiple_of(bl) {
+            return Err(GpuError::Shape(format!("{kind:?} activations: {cols} values are not a positive multiple of {bl}")));
+        }
+        let blocks = x.len() / bl;
+        let (gx, gy) = self.gpu.grid(blocks, WG)?;
+        if gy > 1 {
+            return Err(GpuError::Shape(format!("{cols} activations are more than one dispatch dimension holds")));
+        }
+        let params = self.gpu.uniform(&[u32::try_from(blocks).map_err(|_| GpuError::Shape(format!("{cols} activations")))?, u32::from(kind == GpuBlockKind::Q4_1), 0, 0]);
+        let total = x.len() as u64;
+        let x = x.buffer().clone();
+        // Buffers are handles: the clones share the device memory.
+        let (pipeline, acts, entries): (&wgpu::ComputePipeline, ActData, Vec<(u32, wgpu::Buffer)>) = match kind {
+            GpuBlockKind::F16 => {
+                let f = self.gpu.storage("F16 activations", total * 4)?;
+                (&self.gpu.block.quant_f16, ActData::Float(f.clone()), vec![(0, x), (4, params), (5, f)])
+            }
+            GpuBlockKind::Q6K => {
+                let q = self.gpu.storage("Q8_K activations", total)?;
+                let d = self.gpu.storage("Q8_K activation scales", blocks as u64 * 4)?;
+                (&self.gpu.block.quant_q8k, ActData::Q8 { q: q.clone(), d: d.clone(), s: None, block: 256 }, vec![(0, x), (1, q), (2, d), (4, params)])
+            }
+            _ => {
+                let q = self.gpu.storage("Q8 activations", total)?;
+                let d = self.gpu.storage("Q8 activation scales", blocks as u64 * 4)?;
+                // The entry point always binds the sums; for Q8_0 they stay unwritten and unused.
+                let s = self.gpu.storage("Q8_1 activation sums", blocks as u64 * 4)?;
+                let acts = ActData::Q8 { q: q.clone(), d: d.clone(), s: (kind == GpuBlockKind::Q4_1).then(|| s.clone()), block: 32 };
+                (&self.gpu.block.quant_q8, acts, vec![(0, x), (1, q), (2, d), (3, s), (4, params)])
+            }
+        };
+        // Explicit binding numbers: each entry point uses a different subset of the module's.
+        let entries: Vec<wgpu::BindGroupEntry> = entries.iter().map(|(binding, b)| wgpu::BindGroupEntry { binding: *binding, resource: b.as_entire_binding() }).collect();
+        let bg = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipeline.get_bind_group_layout(0), entries: &entries });
+        self.dispatch(pipeline, vec![(bg, gx, 1, 1)]);
+        Ok(GpuBlockActs { n, cols, data: acts })
+    }
+
+    /// Records `y = W x` for each token of `x` (`n x rows` out): Q8_0 and Q4_0 weights take Q8_0 activations, Q4_1 takes Q8_1
+    /// (with sums), F16 takes f16-rounded floats, as on the CPU.
+    pub fn gemm_block(&mut self, w: &GpuBlockMatrix, x: &GpuBlockActs) -> Result<GpuVec> {
         if x.cols != w.cols {
             return Err(GpuError::Shape(format!("{:?} GEMV takes {} values, got {}", w.kind, w.cols, x.cols)));
         }
-        let pipeline = self.block.get(w.kind);
-        let y = self.storage("block GEMV output", w.rows as u64 * 4)?;
+        let gpu = self.gpu;
+        let pipeline = gpu.block.get(w.kind);
+        let z = gpu.token_groups(x.n)?;
+        let y = gpu.storage("block GEMM output", (x.n * w.rows) as u64 * 4)?;
         let mut runs = Vec::with_capacity(w.chunks.len());
         for c in &w.chunks {
             let buffers: Vec<&wgpu::Buffer> = match (&x.data, w.kind) {
@@ -362,10 +392,10 @@ impl Gpu {
                 (ActData::Float(v), GpuBlockKind::F16) => vec![&c.weights, v, &y, &c.params],
                 _ => return Err(GpuError::Shape(format!("{:?} weights need {} activations", w.kind, act_name(w.kind)))),
             };
-            runs.push((self.bind_group(pipeline, &buffers), c.grid.0, c.grid.1));
+            runs.push((gpu.bind_group(pipeline, &buffers), c.grid.0, c.grid.1, z));
         }
-        self.dispatch(pipeline, &runs)?;
-        Ok(GpuVec::from_parts(y, w.rows))
+        self.dispatch(pipeline, runs);
+        Ok(GpuVec::from_parts(y, x.n * w.rows))
     }
 }
 

@@ -31,6 +31,7 @@ pub struct Gpu {
     pub(crate) gemv: wgpu::ComputePipeline,
     pub(crate) rms: wgpu::ComputePipeline,
     pub(crate) block: crate::blockq::BlockPipelines,
+    pub(crate) ops: crate::ops::OpsPipelines,
 }
 
 impl Gpu {
@@ -97,9 +98,10 @@ impl Gpu {
         let gemv = pipeline(&module("gemv_ternary", GEMV_WGSL), "gemv");
         let rms = pipeline(&module("rms_norm", RMS_WGSL), "rms_norm");
         let block = crate::blockq::BlockPipelines::new(&device);
+        let ops = crate::ops::OpsPipelines::new(&device);
         scope.pop()?;
         let binding_limit = adapter_binding_limit(&limits);
-        let gpu = Gpu { device, queue, info, limits, binding_limit, lost, uncaptured, quant, gemv, rms, block };
+        let gpu = Gpu { device, queue, info, limits, binding_limit, lost, uncaptured, quant, gemv, rms, block, ops };
         gpu.check()?;
         Ok(gpu)
     }
@@ -107,6 +109,11 @@ impl Gpu {
     /// The adapter this device runs on.
     pub fn info(&self) -> &AdapterInfo {
         &self.info
+    }
+
+    /// The adapter's limits, as the device was opened with them.
+    pub(crate) fn limits(&self) -> &wgpu::Limits {
+        &self.limits
     }
 
     /// The largest storage binding (bytes) the kernels will use.
@@ -181,21 +188,12 @@ impl Gpu {
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("params"), contents: bytemuck::cast_slice(words), usage: wgpu::BufferUsages::UNIFORM })
     }
 
-    /// Records one dispatch per `(bind group, workgroups x, workgroups y)` in a single pass
-    /// and submits it.
-    pub(crate) fn dispatch(&self, pipeline: &wgpu::ComputePipeline, runs: &[(wgpu::BindGroup, u32, u32)]) -> Result<()> {
+    /// Starts recording work for one submission: the ops of a whole forward step go into
+    /// one command encoder, so the device runs them back to back and the host waits once.
+    pub fn begin(&self) -> Result<Recorder<'_>> {
         let scope = self.scope()?;
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ternlm-gpu") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            pass.set_pipeline(pipeline);
-            for (bg, x, y) in runs {
-                pass.set_bind_group(0, bg, &[]);
-                pass.dispatch_workgroups(*x, *y, 1);
-            }
-        }
-        self.queue.submit([enc.finish()]);
-        scope.pop()
+        let enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ternlm-gpu") });
+        Ok(Recorder { gpu: self, enc, scope })
     }
 
     pub(crate) fn bind_group(&self, pipeline: &wgpu::ComputePipeline, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
@@ -213,6 +211,15 @@ impl Gpu {
         }
         let x = groups.div_ceil(y);
         Ok((x as u32, y as u32))
+    }
+
+    /// Workgroups along z for `n` tokens (one each), or an error past the adapter's limit.
+    pub(crate) fn token_groups(&self, n: usize) -> Result<u32> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        match u32::try_from(n) {
+            Ok(z) if z >= 1 && z <= max => Ok(z),
+            _ => Err(GpuError::Shape(format!("{n} tokens in one product; this adapter takes 1 to {max}"))),
+        }
     }
 
     /// Copies `bytes` bytes of `src` back to the host, blocking until the GPU is done.
@@ -266,18 +273,60 @@ fn no_adapter() -> GpuError {
     GpuError::NoAdapter { hint }
 }
 
+/// Work recorded for one submission ([`Gpu::begin`]): every op of the crate has a form that
+/// records into it. Dispatches run in the order recorded, each seeing the writes of the ones
+/// before (wgpu places the barriers). Nothing runs until [`Recorder::submit`].
+pub struct Recorder<'g> {
+    pub(crate) gpu: &'g Gpu,
+    enc: wgpu::CommandEncoder,
+    scope: Scope,
+}
+
+impl<'g> Recorder<'g> {
+    /// The device this records for.
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    /// Records dispatches of one pipeline, `(bind group, x, y, z)` workgroups each.
+    pub(crate) fn dispatch(&mut self, pipeline: &wgpu::ComputePipeline, runs: Vec<(wgpu::BindGroup, u32, u32, u32)>) {
+        let mut pass = self.enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        pass.set_pipeline(pipeline);
+        for (bg, x, y, z) in &runs {
+            pass.set_bind_group(0, bg, &[]);
+            pass.dispatch_workgroups(*x, *y, *z);
+        }
+    }
+
+    /// Records a copy of `bytes` bytes between buffers (offsets and length multiples of 4).
+    pub(crate) fn copy(&mut self, src: &wgpu::Buffer, src_off: u64, dst: &wgpu::Buffer, dst_off: u64, bytes: u64) {
+        if bytes > 0 {
+            self.enc.copy_buffer_to_buffer(src, src_off, dst, dst_off, bytes);
+        }
+    }
+
+    /// Submits everything recorded; errors in it (validation, out of memory) surface here.
+    pub fn submit(self) -> Result<()> {
+        self.gpu.queue.submit([self.enc.finish()]);
+        self.scope.pop()?;
+        self.gpu.check()
+    }
+}
+
 /// Validation and out-of-memory error scopes around a group of wgpu calls, popped into a
 /// [`GpuError`] (wgpu would otherwise hand the error to the uncaptured handler).
 pub(crate) struct Scope {
-    oom: wgpu::ErrorScopeGuard,
+    // Dropped in declaration order, which must be the reverse of the pushes (a scope dropped
+    // unpopped, on an early return, pops itself, and out of order that panics in wgpu).
     validation: wgpu::ErrorScopeGuard,
+    oom: wgpu::ErrorScopeGuard,
 }
 
 impl Scope {
     fn push(device: &wgpu::Device) -> Scope {
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        Scope { oom, validation }
+        Scope { validation, oom }
     }
 
     pub(crate) fn pop(self) -> Result<()> {

@@ -1,7 +1,7 @@
-//! Device buffers and the three kernels: per-token int8 quantization, ternary x int8 GEMV
-//! (one token) and RMSNorm. Shapes are checked here, before anything reaches wgpu.
+//! Device buffers and the BitLinear kernels: per-token int8 quantization, ternary x int8
+//! products (one token, or a batch in one dispatch) and RMSNorm. Shapes are checked here, before anything reaches wgpu.
 
-use crate::device::Gpu;
+use crate::device::{Gpu, Recorder};
 use crate::{GpuError, Result};
 
 /// Columns per interleaved trit group (ternlm-kernels' `ternary::GROUP`).
@@ -172,7 +172,7 @@ impl Gpu {
             let chunk_scales = if one_scale { &scales[..1] } else { &scales[row0 * nb..(row0 + n) * nb] };
             let scales = self.storage_init("ternary scales", bytemuck::cast_slice(chunk_scales))?;
             let grid = self.grid(n, GEMV_WG)?;
-            let words = [n, row0, cols, row_words, kc, block, nb, flags as usize, 0, grid.0 as usize, 0, 0];
+            let words = [n, row0, cols, row_words, kc, block, nb, flags as usize, 0, grid.0 as usize, rows, 2 + cols.div_ceil(GROUP)];
             let words: Vec<u32> =
                 words.iter().map(|&v| u32::try_from(v)).collect::<Result<_, _>>().map_err(|_| GpuError::Shape(format!("ternary matrix {rows}x{cols} is too large for 32-bit indexing")))?;
             chunks.push(Chunk { weights, scales, params: self.uniform(&words), grid });
@@ -183,22 +183,10 @@ impl Gpu {
     /// Quantizes `x` (rows of `cols` values) per token into int8, as
     /// `ternlm_kernels::act_quant::quantize_per_token` does for each row.
     pub fn quantize_per_token(&self, x: &GpuVec, cols: usize) -> Result<GpuActs> {
-        if cols == 0 || !cols.is_multiple_of(4) || !x.len.is_multiple_of(cols) || x.len == 0 {
-            return Err(GpuError::Shape(format!("{} activations are not rows of {cols} (a positive multiple of 4)", x.len)));
-        }
-        let n = x.len / cols;
-        let (gx, gy) = self.grid(n, 1)?;
-        if gy > 1 {
-            return Err(GpuError::Shape(format!("{n} rows are more than one dispatch dimension holds")));
-        }
-        let groups = cols.div_ceil(GROUP);
-        let meta_stride = 2 + groups;
-        let q = self.storage("int8 activations", x.len as u64)?;
-        let meta = self.storage("activation scales and sums", (n * meta_stride * 4) as u64)?;
-        let params = self.uniform(&[cols as u32, groups as u32, meta_stride as u32, 0]);
-        let bg = self.bind_group(&self.quant, &[&x.buf, &q, &meta, &params]);
-        self.dispatch(&self.quant, &[(bg, gx, 1)])?;
-        Ok(GpuActs { q, meta, n, cols, meta_stride })
+        let mut r = self.begin()?;
+        let a = r.quantize_per_token(x, cols)?;
+        r.submit()?;
+        Ok(a)
     }
 
     /// Reads quantized activations back (for tests and debugging).
@@ -214,33 +202,77 @@ impl Gpu {
         Ok(out)
     }
 
-    /// `y = W x` for one token, equal to `TernaryMatrix::gemm` on the same weights and
-    /// activations (see the crate docs for the division caveat off lavapipe).
+    /// `y = W x` for each token of `x` (`n x rows` out), equal to `TernaryMatrix::gemm` on the
+    /// same weights and activations (see the crate docs for the division caveat off lavapipe).
     pub fn gemv(&self, w: &GpuTernary, x: &GpuActs) -> Result<GpuVec> {
-        if x.n != 1 || x.cols != w.cols {
-            return Err(GpuError::Shape(format!("GEMV takes one token of {} values, got {} of {}", w.cols, x.n, x.cols)));
-        }
-        let y = self.storage("GEMV output", w.rows as u64 * 4)?;
-        let runs: Vec<_> = w.chunks.iter().map(|c| (self.bind_group(&self.gemv, &[&c.weights, &c.scales, &x.q, &x.meta, &y, &c.params]), c.grid.0, c.grid.1)).collect();
-        self.dispatch(&self.gemv, &runs)?;
-        Ok(GpuVec { buf: y, len: w.rows })
+        let mut r = self.begin()?;
+        let y = r.gemm(w, x)?;
+        r.submit()?;
+        Ok(y)
     }
 
     /// `y = x / sqrt(mean(x²) + eps) * w` for each row of `x` (rows of `w.len()`), as
     /// `ternlm_kernels::ops::rms_norm`.
     pub fn rms_norm(&self, x: &GpuVec, w: &GpuVec, eps: f32) -> Result<GpuVec> {
+        let mut r = self.begin()?;
+        let y = r.rms_norm(x, w, eps)?;
+        r.submit()?;
+        Ok(y)
+    }
+}
+
+impl Recorder<'_> {
+    /// Quantizes `x` (rows of `cols` values) per token into int8, as
+    /// `ternlm_kernels::act_quant::quantize_per_token` does for each row.
+    pub fn quantize_per_token(&mut self, x: &GpuVec, cols: usize) -> Result<GpuActs> {
+        if cols == 0 || !cols.is_multiple_of(4) || !x.len.is_multiple_of(cols) || x.len == 0 {
+            return Err(GpuError::Shape(format!("{} activations are not rows of {cols} (a positive multiple of 4)", x.len)));
+        }
+        let n = x.len / cols;
+        let (gx, gy) = self.gpu.grid(n, 1)?;
+        if gy > 1 {
+            return Err(GpuError::Shape(format!("{n} rows are more than one dispatch dimension holds")));
+        }
+        let groups = cols.div_ceil(GROUP);
+        let meta_stride = 2 + groups;
+        let q = self.gpu.storage("int8 activations", x.len as u64)?;
+        let meta = self.gpu.storage("activation scales and sums", (n * meta_stride * 4) as u64)?;
+        let params = self.gpu.uniform(&[cols as u32, groups as u32, meta_stride as u32, 0]);
+        let gpu = self.gpu;
+        let bg = gpu.bind_group(&gpu.quant, &[&x.buf, &q, &meta, &params]);
+        self.dispatch(&gpu.quant, vec![(bg, gx, 1, 1)]);
+        Ok(GpuActs { q, meta, n, cols, meta_stride })
+    }
+
+    /// Records `y = W x` for each of `x`'s tokens (`n x rows` out): one dispatch per weight
+    /// chunk, the tokens along the grid's z.
+    pub fn gemm(&mut self, w: &GpuTernary, x: &GpuActs) -> Result<GpuVec> {
+        if x.n == 0 || x.cols != w.cols {
+            return Err(GpuError::Shape(format!("the ternary product takes tokens of {} values, got {} of {}", w.cols, x.n, x.cols)));
+        }
+        let z = self.gpu.token_groups(x.n)?;
+        let y = self.gpu.storage("GEMM output", (x.n * w.rows) as u64 * 4)?;
+        let gpu = self.gpu;
+        let runs: Vec<_> = w.chunks.iter().map(|c| (gpu.bind_group(&gpu.gemv, &[&c.weights, &c.scales, &x.q, &x.meta, &y, &c.params]), c.grid.0, c.grid.1, z)).collect();
+        self.dispatch(&gpu.gemv, runs);
+        Ok(GpuVec { buf: y, len: x.n * w.rows })
+    }
+
+    /// Records `y = rms_norm(x) * w` for each row of `x`.
+    pub fn rms_norm(&mut self, x: &GpuVec, w: &GpuVec, eps: f32) -> Result<GpuVec> {
         if w.len == 0 || x.len == 0 || !x.len.is_multiple_of(w.len) {
             return Err(GpuError::Shape(format!("{} values are not rows of the norm's {} weights", x.len, w.len)));
         }
         let n = x.len / w.len;
-        let (gx, gy) = self.grid(n, 1)?;
+        let (gx, gy) = self.gpu.grid(n, 1)?;
         if gy > 1 {
             return Err(GpuError::Shape(format!("{n} rows are more than one dispatch dimension holds")));
         }
-        let y = self.storage("RMSNorm output", x.len as u64 * 4)?;
-        let params = self.uniform(&[w.len as u32, eps.to_bits(), 0, 0]);
-        let bg = self.bind_group(&self.rms, &[&x.buf, &w.buf, &y, &params]);
-        self.dispatch(&self.rms, &[(bg, gx, 1)])?;
+        let y = self.gpu.storage("RMSNorm output", x.len as u64 * 4)?;
+        let params = self.gpu.uniform(&[w.len as u32, eps.to_bits(), 0, 0]);
+        let gpu = self.gpu;
+        let bg = gpu.bind_group(&gpu.rms, &[&x.buf, &w.buf, &y, &params]);
+        self.dispatch(&gpu.rms, vec![(bg, gx, 1, 1)]);
         Ok(GpuVec { buf: y, len: x.len })
     }
 }

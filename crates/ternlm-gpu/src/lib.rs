@@ -36,11 +36,13 @@ mod adapters;
 mod blockq;
 mod device;
 mod kernels;
+mod ops;
 
 pub use adapters::{AdapterInfo, Backend, DeviceType, adapters};
 pub use blockq::{GpuBlockActs, GpuBlockKind, GpuBlockMatrix, HostBlockActs};
-pub use device::Gpu;
+pub use device::{Gpu, Recorder};
 pub use kernels::{GpuActs, GpuTernary, GpuVec, HostActs};
+pub use ops::{AttnShape, GateActivation, GpuHalf, MAX_HEAD_DIM, RopePairs};
 
 /// Why a GPU operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -87,17 +87,19 @@ fn scales_for(rng: &mut Rng, rows: usize, cols: usize, kind: usize) -> (usize, V
 fn check_gemv(gpu: &Gpu, rng: &mut Rng, rows: usize, cols: usize, case: usize) -> usize {
     let packed = trits(rng, rows, cols);
     let (block, scales) = scales_for(rng, rows, cols, case);
-    let x = activations(rng, 1, cols, case);
+    // Mostly one token (decode), sometimes a batch through the same dispatch.
+    let n = if case % 3 == 0 { 1 + rng.below(4) } else { 1 };
+    let x = activations(rng, n, cols, case);
     let cpu_w = TernaryMatrix::from_parts(rows, cols, packed.clone(), block, scales.clone()).unwrap();
     let acts = cpu_quant(&x, cols);
-    let mut want = vec![0f32; rows];
+    let mut want = vec![0f32; n * rows];
     cpu_w.gemm(&ThreadPool::new(1), &acts, &mut want);
 
     let w = gpu.upload_ternary(rows, cols, &packed, block, &scales).unwrap();
     let q = gpu.quantize_per_token(&gpu.upload(&x).unwrap(), cols).unwrap();
     let got = gpu.read(&gpu.gemv(&w, &q).unwrap()).unwrap();
     for (r, (g, c)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g.to_bits(), c.to_bits(), "row {r} of {rows}x{cols}, block {block}, {} scales, case {case}: gpu {g:e} cpu {c:e}", scales.len());
+        assert_eq!(g.to_bits(), c.to_bits(), "output {r} of {n}x{rows}x{cols}, block {block}, {} scales, case {case}: gpu {g:e} cpu {c:e}", scales.len());
     }
     w.chunks()
 }
@@ -179,7 +181,7 @@ fn bad_shapes_are_errors() {
     let x = gpu.upload(&[1.0; 10]).unwrap();
     assert!(matches!(gpu.quantize_per_token(&x, 4), Err(GpuError::Shape(_))));
     let two = gpu.quantize_per_token(&gpu.upload(&[1.0; 8]).unwrap(), 4).unwrap();
-    let w = gpu.upload_ternary(1, 4, &[0x55], 4, &[1.0]).unwrap();
+    let w = gpu.upload_ternary(1, 8, &[0x55, 0x55], 8, &[1.0]).unwrap();
     assert!(matches!(gpu.gemv(&w, &two), Err(GpuError::Shape(_))));
     assert!(matches!(gpu.rms_norm(&x, &gpu.upload(&[1.0; 3]).unwrap(), 1e-5), Err(GpuError::Shape(_))));
 }

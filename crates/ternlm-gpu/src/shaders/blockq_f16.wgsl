@@ -20,6 +20,9 @@ fn gemv_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     if (r >= p.rows) { return; }
     let base = r * p.row_words;
     let cols = p.blocks;
+    // This token's activations.
+    let xo = wg.z * cols;
+    let yo = wg.z * p.out_stride + p.row0 + r;
     let k8 = cols / 8u * 8u;
     var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for (var s = 0u; s < k8; s += 8u) {
@@ -27,7 +30,7 @@ fn gemv_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
             // The CPU fuses w * x + acc. Both factors are f16 values (11 significant bits
             // each), so their product is exact in f32 and rounding only the sum is the fused
             // result: no fma_exact needed, provided x really was rounded through f16.
-            acc[l] = opaque(weight(base, s + l) * x[s + l]) + acc[l];
+            acc[l] = opaque(weight(base, s + l) * x[xo + s + l]) + acc[l];
         }
     }
     // The CPU adds the tail's f32 products to the folded lanes in f64 and rounds the sum to
@@ -41,7 +44,7 @@ fn gemv_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     var approx = folded;
     for (var i = k8; i < cols; i++) {
         // Both factors are f16 values: the product is exact, a multiple of 2^-48.
-        let t = weight(base, i) * x[i];
+        let t = weight(base, i) * x[xo + i];
         approx = approx + t;
         neg_zero = neg_zero && bitcast<u32>(t) == 0x80000000u;
         let tx = to_fixed(t);
@@ -49,15 +52,15 @@ fn gemv_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         sum = round_to(add(sum, tx.v), 53u);
     }
     if (k8 == cols) {
-        y[p.row0 + r] = folded;
+        y[yo] = folded;
     } else if (!ok) {
         // Only when x was not rounded through f16, or a sum overflowed: f32 within the
         // tolerance the tests measure for that path.
-        y[p.row0 + r] = approx;
+        y[yo] = approx;
     } else if (neg_zero) {
-        y[p.row0 + r] = -0.0;
+        y[yo] = -0.0;
     } else {
-        y[p.row0 + r] = to_f32(round_to(sum, 24u));
+        y[yo] = to_f32(round_to(sum, 24u));
     }
 }
 

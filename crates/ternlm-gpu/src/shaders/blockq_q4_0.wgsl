@@ -13,18 +13,20 @@ fn gemv_q4_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let r = row_index(wg, lid);
     if (r >= p.rows) { return; }
     let base = r * p.row_words;
+    // This token's activation blocks.
+    let xo = wg.z * p.blocks;
     var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for (var b = 0u; b < p.blocks; b++) {
         let blk = base + b * 5u;
-        let d = f16_to_f32(w[blk] & 0xffffu) * xd[b];
+        let d = f16_to_f32(w[blk] & 0xffffu) * xd[xo + b];
         for (var l = 0u; l < 8u; l++) {
             // Lanes 0-3 are the low nibbles of words 0-3, lanes 4-7 their high nibbles.
             let nib = (w[blk + 1u + (l & 3u)] >> (4u * (l >> 2u))) & 0x0f0f0f0fu;
-            let x = xq[8u * b + l];
+            let x = xq[8u * (xo + b) + l];
             // Σ (n - 8) x = Σ n x - 8 Σ x, exact in i32; nibbles 0..15 are valid signed bytes.
             let lane = dot4I8Packed(nib, x) - 8 * dot4I8Packed(0x01010101u, x);
             acc[l] = fma_exact(d, f32(lane), acc[l]);
         }
     }
-    y[p.row0 + r] = hsum8(acc);
+    y[wg.z * p.out_stride + p.row0 + r] = hsum8(acc);
 }

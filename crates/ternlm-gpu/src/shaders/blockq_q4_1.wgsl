@@ -14,18 +14,20 @@ fn gemv_q4_1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let r = row_index(wg, lid);
     if (r >= p.rows) { return; }
     let base = r * p.row_words;
+    // This token's activation blocks.
+    let xo = wg.z * p.blocks;
     var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     var summs = 0.0;
     for (var b = 0u; b < p.blocks; b++) {
         let blk = base + b * 5u;
         let dm = w[blk];
         // The CPU rounds m * s, then adds: keep the compiler from fusing the two.
-        summs = summs + opaque(f16_to_f32(dm >> 16u) * xs[b]);
-        let d = f16_to_f32(dm & 0xffffu) * xd[b];
+        summs = summs + opaque(f16_to_f32(dm >> 16u) * xs[xo + b]);
+        let d = f16_to_f32(dm & 0xffffu) * xd[xo + b];
         for (var l = 0u; l < 8u; l++) {
             let nib = (w[blk + 1u + (l & 3u)] >> (4u * (l >> 2u))) & 0x0f0f0f0fu;
-            acc[l] = fma_exact(d, f32(dot4I8Packed(nib, xq[8u * b + l])), acc[l]);
+            acc[l] = fma_exact(d, f32(dot4I8Packed(nib, xq[8u * (xo + b) + l])), acc[l]);
         }
     }
-    y[p.row0 + r] = hsum8(acc) + summs;
+    y[wg.z * p.out_stride + p.row0 + r] = hsum8(acc) + summs;
 }

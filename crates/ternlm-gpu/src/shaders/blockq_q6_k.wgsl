@@ -16,6 +16,8 @@ fn gemv_q6_k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let r = row_index(wg, lid);
     if (r >= p.rows) { return; }
     let base = r * p.row_words;
+    // This token's activation blocks.
+    let xo = wg.z * p.blocks;
     var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for (var b = 0u; b < p.blocks; b++) {
         let blk = base + b * 53u;
@@ -28,7 +30,7 @@ fn gemv_q6_k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
                     // and 1 the low nibbles, 2 and 3 the high; qh holds run j at shift 2j.
                     let lo = (w[blk + 16u * h + 8u * (j & 1u) + l] >> (4u * (j >> 1u))) & 0x0f0f0f0fu;
                     let hi = (w[blk + 32u + 8u * h + l] >> (2u * j)) & 0x03030303u;
-                    let x = xq[64u * b + 32u * h + 8u * j + l];
+                    let x = xq[64u * (xo + b) + 32u * h + 8u * j + l];
                     // (v - 32) summed with dot4I8Packed on the unsigned 6-bit values, exact.
                     let isum = dot4I8Packed(lo | (hi << 4u), x) - 32 * dot4I8Packed(0x01010101u, x);
                     let si = 8u * h + 2u * j + (l >> 2u);
@@ -38,10 +40,10 @@ fn gemv_q6_k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
             }
         }
         // |lane| <= 32 * 128 * 32 * 127 < 2^24: f32(lane) is exact.
-        let d = xd[b] * f16_to_f32(w[blk + 52u] & 0xffffu);
+        let d = xd[xo + b] * f16_to_f32(w[blk + 52u] & 0xffffu);
         for (var l = 0u; l < 8u; l++) {
             acc[l] = fma_exact(d, f32(lanes[l]), acc[l]);
         }
     }
-    y[p.row0 + r] = hsum8(acc);
+    y[wg.z * p.out_stride + p.row0 + r] = hsum8(acc);
 }

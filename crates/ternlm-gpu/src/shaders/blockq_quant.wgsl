@@ -2,7 +2,7 @@
 // token (ternlm_kernels::act_quant's Q8_0, Q8_1 and Q8_K, and F16's rounding), bit for bit:
 // amax is an exact max, the divisions use div_exact (WGSL's `/` may be 2.5 ULP off), WGSL's
 // round() is half to even like round_ties_even, and f16 rounding is done on the bits
-// (WGSL's pack2x16float need not round to nearest even).
+// (WGSL's pack2x16float need not round to nearest even; round_f16 in f16.wgsl).
 
 struct Params { blocks: u32, with_s: u32, pad0: u32, pad1: u32 }
 
@@ -14,26 +14,6 @@ struct Params { blocks: u32, with_s: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(5) var<storage, read_write> xf: array<f32>;
 
 const WG: u32 = 64u;
-
-// v rounded to the nearest f16 (ties to even), as f32: half's f16::from_f32(v).to_f32().
-fn round_f16(v: f32) -> f32 {
-    let b = bitcast<u32>(v);
-    let mag = b & 0x7fffffffu;
-    if (mag >= 0x7f800000u) { return v; }
-    if (mag < 0x38800000u) {
-        // Below 2^-14, f16 is subnormal: steps of 2^-24. v * 2^24 is exact and below 2^10,
-        // round() takes it to an integer, ties to even, keeping the sign of zero.
-        return round(v * 16777216.0) * 5.9604644775390625e-8;
-    }
-    // Normal: keep 10 of f32's 23 fraction bits, to nearest even; a carry moves into the
-    // exponent as it should.
-    let rem = b & 0x1fffu;
-    var r = b & ~0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (b & 0x2000u) != 0u)) { r += 0x2000u; }
-    // Past the largest half (65504) the f16 is infinite.
-    if ((r & 0x7fffffffu) > 0x477fe000u) { r = (b & 0x80000000u) | 0x7f800000u; }
-    return bitcast<f32>(r);
-}
 
 fn q8(v: f32, id: f32) -> u32 {
     return u32(i32(round(v * id))) & 0xffu;

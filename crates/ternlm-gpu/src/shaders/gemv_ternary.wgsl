@@ -1,4 +1,4 @@
-// Ternary x int8 GEMV for one token, from ternlm's 2-bit layout (ternlm_kernels::ternary):
+// Ternary x int8 GEMV for one token per workgroup z (a batch of tokens is a GEMM), from ternlm's 2-bit layout (ternlm_kernels::ternary):
 // y[r] = (sum over scale blocks b of f32(isum_b) * scale_b) / s, with exact integer sums and
 // the CPU's float operations in the CPU's order.
 //
@@ -22,8 +22,8 @@ struct Params {
     flags: u32,       // bit 0: one scale per (row, block), else one for the matrix; bit 1: see below
     zero: u32,        // always 0; see opaque()
     wgx: u32,         // workgroups along x of the dispatch (rows may need a 2-D grid)
-    pad0: u32,
-    pad1: u32,
+    out_stride: u32, // outputs per token: the whole matrix's rows
+    meta_stride: u32, // words of qmeta per token
 }
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
@@ -63,13 +63,14 @@ fn code(base: u32, k: u32) -> i32 {
     return i32((w[base + byte / 4u] >> (8u * (byte % 4u) + shift)) & 3u);
 }
 
-fn qval(k: u32) -> i32 {
-    return extractBits(bitcast<i32>(q[k / 4u]), 8u * (k % 4u), 8u);
+// Activation k of the token whose words start at q0.
+fn qval(q0: u32, k: u32) -> i32 {
+    return extractBits(bitcast<i32>(q[q0 + k / 4u]), 8u * (k % 4u), 8u);
 }
 
 // Exact sum of trit * q over columns [k0, k1) of the row at `base`: whole groups with
 // dot4I8Packed, anything else (ragged tail, blocks not on group boundaries) one column at a time.
-fn block_sum(base: u32, k0: u32, k1: u32) -> i32 {
+fn block_sum(base: u32, q0: u32, m0: u32, k0: u32, k1: u32) -> i32 {
     var acc = 0i;
     var k = k0;
     loop {
@@ -77,7 +78,7 @@ fn block_sum(base: u32, k0: u32, k1: u32) -> i32 {
         if (k % 128u == 0u && k + 128u <= min(k1, p.kc)) {
             let g = k / 128u;
             let wb = base + g * 8u;
-            let qb = g * 32u;
+            let qb = q0 + g * 32u;
             for (var i = 0u; i < 8u; i++) {
                 let wd = w[wb + i];
                 acc += dot4I8Packed(wd & M, q[qb + i]);
@@ -85,10 +86,10 @@ fn block_sum(base: u32, k0: u32, k1: u32) -> i32 {
                 acc += dot4I8Packed((wd >> 4u) & M, q[qb + 16u + i]);
                 acc += dot4I8Packed((wd >> 6u) & M, q[qb + 24u + i]);
             }
-            acc -= bitcast<i32>(qmeta[2u + g]);
+            acc -= bitcast<i32>(qmeta[m0 + 2u + g]);
             k += 128u;
         } else {
-            acc += (code(base, k) - 1) * qval(k);
+            acc += (code(base, k) - 1) * qval(q0, k);
             k += 1u;
         }
     }
@@ -102,10 +103,13 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let r = (wg.y * p.wgx + wg.x) * WG + lid;
     if (r >= p.rows) { return; }
     let base = r * p.row_words;
-    let s = bitcast<f32>(qmeta[0]);
+    let t = wg.z;
+    let q0 = t * (p.cols / 4u);
+    let m0 = t * p.meta_stride;
+    let s = bitcast<f32>(qmeta[m0]);
     var acc = 0.0;
     for (var b = 0u; b < p.nb; b++) {
-        let isum = block_sum(base, b * p.block, (b + 1u) * p.block);
+        let isum = block_sum(base, q0, m0, b * p.block, (b + 1u) * p.block);
         var sc = scales[0];
         if ((p.flags & PER_ROW_SCALES) != 0u) { sc = scales[r * p.nb + b]; }
         let prod = opaque(f32(isum) * sc);
@@ -116,5 +120,5 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
     }
     // The CPU divides by s (it does not multiply by 1/s); div_exact rounds the same way.
-    y[p.row0 + r] = div_exact(acc, s);
+    y[t * p.out_stride + p.row0 + r] = div_exact(acc, s);
 }
