@@ -124,17 +124,22 @@ pub struct ModelArgs {
     /// Context size in tokens (default: the model's training context, at most 4096).
     #[arg(short = 'c', long = "ctx-size")]
     pub ctx_size: Option<usize>,
-    /// Layers to offload to a GPU (llama.cpp's -ngl): accepted and ignored, ternlm runs on
-    /// the CPU.
+    /// Layers to offload to a GPU (llama.cpp's -ngl): accepted and ignored; ternlm runs a
+    /// whole model on one device (--device).
     #[arg(long = "n-gpu-layers", alias = "gpu-layers", value_name = "N", allow_negative_numbers = true)]
     pub n_gpu_layers: Option<i64>,
     #[command(flatten)]
     pub weights: WeightArgs,
 }
 
-/// How weights are stored for the kernels.
+/// Where the model runs and how its weights are stored for the kernels.
 #[derive(Args, Debug, Clone)]
 pub struct WeightArgs {
+    /// Where to run: auto (a discrete GPU when one is found and the model fits, else the
+    /// CPU; never a software rasterizer), cpu, gpu (the first hardware adapter, else a
+    /// software one) or gpu:N (N from `ternlm info --devices`).
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    pub device: ternlm::DeviceChoice,
     /// Ternary weight layout: 2 (bits per weight) or 1.6 (20% fewer bytes per token, about
     /// twice the unpacking work; only for matrices with one scale).
     #[arg(long = "ternary-layout", value_enum, default_value = "2")]
@@ -143,6 +148,17 @@ pub struct WeightArgs {
     /// costs a little perplexity, see the README).
     #[arg(long = "int8-head")]
     pub int8_head: bool,
+}
+
+fn parse_device(s: &str) -> Result<ternlm::DeviceChoice, String> {
+    s.parse()
+}
+
+impl WeightArgs {
+    /// The load options these flags ask for, with `threads`.
+    pub fn load_options(&self, threads: usize) -> ternlm::LoadOptions {
+        ternlm::LoadOptions { threads, ternary_layout: self.ternary_layout.into(), int8_head: self.int8_head, device: self.device }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -336,8 +352,8 @@ pub struct BenchArgs {
     /// Skip the memory bandwidth probe.
     #[arg(long = "no-probe")]
     pub no_probe: bool,
-    /// Layers to offload to a GPU (llama-bench's -ngl): accepted and ignored, ternlm runs on
-    /// the CPU.
+    /// Layers to offload to a GPU (llama-bench's -ngl): accepted and ignored; ternlm runs a
+    /// whole model on one device (--device).
     #[arg(long = "n-gpu-layers", alias = "gpu-layers", value_name = "N", allow_negative_numbers = true)]
     pub n_gpu_layers: Option<i64>,
     #[command(flatten)]

@@ -45,7 +45,7 @@ pub fn naming_path<T, E: Into<anyhow::Error>>(r: std::result::Result<T, E>, doin
 /// llama.cpp's `-ngl N`, accepted so that habits work, and said to do nothing here.
 pub fn ignore_gpu_layers(n: Option<i64>) {
     if let Some(n) = n {
-        note!("ternlm: note: --n-gpu-layers {n} is ignored: ternlm runs on the CPU");
+        note!("ternlm: note: --n-gpu-layers {n} is ignored: ternlm runs a whole model on one device (--device cpu|gpu|gpu:N, default auto)");
     }
 }
 
@@ -53,11 +53,39 @@ pub fn load_model(args: &ModelArgs) -> Result<Model> {
     ignore_gpu_layers(args.n_gpu_layers);
     let path = model_path(args.model.as_deref())?;
     let threads = threads(args.threads)?;
-    let model = naming_path(Model::load(&path, &LoadOptions { threads, ternary_layout: args.weights.ternary_layout.into(), int8_head: args.weights.int8_head }), "loading", &path)?;
+    let model = naming_path(Model::load(&path, &args.weights.load_options(threads)), "loading", &path)?;
+    say_device(&model, &args.weights);
     if matches!(args.weights.ternary_layout, LayoutArg::Bits1_6) && !model.has_ternary_tensors() {
         note!("ternlm: note: --ternary-layout 1.6 has no effect: the model has no ternary weights");
     }
     Ok(model)
+}
+
+/// Says where a model runs when that is news: on a GPU, after `auto` passed over a GPU it
+/// found (or failed to use), and when GPU-only flags do nothing. `auto` on a machine with no
+/// GPU at all stays quiet.
+pub fn say_device(model: &Model, weights: &WeightArgs) {
+    let device = model.device();
+    if model.backend_name() == "gpu" {
+        note!("ternlm: device: {device}");
+        if weights.int8_head || matches!(weights.ternary_layout, LayoutArg::Bits1_6) {
+            note!("ternlm: note: --int8-head and --ternary-layout are CPU layouts; the GPU keeps the file's");
+        }
+    } else if let Some(why) = device.strip_prefix("cpu (auto: ").and_then(|w| w.strip_suffix(')'))
+        && !why.starts_with("no GPU device node")
+    {
+        note!("ternlm: device: cpu (--device auto did not take a GPU: {why})");
+    }
+}
+
+/// The device a loaded model runs on, as a choice that loads another model there too.
+fn model_device(model: &Model) -> ternlm::DeviceChoice {
+    if model.backend_name() == "gpu" {
+        let index = model.device().strip_prefix("gpu:").and_then(|s| s.split(' ').next()).and_then(|i| i.parse().ok());
+        ternlm::DeviceChoice::Gpu(index)
+    } else {
+        ternlm::DeviceChoice::Cpu
+    }
 }
 
 /// Speculation when the user does not say: prompt lookup costs nothing when it finds no
@@ -94,7 +122,7 @@ pub fn load_model_speculating(args: &ModelArgs, spec: &SpeculateArgs) -> Result<
 /// weight options, and checked to share the vocabulary.
 pub fn attach_draft(model: Model, arg: &str, weights: &WeightArgs) -> Result<Model> {
     let path = model_path(Some(arg))?;
-    let opts = LoadOptions { threads: model.threads(), ternary_layout: weights.ternary_layout.into(), int8_head: weights.int8_head };
+    let opts = LoadOptions { device: model_device(&model), ..weights.load_options(model.threads()) };
     let draft = naming_path(Model::load(&path, &opts), "loading the draft model", &path)?;
     naming_path(model.with_draft_model(draft), "using the draft model", &path)
 }

@@ -1,6 +1,8 @@
 //! `ternlm info --devices`: needs no model, prints a table or (`--json`) a JSON list of
 //! devices with the contract fields; an empty list is fine where there is no adapter (CI
-//! without lavapipe, or adapters hidden with `TERNLM_GPU=off`).
+//! without lavapipe, or adapters hidden with `TERNLM_GPU=off`). And `--device`: the GPU run
+//! prints what the CPU run prints, bad choices fail with one line, `auto` never takes a
+//! software rasterizer.
 
 mod common;
 
@@ -65,4 +67,56 @@ fn devices_table_has_a_line_per_device() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), n + 1, "{out}");
     assert!(lines[0].starts_with("index") && lines[0].contains("backend") && lines[0].contains("memory"), "{out}");
+}
+
+fn tiny() -> std::path::PathBuf {
+    let fixtures = std::env::var_os("TERNLM_FIXTURES").map(std::path::PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
+    fixtures.join("tiny-bitnet-b158/tiny-bitnet-b158-i2_s.gguf")
+}
+
+fn run_on(device: &str, env: &[(&str, &Path)]) -> std::process::Output {
+    let model = tiny();
+    run_ternlm(&["run", "-m", model.to_str().unwrap(), "-p", "hello there", "-n", "12", "--temperature", "0", "--device", device], None, env)
+}
+
+#[test]
+fn run_on_the_gpu_prints_what_the_cpu_prints() {
+    if devices_json(&[]).is_empty() {
+        return skipped("no device to run on");
+    }
+    let cpu = run_on("cpu", &[]);
+    let gpu = run_on("gpu", &[]);
+    assert!(cpu.status.success() && gpu.status.success(), "cpu: {}\ngpu: {}", text(&cpu.stderr), text(&gpu.stderr));
+    assert_eq!(text(&gpu.stdout), text(&cpu.stdout));
+    assert!(text(&gpu.stderr).contains("ternlm: device: gpu:0"), "the GPU run says where it ran: {}", text(&gpu.stderr));
+}
+
+#[test]
+fn device_choices_fail_with_one_clear_line() {
+    let bogus = run_on("tpu", &[]);
+    assert!(!bogus.status.success());
+    assert!(text(&bogus.stderr).contains("unknown device \"tpu\""), "{}", text(&bogus.stderr));
+    let missing = run_on("gpu:99", &[]);
+    assert!(!missing.status.success());
+    let err = text(&missing.stderr);
+    assert!(err.contains("no GPU adapter with index 99") || err.contains("no GPU adapter found"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // With adapters hidden, gpu is an error and auto is the CPU, quietly.
+    let off = Path::new("off");
+    let hidden = run_on("gpu", &[("TERNLM_GPU", off)]);
+    assert!(!hidden.status.success());
+    assert!(text(&hidden.stderr).contains("no GPU adapter found"), "{}", text(&hidden.stderr));
+    let auto = run_on("auto", &[("TERNLM_GPU", off)]);
+    assert!(auto.status.success(), "{}", text(&auto.stderr));
+    assert_eq!(text(&auto.stdout), text(&run_on("cpu", &[]).stdout));
+}
+
+#[test]
+fn auto_never_picks_a_software_rasterizer() {
+    let auto = run_on("auto", &[]);
+    assert!(auto.status.success(), "{}", text(&auto.stderr));
+    let err = text(&auto.stderr);
+    for soft in ["llvmpipe", "lavapipe", "SwiftShader", "WARP"] {
+        assert!(!err.contains(&format!("device: gpu:0 {soft}")), "auto took a software adapter: {err}");
+    }
 }

@@ -266,6 +266,15 @@ impl Recorder<'_> {
         Ok(())
     }
 
+    /// Records a copy of the first `len` values (even) of `src` into `dst`.
+    pub fn copy_half(&mut self, src: &GpuHalf, dst: &GpuHalf, len: usize) -> Result<()> {
+        if !len.is_multiple_of(2) || len > src.len || len > dst.len {
+            return Err(GpuError::Shape(format!("copying {len} f16 values between buffers of {} and {}", src.len, dst.len)));
+        }
+        self.copy(&src.buf, 0, &dst.buf, 0, len as u64 * 2);
+        Ok(())
+    }
+
     /// Records a copy of `rows` rows of `width` values from row `from` of `src` to row `to`
     /// of `dst`.
     pub fn copy_rows(&mut self, src: &GpuVec, from: usize, dst: &GpuVec, to: usize, rows: usize, width: usize) -> Result<()> {

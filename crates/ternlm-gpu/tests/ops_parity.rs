@@ -57,7 +57,7 @@ fn add_gate_and_rope_match_cpu() {
         let rope_dims = if case % 3 == 2 { head_dim / 2 } else { head_dim };
         let heads = 1 + rng.below(5);
         let rows = 1 + rng.below(6);
-        let style = if case % 2 == 0 { RopeStyle::Neox } else { RopeStyle::Interleaved };
+        let style = if case.is_multiple_of(2) { RopeStyle::Neox } else { RopeStyle::Interleaved };
         let x: Vec<f32> = (0..rows * heads * head_dim).map(|_| rng.f32() * 4.0).collect();
         let mut table = Vec::new();
         let pos0 = rng.below(5000);
@@ -114,7 +114,7 @@ fn attention_matches_cpu_within_f16_rounding() {
         let n_kv = 1 + rng.below(3);
         let n_heads = n_kv * (1 + rng.below(3));
         let pos0 = [0, 1, 70, 200][rng.below(4)];
-        let m = 1 + rng.below(if case % 3 == 0 { 70 } else { 4 });
+        let m = 1 + rng.below(if case.is_multiple_of(3) { 70 } else { 4 });
         let n_pos = pos0 + m;
         let kv = n_kv * hd;
         let k: Vec<f16> = (0..n_pos * kv).map(|_| f16::from_f32(rng.f32() * 2.0)).collect();
@@ -154,7 +154,13 @@ fn batched_block_products_match_cpu_scalar() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng(0x0B5_0004);
     let pool = ThreadPool::new(1);
-    let kinds = [(GpuBlockKind::Q8_0, BlockKind::Q8_0, 34), (GpuBlockKind::Q4_0, BlockKind::Q4_0, 18), (GpuBlockKind::Q4_1, BlockKind::Q4_1, 20), (GpuBlockKind::Q6K, BlockKind::Q6K, 210), (GpuBlockKind::F16, BlockKind::F16, 2)];
+    let kinds = [
+        (GpuBlockKind::Q8_0, BlockKind::Q8_0, 34),
+        (GpuBlockKind::Q4_0, BlockKind::Q4_0, 18),
+        (GpuBlockKind::Q4_1, BlockKind::Q4_1, 20),
+        (GpuBlockKind::Q6K, BlockKind::Q6K, 210),
+        (GpuBlockKind::F16, BlockKind::F16, 2),
+    ];
     for (case, &(gk, ck, bb)) in kinds.iter().cycle().take(10).enumerate() {
         let bl = gk.block_len().max(if gk == GpuBlockKind::F16 { 1 } else { 32 });
         let cols = bl.max(32) * (1 + rng.below(6)) + if gk == GpuBlockKind::F16 { 2 * rng.below(5) } else { 0 };

@@ -35,6 +35,8 @@ pub enum ModelError {
     ForeignKv { backend: &'static str },
     #[error("the draft model does not fit the target: {0}")]
     DraftMismatch(String),
+    #[error("GPU: {0}")]
+    Gpu(String),
     #[error("{path}: {reason}")]
     Checkpoint { path: std::path::PathBuf, reason: String },
 }

@@ -39,7 +39,7 @@ pub mod weights;
 pub use backend::Logits;
 pub use chat::{ChatTemplate, Message};
 pub use config::Config;
-pub use devices::{DeviceInfo, devices};
+pub use devices::{DeviceChoice, DeviceInfo, devices};
 pub use error::{ModelError, Result};
 pub use file_info::{ModelFileInfo, TensorTypeCount};
 pub use model::{LoadOptions, Model, RenderedChat, TernaryLayout, default_threads, usable_cpus};

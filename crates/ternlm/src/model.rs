@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use ternlm_format::{GgufFile, Metadata};
 use ternlm_kernels::ThreadPool;
 
-use crate::backend::{Backend, CpuBackend};
+use crate::backend::{Backend, CpuBackend, GpuBackend};
 use crate::chat::{ChatTemplate, Message};
 use crate::config::Config;
+use crate::devices::DeviceChoice;
 use crate::error::{ModelError, Result};
 use crate::sequence::Sequence;
 use crate::session::Session;
@@ -29,11 +30,14 @@ pub struct LoadOptions {
     /// Repack the output head into int8 rows (one f32 scale per row): half the bytes of an
     /// F16 head, at a small perplexity cost (see the README).
     pub int8_head: bool,
+    /// Where the arithmetic runs. On a GPU, ternary weights keep the 2-bit layout and the
+    /// head stays as stored (`ternary_layout` and `int8_head` are CPU layouts).
+    pub device: DeviceChoice,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { threads: default_threads(), ternary_layout: TernaryLayout::Bits2, int8_head: false }
+        Self { threads: default_threads(), ternary_layout: TernaryLayout::Bits2, int8_head: false, device: DeviceChoice::Cpu }
     }
 }
 
@@ -134,6 +138,9 @@ pub struct Model {
     draft: Option<Box<Model>>,
     /// What steps of several positions cost here, as measured.
     step_cost: StepCost,
+    /// Where it runs and, for `auto`, why: "cpu", "gpu:0 NVIDIA ... (vulkan)",
+    /// "cpu (auto: no discrete GPU ...)".
+    device: String,
 }
 
 impl std::fmt::Debug for Model {
@@ -172,11 +179,46 @@ impl Model {
             return Err(ModelError::Tokenizer(format!("the tokenizer has {} tokens but the model's vocabulary is {}", tokenizer.n_vocab(), config.n_vocab)));
         }
         let pool = Arc::new(ThreadPool::new(opts.threads.max(1)));
-        let weights = Weights::load(&file, &config, &pool, opts)?;
-        let backend = Box::new(CpuBackend::new(config.clone(), weights, pool.clone()));
+        let (backend, device) = Self::backend_for(&file, &config, &pool, opts)?;
         let template_source = tokenizer::chat_template(file.as_ref())?;
         let template = template_source.as_deref().map(|src| compile_template(src, &tokenizer)).transpose()?;
-        Ok(Self { path, file, config, backend, tokenizer, template, template_source, pool, load_time: start.elapsed(), draft: None, step_cost: StepCost::default() })
+        Ok(Self { path, file, config, backend, tokenizer, template, template_source, pool, load_time: start.elapsed(), draft: None, step_cost: StepCost::default(), device })
+    }
+
+    /// The backend for `opts.device`, with what to say about the choice.
+    fn backend_for(file: &Arc<GgufFile>, config: &Config, pool: &Arc<ThreadPool>, opts: &LoadOptions) -> Result<(Box<dyn Backend>, String)> {
+        let cpu = |why: Option<String>| -> Result<(Box<dyn Backend>, String)> {
+            let weights = Weights::load(file, config, pool, opts)?;
+            let note = why.map_or_else(|| "cpu".to_string(), |w| format!("cpu (auto: {w})"));
+            Ok((Box::new(CpuBackend::new(config.clone(), weights, pool.clone())), note))
+        };
+        // The GPU takes the file's own layouts: 2-bit ternary rows, the head as stored.
+        let gpu_opts = LoadOptions { ternary_layout: TernaryLayout::Bits2, int8_head: false, ..opts.clone() };
+        let on_gpu = |index: Option<usize>, weights: Weights| -> Result<(Box<dyn Backend>, String)> {
+            let gpu = ternlm_gpu::Gpu::open(index).map_err(|e| ModelError::Gpu(e.to_string()))?;
+            let b = GpuBackend::new(config.clone(), weights, gpu)?;
+            let a = b.adapter();
+            let note = format!("gpu:{} {} ({}{})", a.index, a.name, a.backend.as_str(), if a.software { ", software" } else { "" });
+            Ok((Box::new(b), note))
+        };
+        match opts.device {
+            DeviceChoice::Cpu => cpu(None).map(|(b, _)| (b, "cpu".to_string())),
+            DeviceChoice::Gpu(index) => on_gpu(index, Weights::load(file, config, pool, &gpu_opts)?),
+            // The file's size stands for the weights' (the GPU keeps them as stored).
+            DeviceChoice::Auto => match crate::devices::auto_pick(file.len() as usize) {
+                Err(why) => cpu(Some(why)),
+                Ok(dev) => match Weights::load(file, config, pool, &gpu_opts).and_then(|w| on_gpu(Some(dev.index), w)) {
+                    Ok(b) => Ok(b),
+                    Err(e) => cpu(Some(format!("{} failed: {e}", dev.name))),
+                },
+            },
+        }
+    }
+
+    /// Where the model runs: "cpu", or the GPU adapter ("gpu:0 NAME (vulkan)"); after
+    /// `--device auto` on the CPU, why no GPU was taken ("cpu (auto: ...)").
+    pub fn device(&self) -> &str {
+        &self.device
     }
 
     pub fn path(&self) -> &Path {

@@ -92,7 +92,7 @@ fn dummy_models_of_every_type_load_and_agree() {
         let prompt = model.tokenizer.encode("the quick brown fox", true, false).unwrap();
         let base = model.session(64).eval(&prompt, ternlm::Logits::Last).unwrap();
         assert!(base.iter().all(|v| v.is_finite()));
-        for opts in [LoadOptions { threads: 2, ternary_layout: ternlm::TernaryLayout::Bits1_6, int8_head: false }, LoadOptions { threads: 1, ..Default::default() }] {
+        for opts in [LoadOptions { threads: 2, ternary_layout: ternlm::TernaryLayout::Bits1_6, ..Default::default() }, LoadOptions { threads: 1, ..Default::default() }] {
             let other = Model::load(&path, &opts).unwrap();
             let logits = other.session(64).eval(&prompt, ternlm::Logits::Last).unwrap();
             assert_eq!(logits, base, "{ty}: {opts:?} changed the logits");

@@ -134,6 +134,11 @@ impl BlockMatrix {
         self.rows * self.row_bytes
     }
 
+    /// Every row's bytes, in the file's layout (for uploading to another device).
+    pub fn data(&self) -> &[u8] {
+        &self.data.bytes()[..self.rows * self.row_bytes]
+    }
+
     pub fn row_data(&self, r: usize) -> &[u8] {
         &self.data.bytes()[r * self.row_bytes..(r + 1) * self.row_bytes]
     }

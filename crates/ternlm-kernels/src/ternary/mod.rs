@@ -281,6 +281,12 @@ impl TernaryMatrix {
         self.layout
     }
 
+    /// The rows as [`Self::from_parts`] takes them (packed rows, scale block length, scales),
+    /// for uploading to another device; `None` in the 1.6-bit layout.
+    pub fn parts(&self) -> Option<(&[u8], usize, &[f32])> {
+        (self.layout == TernaryLayout::Bits2).then(|| (&self.packed[..], self.block_len, &self.scales[..]))
+    }
+
     /// Codes of row `r` in column order, whatever the layout.
     fn row_codes(&self, r: usize, codes: &mut [u8]) {
         let rb = self.row_bytes();

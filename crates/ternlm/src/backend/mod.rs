@@ -8,10 +8,12 @@
 //! are the same [`Backend::forward`].
 
 mod cpu;
+mod gpu;
 
 use std::any::Any;
 
 pub(crate) use cpu::CpuBackend;
+pub(crate) use gpu::GpuBackend;
 
 use crate::error::Result;
 

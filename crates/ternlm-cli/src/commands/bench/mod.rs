@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use serde_json::json;
-use ternlm::{GenerateParams, LoadOptions, Logits, Model, SamplerConfig, Sequence};
+use ternlm::{GenerateParams, Logits, Model, SamplerConfig, Sequence};
 
 mod speculate;
 
@@ -60,7 +60,8 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     let mut after_table = Vec::new();
     let mut above_probe = false;
     for (i, &t) in threads.iter().enumerate() {
-        let model = naming_path(Model::load(&path, &LoadOptions { threads: t, ternary_layout: a.weights.ternary_layout.into(), int8_head: a.weights.int8_head }), "loading", &path)?;
+        let model = naming_path(Model::load(&path, &a.weights.load_options(t)), "loading", &path)?;
+        crate::load::say_device(&model, &a.weights);
         if speculating {
             let model = match a.speculate.draft_model.as_deref() {
                 Some(draft) => crate::load::attach_draft(model, draft, &a.weights)?,
