@@ -77,11 +77,13 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             outln!("| model | size | params | isa | threads | test | t/s (median) | min..max | MB/token | GB/s | % of BW |")?;
             outln!("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")?;
         }
-        let isa = ternlm::machine::active_isa_name();
+        // On a GPU the CPU's kernel level and memory bandwidth say nothing about the run.
+        let on_gpu = model.backend_name() == "gpu";
+        let isa = if on_gpu { "gpu".into() } else { ternlm::machine::active_isa_name() };
         let params = model.param_count();
         let size = model.file_bytes();
         let weights = model.weight_bytes_per_step() as f64;
-        let ceiling = if a.no_probe { None } else { Some(ternlm::machine::read_bandwidth(&model, 512 << 20, 5)) };
+        let ceiling = if a.no_probe || on_gpu { None } else { Some(ternlm::machine::read_bandwidth(&model, 512 << 20, 5)) };
         let mut rows = Vec::new();
         for &p in a.n_prompt.iter().filter(|&&p| p > 0) {
             let samples = time_reps(&model, a.reps, p, 0)?;
@@ -115,6 +117,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
                     "size_bytes": size,
                     "params": params,
                     "isa": isa,
+                    "device": model.device(),
                     "threads": t,
                     "test": r.test,
                     "n_prompt": r.n_prompt,
