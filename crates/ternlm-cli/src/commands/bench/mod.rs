@@ -79,7 +79,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         }
         // On a GPU the CPU's kernel level and memory bandwidth say nothing about the run.
         let on_gpu = model.backend_name() == "gpu";
-        let isa = if on_gpu { "gpu".into() } else { ternlm::machine::active_isa_name() };
+        let isa = if on_gpu { "gpu" } else { ternlm::machine::active_isa_name() };
         let params = model.param_count();
         let size = model.file_bytes();
         let weights = model.weight_bytes_per_step() as f64;
