@@ -25,8 +25,8 @@
 //! - F16 rows with `cols % 8 != 0` add their last products in f64; the shader keeps that sum
 //!   exactly in 128-bit fixed point and rounds it to 53 and then 24 bits as the CPU does.
 //!
-//! `fma_exact` costs some 25 operations where a fused device needs one; a device known to
-//! fuse could take `fma` instead (not done: nothing reports that reliably yet).
+//! `fma_exact` costs some 25 operations where a fused device needs one: a device whose
+//! `fma()` passes the self-check run when it is opened (fma.rs) gets the native one.
 //! Subnormal f32 values would be out of the emulations' range; the scales and sums of real
 //! weights stay far above them.
 
@@ -37,7 +37,7 @@ use crate::{GpuError, Result};
 /// Workgroup size of the block shaders (`const WG` in blockq_common.wgsl).
 const WG: usize = 64;
 
-const COMMON: &str = concat!(include_str!("shaders/blockq_common.wgsl"), include_str!("shaders/f16.wgsl"), include_str!("shaders/fma_exact.wgsl"));
+const COMMON: &str = concat!(include_str!("shaders/blockq_common.wgsl"), include_str!("shaders/f16.wgsl"));
 
 /// The weight types [`Gpu::upload_block`] takes (ternlm-kernels' `BlockKind` names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +103,9 @@ pub(crate) struct BlockPipelines {
 
 impl BlockPipelines {
     /// Compiles the shaders; the caller holds an error scope around this.
-    pub(crate) fn new(device: &wgpu::Device) -> Self {
+    /// With `native_fma`, the fused multiply-adds are the device's own `fma()` (see fma.rs).
+    pub(crate) fn new(device: &wgpu::Device, native_fma: bool) -> Self {
+        let fma = crate::fma::source(native_fma);
         let pipeline = |entry: &str, module: &wgpu::ShaderModule| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
@@ -115,7 +117,7 @@ impl BlockPipelines {
             })
         };
         let module = |label: &str, src: String| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) });
-        let make = |entry: &str, body: &str| pipeline(entry, &module(entry, format!("{COMMON}{body}")));
+        let make = |entry: &str, body: &str| pipeline(entry, &module(entry, format!("{COMMON}{fma}{body}")));
         let quant = module("blockq_quant", concat!(include_str!("shaders/blockq_quant.wgsl"), include_str!("shaders/f16.wgsl"), include_str!("shaders/div.wgsl")).to_string());
         BlockPipelines {
             q8_0: make("gemv_q8_0", include_str!("shaders/blockq_q8_0.wgsl")),

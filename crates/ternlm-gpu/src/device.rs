@@ -32,6 +32,8 @@ pub struct Gpu {
     pub(crate) rms: wgpu::ComputePipeline,
     pub(crate) block: crate::blockq::BlockPipelines,
     pub(crate) ops: crate::ops::OpsPipelines,
+    /// The device's `fma()` passed the fused self-check (fma.rs) and the kernels use it.
+    native_fma: bool,
 }
 
 impl Gpu {
@@ -97,11 +99,12 @@ impl Gpu {
         let quant = pipeline(&module("quant_per_token", QUANT_WGSL), "quantize");
         let gemv = pipeline(&module("gemv_ternary", GEMV_WGSL), "gemv");
         let rms = pipeline(&module("rms_norm", RMS_WGSL), "rms_norm");
-        let block = crate::blockq::BlockPipelines::new(&device);
-        let ops = crate::ops::OpsPipelines::new(&device);
+        let native_fma = crate::fma::device_fma_is_fused(&device, &queue)?;
+        let block = crate::blockq::BlockPipelines::new(&device, native_fma);
+        let ops = crate::ops::OpsPipelines::new(&device, native_fma);
         scope.pop()?;
         let binding_limit = adapter_binding_limit(&limits);
-        let gpu = Gpu { device, queue, info, limits, binding_limit, lost, uncaptured, quant, gemv, rms, block, ops };
+        let gpu = Gpu { device, queue, info, limits, binding_limit, lost, uncaptured, quant, gemv, rms, block, ops, native_fma };
         gpu.check()?;
         Ok(gpu)
     }
@@ -109,6 +112,22 @@ impl Gpu {
     /// The adapter this device runs on.
     pub fn info(&self) -> &AdapterInfo {
         &self.info
+    }
+
+    /// Whether the kernels use the device's own fused multiply-add (it passed the self-check
+    /// when opened) rather than the exact emulation.
+    pub fn native_fma(&self) -> bool {
+        self.native_fma
+    }
+
+    /// Compiles the kernels in the variant this device did not take (native `fma()` where it
+    /// emulates, and the reverse), so that both are known to be valid WGSL on any device
+    /// the tests run on.
+    pub fn compile_other_fma_variant(&self) -> Result<()> {
+        let scope = self.scope()?;
+        let _ = crate::blockq::BlockPipelines::new(&self.device, !self.native_fma);
+        let _ = crate::ops::OpsPipelines::new(&self.device, !self.native_fma);
+        scope.pop()
     }
 
     /// The adapter's limits, as the device was opened with them.

@@ -35,6 +35,7 @@
 mod adapters;
 mod blockq;
 mod device;
+mod fma;
 mod kernels;
 mod ops;
 

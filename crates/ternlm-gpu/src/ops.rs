@@ -74,7 +74,8 @@ pub(crate) struct OpsPipelines {
 
 impl OpsPipelines {
     /// Compiles the shaders; the caller holds an error scope around this.
-    pub(crate) fn new(device: &wgpu::Device) -> Self {
+    /// With `native_fma`, attention's fused multiply-adds are the device's `fma()`.
+    pub(crate) fn new(device: &wgpu::Device, native_fma: bool) -> Self {
         let module = |label: &str, src: &str| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) });
         let pipeline = |m: &wgpu::ShaderModule, entry: &str| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -87,8 +88,8 @@ impl OpsPipelines {
             })
         };
         let ops = module("ops", include_str!("shaders/ops.wgsl"));
-        let attn_src = concat!(include_str!("shaders/attention.wgsl"), include_str!("shaders/f16.wgsl"), include_str!("shaders/fma_exact.wgsl"), include_str!("shaders/div.wgsl"));
-        let attn = module("attention", attn_src);
+        let attn_src = format!("{}{}{}{}", include_str!("shaders/attention.wgsl"), include_str!("shaders/f16.wgsl"), crate::fma::source(native_fma), include_str!("shaders/div.wgsl"));
+        let attn = module("attention", &attn_src);
         OpsPipelines {
             add: pipeline(&ops, "add"),
             silu: pipeline(&ops, "gate_silu"),

@@ -231,3 +231,20 @@ fn gemv_zero_sums_keep_the_cpu_sign() {
         assert_eq!(bits(&got), bits(&want), "{rows}x{cols}");
     }
 }
+
+/// lavapipe's `fma()` rounds the product first (measured), so its self-check must fail and
+/// the kernels must take the exact emulation; on other devices either path is tested by the
+/// parity tests above, whichever the check chose.
+#[test]
+fn fma_self_check_sees_lavapipe_unfused() {
+    let Some(gpu) = gpu() else { return };
+    let name = gpu.info().name.to_ascii_lowercase();
+    if gpu.info().software && (name.contains("llvmpipe") || name.contains("lavapipe")) {
+        assert!(!gpu.native_fma(), "lavapipe's fma() is not fused, yet the self-check passed");
+    }
+    // The check's first triple tells the two roundings apart: fused it is 2^-24, unfused 0.
+    let e = 2f32.powi(-12);
+    assert_eq!((1.0 + e).mul_add(1.0 + e, -(1.0 + 2.0 * e)), 2f32.powi(-24));
+    assert_eq!((1.0 + e) * (1.0 + e) - (1.0 + 2.0 * e), 0.0);
+    gpu.compile_other_fma_variant().expect("the other fma variant of the kernels compiles");
+}

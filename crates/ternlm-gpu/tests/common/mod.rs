@@ -27,7 +27,7 @@ pub fn skipped(why: &str) {
 pub fn open() -> Option<Gpu> {
     match Gpu::open(None) {
         Ok(g) => {
-            eprintln!("ternlm-gpu tests on {:?} ({})", g.info().name, g.info().backend.as_str());
+            eprintln!("ternlm-gpu tests on {:?} ({}), fused multiply-add: {}", g.info().name, g.info().backend.as_str(), if g.native_fma() { "native" } else { "emulated" });
             Some(g)
         }
         Err(e @ GpuError::NoAdapter { .. }) => {
