@@ -120,3 +120,30 @@ fn auto_never_picks_a_software_rasterizer() {
         assert!(!err.contains(&format!("device: gpu:0 {soft}")), "auto took a software adapter: {err}");
     }
 }
+
+/// Scores of `perplexity --json` over a short text.
+fn perplexity(device: &str, env: &[(&str, &Path)]) -> f64 {
+    let file = common::scratch("text.txt");
+    std::fs::write(&file, "The quick brown fox jumps over the lazy dog. ".repeat(30)).unwrap();
+    let model = tiny();
+    let o = run_ternlm(&["perplexity", "-m", model.to_str().unwrap(), "-f", file.to_str().unwrap(), "-c", "64", "--chunks", "2", "--json", "--device", device], None, env);
+    assert!(o.status.success(), "{device}: {}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&o.stdout)));
+    v["perplexity"].as_f64().unwrap_or_else(|| panic!("no perplexity: {v}"))
+}
+
+/// With bindings limited to 256 KiB the weight matrices, caches and logits are split
+/// into many buffers; the answers stay the CPU's.
+#[test]
+fn small_bindings_split_and_agree() {
+    if devices_json(&[]).is_empty() {
+        return skipped("no device to run on");
+    }
+    let limit = Path::new("262144");
+    let cpu = perplexity("cpu", &[]);
+    let gpu = perplexity("gpu", &[("TERNLM_GPU_MAX_BINDING", limit)]);
+    assert!(((gpu.ln() - cpu.ln()) / cpu.ln()).abs() < 1e-3, "log-perplexity: gpu {} cpu {}", gpu.ln(), cpu.ln());
+    let split = run_on("gpu", &[("TERNLM_GPU_MAX_BINDING", limit)]);
+    assert!(split.status.success(), "{}", text(&split.stderr));
+    assert_eq!(text(&split.stdout), text(&run_on("cpu", &[]).stdout));
+}

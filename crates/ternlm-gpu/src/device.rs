@@ -103,7 +103,12 @@ impl Gpu {
         let block = crate::blockq::BlockPipelines::new(&device, native_fma);
         let ops = crate::ops::OpsPipelines::new(&device, native_fma);
         scope.pop()?;
-        let binding_limit = adapter_binding_limit(&limits);
+        let mut binding_limit = adapter_binding_limit(&limits);
+        // A lower limit on request: for drivers that misbehave near their stated limit, and
+        // for tests of the splitting paths.
+        if let Some(max) = std::env::var("TERNLM_GPU_MAX_BINDING").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            binding_limit = binding_limit.min(max.max(4096)) / 4 * 4;
+        }
         let gpu = Gpu { device, queue, info, limits, binding_limit, lost, uncaptured, quant, gemv, rms, block, ops, native_fma };
         gpu.check()?;
         Ok(gpu)

@@ -12,7 +12,8 @@ const GEMV_WG: usize = 64;
 const PER_ROW_SCALES: u32 = 1;
 const DIRECT: u32 = 2;
 
-/// f32 values on the device.
+/// f32 values on the device (cloning shares the buffer, it does not copy it).
+#[derive(Clone)]
 pub struct GpuVec {
     buf: wgpu::Buffer,
     len: usize,

@@ -141,19 +141,23 @@ pub fn run(mut args: RunArgs) -> Result<ExitCode> {
     }
     if args.verbose {
         note!(
-            "ternlm: load {:.0} ms | prompt {} tokens, {:.1} tokens/s | generation {} tokens, {:.1} tokens/s{} | threads {} | isa {} | stop: {}",
+            "ternlm: load {:.0} ms | prompt {} tokens, {:.1} tokens/s | generation {} tokens, {:.1} tokens/s{} | {} | stop: {}",
             model.load_time().as_secs_f64() * 1e3,
             outcome.prompt_evaluated,
             outcome.prompt_tokens_per_s(),
             outcome.tokens.len(),
             outcome.gen_tokens_per_s(),
             drafted(&outcome),
-            model.threads(),
-            ternlm::machine::active_isa_name(),
+            where_it_ran(&model),
             outcome.stop.as_str()
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "threads N | isa L" on the CPU, "device gpu:0 NAME (backend)" on a GPU.
+fn where_it_ran(model: &ternlm::Model) -> String {
+    if model.backend_name() == "gpu" { format!("device {}", model.device()) } else { format!("threads {} | isa {}", model.threads(), ternlm::machine::active_isa_name()) }
 }
 
 /// ", drafts: A of P accepted" when speculation drafted anything.

@@ -265,7 +265,7 @@ impl GpuBackend {
         let mut r = g.begin().map_err(gpu_err)?;
         let eps = cfg.rms_eps;
         let mut picked = Vec::with_capacity(segs.len());
-        let logits = (|| -> ternlm_gpu::Result<Option<GpuVec>> {
+        let logits = (|| -> ternlm_gpu::Result<Vec<GpuVec>> {
             for (li, layer) in self.layers.iter().enumerate() {
                 let h = r.rms_norm(&x, &layer.attn_norm, eps)?;
                 let mut prep = Vec::new();
@@ -313,21 +313,36 @@ impl GpuBackend {
                 m += count;
             }
             if m == 0 {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             let rows = g.alloc(m * d)?;
             for &(at, first, count) in &picked {
                 r.copy_rows(&x, first, &rows, at, count, d)?;
             }
             let h = r.rms_norm(&rows, &self.output_norm, eps)?;
-            Ok(Some(self.output.record(&mut r, &h, m, &mut Vec::new())?))
+            // Logits in groups of rows that each fit one binding (a large vocabulary times
+            // many positions would not).
+            let per = (g.binding_limit() / (cfg.n_vocab as u64 * 4)).max(1) as usize;
+            let mut parts = Vec::with_capacity(m.div_ceil(per));
+            for start in (0..m).step_by(per) {
+                let count = per.min(m - start);
+                let part = if count == m {
+                    h.clone()
+                } else {
+                    let p = g.alloc(count * d)?;
+                    r.copy_rows(&h, start, &p, 0, count, d)?;
+                    p
+                };
+                parts.push(self.output.record(&mut r, &part, count, &mut Vec::new())?);
+            }
+            Ok(parts)
         })()
         .map_err(gpu_err)?;
         r.submit().map_err(gpu_err)?;
-        let all = match logits {
-            Some(l) => g.read(&l).map_err(gpu_err)?,
-            None => Vec::new(),
-        };
+        let mut all = Vec::new();
+        for part in &logits {
+            all.extend(g.read(part).map_err(gpu_err)?);
+        }
         for ((kv, tokens, _), &(_, pos0)) in segs.iter_mut().zip(&starts) {
             kv.len = pos0 + tokens.len();
         }
