@@ -106,17 +106,8 @@ impl BlockPipelines {
     /// With `native_fma`, the fused multiply-adds are the device's own `fma()` (see fma.rs).
     pub(crate) fn new(device: &wgpu::Device, native_fma: bool) -> Self {
         let fma = crate::fma::source(native_fma);
-        let pipeline = |entry: &str, module: &wgpu::ShaderModule| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-        };
-        let module = |label: &str, src: String| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) });
+        let pipeline = |entry: &str, module: &wgpu::ShaderModule| crate::device::pipeline(device, module, entry);
+        let module = |label: &str, src: String| crate::device::shader(device, label, &src);
         let make = |entry: &str, body: &str| pipeline(entry, &module(entry, format!("{COMMON}{fma}{body}")));
         let quant = module("blockq_quant", concat!(include_str!("shaders/blockq_quant.wgsl"), include_str!("shaders/f16.wgsl"), include_str!("shaders/div.wgsl")).to_string());
         BlockPipelines {

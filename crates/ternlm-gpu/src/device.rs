@@ -85,17 +85,8 @@ impl Gpu {
         }));
 
         let scope = Scope::push(&device);
-        let module = |label: &str, src: &str| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) });
-        let pipeline = |m: &wgpu::ShaderModule, entry: &str| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: m,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-        };
+        let module = |label: &str, src: &str| shader(&device, label, src);
+        let pipeline = |m: &wgpu::ShaderModule, entry: &str| pipeline(&device, m, entry);
         let quant = pipeline(&module("quant_per_token", QUANT_WGSL), "quantize");
         let gemv = pipeline(&module("gemv_ternary", GEMV_WGSL), "gemv");
         let rms = pipeline(&module("rms_norm", RMS_WGSL), "rms_norm");
@@ -282,6 +273,17 @@ impl Gpu {
         staging.unmap();
         Ok(out)
     }
+}
+
+/// Compiles WGSL source (the caller holds an error scope: a bad shader is a validation error).
+pub(crate) fn shader(device: &wgpu::Device, label: &str, src: &str) -> wgpu::ShaderModule {
+    device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) })
+}
+
+/// A compute pipeline for `entry` of `module`, its bind group layout derived from the
+/// bindings that entry point uses.
+pub(crate) fn pipeline(device: &wgpu::Device, module: &wgpu::ShaderModule, entry: &str) -> wgpu::ComputePipeline {
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor { label: Some(entry), layout: None, module, entry_point: Some(entry), compilation_options: Default::default(), cache: None })
 }
 
 /// The largest buffer one storage binding may cover on this device, and at most 4 GiB: the

@@ -42,15 +42,8 @@ pub(crate) fn device_fma_is_fused(device: &wgpu::Device, queue: &wgpu::Queue) ->
     let t = triples();
     let n = t.len();
     let src = include_str!("shaders/fma_check.wgsl");
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("fma_check"), source: wgpu::ShaderSource::Wgsl(src.into()) });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("fma_check"),
-        layout: None,
-        module: &module,
-        entry_point: Some("fma_check"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
+    let module = crate::device::shader(device, "fma_check", src);
+    let pipeline = crate::device::pipeline(device, &module, "fma_check");
     let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
     let input = device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("fma triples"), contents: bytemuck::cast_slice(&t), usage: storage });
     let out = device.create_buffer(&wgpu::BufferDescriptor { label: Some("fma out"), size: n as u64 * 4, usage: storage, mapped_at_creation: false });

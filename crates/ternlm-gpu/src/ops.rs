@@ -76,17 +76,8 @@ impl OpsPipelines {
     /// Compiles the shaders; the caller holds an error scope around this.
     /// With `native_fma`, attention's fused multiply-adds are the device's `fma()`.
     pub(crate) fn new(device: &wgpu::Device, native_fma: bool) -> Self {
-        let module = |label: &str, src: &str| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) });
-        let pipeline = |m: &wgpu::ShaderModule, entry: &str| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: m,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-        };
+        let module = |label: &str, src: &str| crate::device::shader(device, label, src);
+        let pipeline = |m: &wgpu::ShaderModule, entry: &str| crate::device::pipeline(device, m, entry);
         let ops = module("ops", include_str!("shaders/ops.wgsl"));
         let attn_src = format!("{}{}{}{}", include_str!("shaders/attention.wgsl"), include_str!("shaders/f16.wgsl"), crate::fma::source(native_fma), include_str!("shaders/div.wgsl"));
         let attn = module("attention", &attn_src);

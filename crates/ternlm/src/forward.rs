@@ -54,15 +54,7 @@ pub(crate) struct Segment<'a> {
 /// Nothing is written to any cache unless every segment is valid.
 pub(crate) fn forward_batch(cfg: &Config, w: &Weights, pool: &ThreadPool, segs: &mut [Segment<'_>], s: &mut Scratch) -> Result<Vec<Vec<f32>>> {
     for seg in segs.iter() {
-        if seg.tokens.is_empty() {
-            return Err(ModelError::EmptyPrompt);
-        }
-        if seg.cache.len() + seg.tokens.len() > seg.cache.n_ctx() {
-            return Err(ModelError::ContextFull { ctx: seg.cache.n_ctx() });
-        }
-        if let Some(&t) = seg.tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
-            return Err(ModelError::BadToken { id: t, n_vocab: cfg.n_vocab });
-        }
+        crate::backend::check_segment(seg.tokens, seg.cache.len(), seg.cache.n_ctx(), cfg.n_vocab)?;
     }
     let (d, q_dim, kv_dim, ff, hd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff, cfg.head_dim);
     // Row offset and first position of each segment.

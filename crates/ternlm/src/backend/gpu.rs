@@ -366,15 +366,7 @@ impl Backend for GpuBackend {
     fn forward(&self, segs: &mut [Segment<'_>]) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.config;
         for seg in segs.iter() {
-            if seg.tokens.is_empty() {
-                return Err(ModelError::EmptyPrompt);
-            }
-            if seg.kv.len() + seg.tokens.len() > seg.kv.n_ctx() {
-                return Err(ModelError::ContextFull { ctx: seg.kv.n_ctx() });
-            }
-            if let Some(&t) = seg.tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
-                return Err(ModelError::BadToken { id: t, n_vocab: cfg.n_vocab });
-            }
+            super::check_segment(seg.tokens, seg.kv.len(), seg.kv.n_ctx(), cfg.n_vocab)?;
         }
         let mut kvs = Vec::with_capacity(segs.len());
         for seg in segs.iter_mut() {

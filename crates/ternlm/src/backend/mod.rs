@@ -15,7 +15,23 @@ use std::any::Any;
 pub(crate) use cpu::CpuBackend;
 pub(crate) use gpu::GpuBackend;
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
+
+/// Whether `tokens` may run after the `held` positions of a store of `n_ctx`: not empty, not
+/// past the context, every id in the vocabulary. Every backend checks every segment before
+/// it writes anything.
+pub(crate) fn check_segment(tokens: &[u32], held: usize, n_ctx: usize, n_vocab: usize) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(ModelError::EmptyPrompt);
+    }
+    if held + tokens.len() > n_ctx {
+        return Err(ModelError::ContextFull { ctx: n_ctx });
+    }
+    if let Some(&t) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+        return Err(ModelError::BadToken { id: t, n_vocab });
+    }
+    Ok(())
+}
 
 /// Which positions of a segment need logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
