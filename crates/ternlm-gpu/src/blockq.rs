@@ -1,13 +1,15 @@
-//! One-token GEMV for ggml's block-quantized (Q8_0, Q4_0, Q4_1, Q6_K) and F16 weights
-//! (output heads, SmolLM2's layers), the device twin of
-//! `ternlm_kernels::blockq::BlockMatrix::gemm` at `Isa::Scalar`.
+//! Products of ggml's block-quantized (Q8_0, Q4_0, Q4_1, Q6_K, Q4_K) and float (F16, BF16,
+//! F32) weights with one or more tokens (output heads, SmolLM2's layers), the device twin
+//! of `ternlm_kernels::blockq::BlockMatrix::gemm` at `Isa::Scalar` (F32 and BF16 within one
+//! ULP: the CPU sums their products in f64, the device in a float pair).
 //!
 //! Weights arrive as the GGUF bytes `BlockMatrix` holds. Q8_0 (34 bytes a block), Q4_0 (18),
 //! Q4_1 (20) and Q6_K (210) blocks are not word aligned, and WGSL storage has nothing smaller
 //! than a word, so [`Gpu::upload_block`] repacks each block into whole words: Q8_0 (9 words),
 //! Q4_0 and Q4_1 (5) put their f16 scale word first, then the quantized bytes unchanged; Q6_K
-//! (53) keeps its first 208 bytes and moves d to a last word. F16 rows are uploaded as they
-//! are, each padded to a whole word when `cols` is odd.
+//! (53) keeps its first 208 bytes and moves d to a last word. Q4_K blocks (144 bytes, 36
+//! words) are aligned already and go up unchanged, as do F32 rows; F16 and BF16 rows are
+//! uploaded as they are, each padded to a whole word when `cols` is odd.
 //!
 //! Activations are prepared on the device by [`Gpu::prepare_block_acts`] (ggml's Q8_0, Q8_1
 //! or Q8_K quantization, or F16 rounding, bit for bit as the CPU), or on the host:
@@ -37,7 +39,7 @@ use crate::{GpuError, Result};
 /// Workgroup size of the block shaders (`const WG` in blockq_common.wgsl).
 const WG: usize = 64;
 
-const COMMON: &str = concat!(include_str!("shaders/blockq_common.wgsl"), include_str!("shaders/f16.wgsl"));
+const COMMON: &str = concat!(include_str!("shaders/blockq_common.wgsl"), include_str!("shaders/f16.wgsl"), include_str!("shaders/two_sum.wgsl"));
 
 /// The weight types [`Gpu::upload_block`] takes (ternlm-kernels' `BlockKind` names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,14 +49,17 @@ pub enum GpuBlockKind {
     Q4_1,
     F16,
     Q6K,
+    Q4K,
+    F32,
+    BF16,
 }
 
 impl GpuBlockKind {
     /// Columns per block in the GGUF layout.
     pub fn block_len(self) -> usize {
         match self {
-            Self::F16 => 1,
-            Self::Q6K => 256,
+            Self::F16 | Self::F32 | Self::BF16 => 1,
+            Self::Q6K | Self::Q4K => 256,
             _ => 32,
         }
     }
@@ -65,8 +70,10 @@ impl GpuBlockKind {
             Self::Q8_0 => 34,
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
-            Self::F16 => 2,
+            Self::F16 | Self::BF16 => 2,
+            Self::F32 => 4,
             Self::Q6K => 210,
+            Self::Q4K => 144,
         }
     }
 
@@ -76,14 +83,15 @@ impl GpuBlockKind {
             Self::Q8_0 => 9,
             Self::Q4_0 | Self::Q4_1 => 5,
             Self::Q6K => 53,
-            Self::F16 => 0,
+            Self::Q4K => 36,
+            Self::F16 | Self::F32 | Self::BF16 => 0,
         }
     }
 
     /// Bytes of f16 scales at the start of a GGUF block (Q4_1 has d and m).
     fn scale_bytes(self) -> usize {
         match self {
-            Self::Q4_1 => 4,
+            Self::Q4_1 | Self::Q4K => 4,
             _ => 2,
         }
     }
@@ -96,9 +104,12 @@ pub(crate) struct BlockPipelines {
     q4_1: wgpu::ComputePipeline,
     f16: wgpu::ComputePipeline,
     q6k: wgpu::ComputePipeline,
+    q4k: wgpu::ComputePipeline,
+    float: wgpu::ComputePipeline,
     quant_q8: wgpu::ComputePipeline,
     quant_q8k: wgpu::ComputePipeline,
     quant_f16: wgpu::ComputePipeline,
+    quant_bf16: wgpu::ComputePipeline,
 }
 
 impl BlockPipelines {
@@ -116,9 +127,12 @@ impl BlockPipelines {
             q4_1: make("gemv_q4_1", include_str!("shaders/blockq_q4_1.wgsl")),
             f16: make("gemv_f16", include_str!("shaders/blockq_f16.wgsl")),
             q6k: make("gemv_q6_k", include_str!("shaders/blockq_q6_k.wgsl")),
+            q4k: make("gemv_q4_k", include_str!("shaders/blockq_q4_k.wgsl")),
+            float: make("gemv_float", include_str!("shaders/blockq_f32.wgsl")),
             quant_q8: pipeline("quant_q8", &quant),
             quant_q8k: pipeline("quant_q8k", &quant),
             quant_f16: pipeline("quant_f16", &quant),
+            quant_bf16: pipeline("quant_bf16", &quant),
         }
     }
 
@@ -129,6 +143,8 @@ impl BlockPipelines {
             GpuBlockKind::Q4_1 => &self.q4_1,
             GpuBlockKind::F16 => &self.f16,
             GpuBlockKind::Q6K => &self.q6k,
+            GpuBlockKind::Q4K => &self.q4k,
+            GpuBlockKind::F32 | GpuBlockKind::BF16 => &self.float,
         }
     }
 }
@@ -223,7 +239,8 @@ impl Gpu {
         }
         self.fits("the GEMV output", rows as u64 * 4)?;
         let row_words = match kind {
-            GpuBlockKind::F16 => cols.div_ceil(2),
+            GpuBlockKind::F16 | GpuBlockKind::BF16 => cols.div_ceil(2),
+            GpuBlockKind::F32 => cols,
             _ => blocks * kind.device_words(),
         };
         let stride = row_words as u64 * 4;
@@ -244,7 +261,8 @@ impl Gpu {
             debug_assert_eq!(words.len(), n * row_words);
             let weights = self.storage_init("block weights", bytemuck::cast_slice(&words))?;
             let grid = self.grid(n, WG)?;
-            let params = [n, row0, if kind == GpuBlockKind::F16 { cols } else { blocks }, row_words, grid.0 as usize, 0, rows, 0];
+            // Float kinds count columns; the last word tells BF16 weights from F32 (gemv_float).
+            let params = [n, row0, blocks, row_words, grid.0 as usize, 0, rows, usize::from(kind == GpuBlockKind::BF16)];
             let params: Vec<u32> =
                 params.iter().map(|&v| u32::try_from(v)).collect::<Result<_, _>>().map_err(|_| GpuError::Shape(format!("{kind:?} matrix {rows}x{cols} is too large for 32-bit indexing")))?;
             chunks.push(Chunk { weights, params: self.uniform(&params), grid });
@@ -327,7 +345,7 @@ impl Recorder<'_> {
             return Err(GpuError::Shape(format!("{} activations are not {n} tokens", x.len())));
         }
         let cols = x.len() / n;
-        let bl = if kind == GpuBlockKind::F16 { 1 } else { kind.block_len() };
+        let bl = kind.block_len();
         if cols == 0 || !cols.is_multiple_of(bl) {
             return Err(GpuError::Shape(format!("{kind:?} activations: {cols} values are not a positive multiple of {bl}")));
         }
@@ -336,16 +354,21 @@ impl Recorder<'_> {
         if gy > 1 {
             return Err(GpuError::Shape(format!("{cols} activations are more than one dispatch dimension holds")));
         }
+        if kind == GpuBlockKind::F32 {
+            // F32 weights take the activations as they are.
+            return Ok(GpuBlockActs { n, cols, data: ActData::Float(x.buffer().clone()) });
+        }
         let params = self.gpu.uniform(&[u32::try_from(blocks).map_err(|_| GpuError::Shape(format!("{cols} activations")))?, u32::from(kind == GpuBlockKind::Q4_1), 0, 0]);
         let total = x.len() as u64;
         let x = x.buffer().clone();
         // Buffers are handles: the clones share the device memory.
         let (pipeline, acts, entries): (&wgpu::ComputePipeline, ActData, Vec<(u32, wgpu::Buffer)>) = match kind {
-            GpuBlockKind::F16 => {
-                let f = self.gpu.storage("F16 activations", total * 4)?;
-                (&self.gpu.block.quant_f16, ActData::Float(f.clone()), vec![(0, x), (4, params), (5, f)])
+            GpuBlockKind::F16 | GpuBlockKind::BF16 | GpuBlockKind::F32 => {
+                let f = self.gpu.storage("rounded float activations", total * 4)?;
+                let pipeline = if kind == GpuBlockKind::F16 { &self.gpu.block.quant_f16 } else { &self.gpu.block.quant_bf16 };
+                (pipeline, ActData::Float(f.clone()), vec![(0, x), (4, params), (5, f)])
             }
-            GpuBlockKind::Q6K => {
+            GpuBlockKind::Q6K | GpuBlockKind::Q4K => {
                 let q = self.gpu.storage("Q8_K activations", total)?;
                 let d = self.gpu.storage("Q8_K activation scales", blocks as u64 * 4)?;
                 (&self.gpu.block.quant_q8k, ActData::Q8 { q: q.clone(), d: d.clone(), s: None, block: 256 }, vec![(0, x), (1, q), (2, d), (4, params)])
@@ -381,8 +404,8 @@ impl Recorder<'_> {
             let buffers: Vec<&wgpu::Buffer> = match (&x.data, w.kind) {
                 (ActData::Q8 { q, d, block: 32, .. }, GpuBlockKind::Q8_0 | GpuBlockKind::Q4_0) => vec![&c.weights, q, d, &y, &c.params],
                 (ActData::Q8 { q, d, s: Some(s), block: 32 }, GpuBlockKind::Q4_1) => vec![&c.weights, q, d, s, &y, &c.params],
-                (ActData::Q8 { q, d, block: 256, .. }, GpuBlockKind::Q6K) => vec![&c.weights, q, d, &y, &c.params],
-                (ActData::Float(v), GpuBlockKind::F16) => vec![&c.weights, v, &y, &c.params],
+                (ActData::Q8 { q, d, block: 256, .. }, GpuBlockKind::Q6K | GpuBlockKind::Q4K) => vec![&c.weights, q, d, &y, &c.params],
+                (ActData::Float(v), GpuBlockKind::F16 | GpuBlockKind::F32 | GpuBlockKind::BF16) => vec![&c.weights, v, &y, &c.params],
                 _ => return Err(GpuError::Shape(format!("{:?} weights need {} activations", w.kind, act_name(w.kind)))),
             };
             runs.push((gpu.bind_group(pipeline, &buffers), c.grid.0, c.grid.1, z));
@@ -397,7 +420,9 @@ fn act_name(kind: GpuBlockKind) -> &'static str {
         GpuBlockKind::Q8_0 | GpuBlockKind::Q4_0 => "Q8_0",
         GpuBlockKind::Q4_1 => "Q8_1 (with block sums)",
         GpuBlockKind::F16 => "f16-rounded float",
-        GpuBlockKind::Q6K => "Q8_K",
+        GpuBlockKind::BF16 => "bf16-rounded float",
+        GpuBlockKind::F32 => "float",
+        GpuBlockKind::Q6K | GpuBlockKind::Q4K => "Q8_K",
     }
 }
 
@@ -411,7 +436,7 @@ fn repack_row(kind: GpuBlockKind, row: &[u8], out: &mut Vec<u32>) {
         w[..b.len()].copy_from_slice(b);
         u32::from_le_bytes(w)
     };
-    if kind == GpuBlockKind::F16 {
+    if matches!(kind, GpuBlockKind::F16 | GpuBlockKind::BF16 | GpuBlockKind::F32) {
         out.extend(row.chunks(4).map(word));
         return;
     }

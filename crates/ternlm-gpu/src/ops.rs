@@ -79,7 +79,14 @@ impl OpsPipelines {
         let module = |label: &str, src: &str| crate::device::shader(device, label, src);
         let pipeline = |m: &wgpu::ShaderModule, entry: &str| crate::device::pipeline(device, m, entry);
         let ops = module("ops", include_str!("shaders/ops.wgsl"));
-        let attn_src = format!("{}{}{}{}", include_str!("shaders/attention.wgsl"), include_str!("shaders/f16.wgsl"), crate::fma::source(native_fma), include_str!("shaders/div.wgsl"));
+        let attn_src = format!(
+            "{}{}{}{}{}",
+            include_str!("shaders/attention.wgsl"),
+            include_str!("shaders/f16.wgsl"),
+            include_str!("shaders/two_sum.wgsl"),
+            crate::fma::source(native_fma),
+            include_str!("shaders/div.wgsl")
+        );
         let attn = module("attention", &attn_src);
         OpsPipelines {
             add: pipeline(&ops, "add"),

@@ -1,7 +1,8 @@
 //! The forward pass's other device ops against ternlm-kernels' CPU code on random shapes:
 //! residual add, squared ReLU and rope bit for bit, SiLU and attention within measured
 //! tolerances (the device's exp() is its own), cache writes bit for bit, and batched block
-//! products (several tokens in one dispatch) bit for bit at the CPU's scalar level.
+//! products (several tokens in one dispatch) bit for bit at the CPU's scalar level (F32 and
+//! BF16 within one ULP: the CPU sums them in f64).
 
 use half::f16;
 use ternlm_gpu::{AttnShape, GateActivation, GpuBlockKind, RopePairs};
@@ -160,10 +161,14 @@ fn batched_block_products_match_cpu_scalar() {
         (GpuBlockKind::Q4_1, BlockKind::Q4_1, 20),
         (GpuBlockKind::Q6K, BlockKind::Q6K, 210),
         (GpuBlockKind::F16, BlockKind::F16, 2),
+        (GpuBlockKind::Q4K, BlockKind::Q4K, 144),
+        (GpuBlockKind::F32, BlockKind::F32, 4),
+        (GpuBlockKind::BF16, BlockKind::BF16, 2),
     ];
-    for (case, &(gk, ck, bb)) in kinds.iter().cycle().take(10).enumerate() {
-        let bl = gk.block_len().max(if gk == GpuBlockKind::F16 { 1 } else { 32 });
-        let cols = bl.max(32) * (1 + rng.below(6)) + if gk == GpuBlockKind::F16 { 2 * rng.below(5) } else { 0 };
+    let float = |k: GpuBlockKind| matches!(k, GpuBlockKind::F16 | GpuBlockKind::F32 | GpuBlockKind::BF16);
+    for (case, &(gk, ck, bb)) in kinds.iter().cycle().take(24).enumerate() {
+        let bl = gk.block_len();
+        let cols = bl.max(32) * (1 + rng.below(6)) + if float(gk) { 1 + rng.below(9) } else { 0 };
         let rows = 1 + rng.below(70);
         let n = 1 + rng.below(6);
         // Random bytes with sane f16 scales where each block keeps them.
@@ -172,8 +177,10 @@ fn batched_block_products_match_cpu_scalar() {
             let scale = f16::from_f32(0.01 + rng.f32().abs() * 0.05).to_le_bytes();
             match gk {
                 GpuBlockKind::F16 => blk.copy_from_slice(&f16::from_f32(rng.f32()).to_le_bytes()),
+                GpuBlockKind::F32 => blk.copy_from_slice(&rng.f32().to_le_bytes()),
+                GpuBlockKind::BF16 => blk.copy_from_slice(&half::bf16::from_f32(rng.f32()).to_le_bytes()),
                 GpuBlockKind::Q6K => blk[208..210].copy_from_slice(&scale),
-                GpuBlockKind::Q4_1 => {
+                GpuBlockKind::Q4_1 | GpuBlockKind::Q4K => {
                     blk[..2].copy_from_slice(&scale);
                     blk[2..4].copy_from_slice(&f16::from_f32(rng.f32() * 0.1).to_le_bytes());
                 }
@@ -193,6 +200,14 @@ fn batched_block_products_match_cpu_scalar() {
         let a = r.prepare_block_acts(gk, &dx, n).unwrap();
         let y = r.gemm_block(&w, &a).unwrap();
         r.submit().unwrap();
-        assert_eq!(bits(&gpu.read(&y).unwrap()), bits(&want), "{gk:?} case {case}: {n} tokens x {rows}x{cols}");
+        let got = gpu.read(&y).unwrap();
+        if matches!(gk, GpuBlockKind::F32 | GpuBlockKind::BF16) {
+            // The CPU sums in f64, the device in a float pair: at most one ULP apart.
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(g.to_bits().abs_diff(w.to_bits()) <= 1, "{gk:?} case {case} output {i}: gpu {g:e} cpu {w:e}");
+            }
+        } else {
+            assert_eq!(bits(&got), bits(&want), "{gk:?} case {case}: {n} tokens x {rows}x{cols}");
+        }
     }
 }

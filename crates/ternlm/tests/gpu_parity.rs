@@ -115,3 +115,20 @@ fn batched_and_long_steps_match_single_ones() {
     foreign.start(&cpu, &[1, 2], &params).unwrap();
     assert!(gpu.step(&mut [&mut foreign], None).is_err());
 }
+
+/// A generated llama with F32 matrices, a separate output head and heads of 16 dimensions
+/// (attention's whole dot product is its f32 tail): the F32 products and the small heads.
+#[test]
+fn generated_f32_llama_matches_the_cpu() {
+    let path = std::env::temp_dir().join(format!("ternlm-gpu-generated-llama-{}.gguf", std::process::id()));
+    common::generated_llama::build(&path);
+    let gpu = load(&path, DeviceChoice::Gpu(None));
+    let cpu = load(&path, DeviceChoice::Cpu).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let Some(gpu) = gpu else { return };
+    let prompt = cpu.tokenizer.encode("the cat sat on the mat", true, false).unwrap();
+    assert_eq!(greedy(&gpu, &prompt, 10), greedy(&cpu, &prompt, 10));
+    let gap = logit_gap(&cpu, &gpu, &prompt);
+    eprintln!("generated llama: largest logit difference {gap:.2e} of the range");
+    assert!(gap <= 0.01, "logits differ by {gap} of their range");
+}

@@ -87,3 +87,18 @@ fn quant_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= p.blocks) { return; }
     xf[i] = round_f16(x[i]);
 }
+
+// BF16 weights' activations: each value rounded to bf16 (nearest, ties to even; NaN stays
+// NaN) and back, as half's bf16::from_f32.
+@compute @workgroup_size(64)
+fn quant_bf16(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= p.blocks) { return; }
+    let b = bitcast<u32>(x[i]);
+    if ((b & 0x7fffffffu) > 0x7f800000u) {
+        xf[i] = bitcast<f32>(b | 0x00400000u);
+        return;
+    }
+    let r = (b + 0x7fffu + ((b >> 16u) & 1u)) & 0xffff0000u;
+    xf[i] = bitcast<f32>(r);
+}

@@ -1,15 +1,6 @@
 
 // ---- fma_exact.wgsl: a fused multiply-add from rounded operations (appended where needed;
-// the including shader defines opaque(), see blockq_common.wgsl) ----
-
-// (s, e) with s = a + b rounded and s + e = a + b exactly (Knuth's TwoSum). The opaque()
-// calls keep the compiler from simplifying (s - a) and friends algebraically.
-fn two_sum(a: f32, b: f32) -> vec2<f32> {
-    let s = opaque(a + b);
-    let bb = opaque(s - a);
-    let e = (a - opaque(s - bb)) + (b - bb);
-    return vec2<f32>(s, e);
-}
+// the including shader defines opaque() (see blockq_common.wgsl) and includes two_sum.wgsl) ----
 
 // The upper 12 significant bits of a (the lower 12 are a minus this, exactly).
 fn hi12(a: f32) -> f32 {

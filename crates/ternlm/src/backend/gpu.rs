@@ -59,7 +59,9 @@ impl GpuLinear {
                     BlockKind::Q4_1 => GpuBlockKind::Q4_1,
                     BlockKind::F16 => GpuBlockKind::F16,
                     BlockKind::Q6K => GpuBlockKind::Q6K,
-                    other => return Err(ModelError::Gpu(format!("{name}: no GPU kernel for {other:?} weights yet (F16, Q8_0, Q6_K, Q4_0, Q4_1 and ternary types have one); use --device cpu"))),
+                    BlockKind::Q4K => GpuBlockKind::Q4K,
+                    BlockKind::F32 => GpuBlockKind::F32,
+                    BlockKind::BF16 => GpuBlockKind::BF16,
                 };
                 gpu.upload_block(kind, m.rows(), m.cols(), m.data()).map(Self::Block).map_err(fail)
             }
