@@ -1,0 +1,11 @@
+//! `ternlm report` and `ternlm fit`: which machine runs a model fastest and cheapest.
+//!
+//! - [`schema`]: the report's data (one JSON document per run, versioned), shared by the
+//!   measurement, the renderers and `report merge`.
+//!
+//! The crate sits beside `ternlm-serve`: it uses the model crate's API only, and the CLI
+//! drives it.
+
+pub mod schema;
+
+pub use schema::{Report, SCHEMA_VERSION};
