@@ -34,6 +34,37 @@ pub fn read_bandwidth_on_threads(threads: usize, bytes: usize, passes: usize) ->
     bandwidth::read_bandwidth(&ThreadPool::new(threads.max(1)), bytes, passes)
 }
 
+/// Int8 multiply-accumulates per second of ternlm's own prefill kernel on `threads` threads:
+/// a 2560 x 2560 ternary matrix (2B-4T's attention projections) times a 64-token batch,
+/// best of `passes`. The compute ceiling that prefill is measured against: it counts what
+/// the kernels reach, not the CPU's datasheet peak.
+pub fn int8_macs_per_s(threads: usize, passes: usize) -> f64 {
+    use ternlm_kernels::act_quant::{ActFormat, QuantActs};
+    use ternlm_kernels::ternary::TernaryMatrix;
+    const N: usize = 2560;
+    const TOKENS: usize = 64;
+    let pool = ThreadPool::new(threads.max(1));
+    // A fixed pattern of trits: the kernel's speed does not depend on their values.
+    let trits: Vec<i8> = (0..N).map(|i| (i % 3) as i8 - 1).collect();
+    let mut packed = vec![0u8; N * TernaryMatrix::packed_row_bytes(N)];
+    for row in packed.chunks_exact_mut(TernaryMatrix::packed_row_bytes(N)) {
+        TernaryMatrix::pack_row(&trits, row);
+    }
+    let Ok(m) = TernaryMatrix::from_parts(N, N, packed, N, vec![1.0]) else { return 0.0 };
+    let x: Vec<f32> = (0..TOKENS * N).map(|i| ((i * 7919) % 255) as f32 - 127.0).collect();
+    let mut acts = QuantActs::default();
+    acts.quantize(ActFormat::PerToken, &x, N);
+    let mut out = vec![0f32; TOKENS * N];
+    m.gemm(&pool, &acts, &mut out);
+    let mut best = f64::INFINITY;
+    for _ in 0..passes.max(1) {
+        let t = std::time::Instant::now();
+        m.gemm(&pool, &acts, &mut out);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (N * N * TOKENS) as f64 / best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +77,7 @@ mod tests {
         assert!(rank(active_isa_name()) <= rank(best_isa_name()));
         let bw = read_bandwidth_on_threads(2, 1 << 20, 2);
         assert!(bw.is_finite() && bw > 0.0);
+        let macs = int8_macs_per_s(1, 1);
+        assert!(macs.is_finite() && macs > 1e8, "{macs}");
     }
 }
