@@ -2,10 +2,17 @@
 //!
 //! - [`schema`]: the report's data (one JSON document per run, versioned), shared by the
 //!   measurement, the renderers and `report merge`.
+//! - [`probe`]: the machine section (CPU, caches, memory, OS, the bandwidth and int8
+//!   ceilings at each thread count) and the energy counters.
+//! - [`measure`]: one cell: a model with its options timed on this machine.
+//! - [`cost`]: what an hour, and so a million tokens, costs.
 //!
 //! The crate sits beside `ternlm-serve`: it uses the model crate's API only, and the CLI
 //! drives it.
 
+pub mod cost;
+pub mod measure;
+pub mod probe;
 pub mod schema;
 
 pub use schema::{Report, SCHEMA_VERSION};

@@ -104,6 +104,20 @@ impl Config {
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
     }
+
+    /// Multiply-accumulates of one token at position `pos`: every linear layer, the output
+    /// head, and attention's scores and value sums over the `pos + 1` positions it sees.
+    pub fn macs_per_token(&self, pos: usize) -> u64 {
+        let (d, q, kv, ff) = (self.n_embd as u64, self.q_dim() as u64, self.kv_dim() as u64, self.n_ff as u64);
+        let linears = d * q + 2 * d * kv + q * d + 3 * d * ff;
+        let attention = 2 * q * (pos as u64 + 1);
+        self.n_layer as u64 * (linears + attention) + d * self.n_vocab as u64
+    }
+
+    /// Bytes of KV cache one position takes (keys and values of every layer, F16).
+    pub fn kv_bytes_per_position(&self) -> u64 {
+        2 * self.n_layer as u64 * self.kv_dim() as u64 * 2
+    }
 }
 
 #[cfg(test)]

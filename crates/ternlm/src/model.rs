@@ -80,8 +80,8 @@ pub fn usable_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Distinct (package, core) pairs in /proc/cpuinfo, where that file exists.
-fn physical_cores() -> Option<usize> {
+/// Physical cores: distinct (package, core) pairs in /proc/cpuinfo, where that file exists.
+pub fn physical_cores() -> Option<usize> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let mut cores = std::collections::HashSet::new();
     let (mut package, mut core) = (None, None);

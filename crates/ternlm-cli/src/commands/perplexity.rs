@@ -8,8 +8,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-use ternlm::Logits;
-use ternlm::logprob::token_logprob;
 
 use crate::cli::PerplexityArgs;
 use crate::load::{ctx_size, load_model};
@@ -27,31 +25,16 @@ pub fn perplexity(a: PerplexityArgs) -> Result<ExitCode> {
         bail!("--ctx-size must be at least 8 for perplexity");
     }
     let tokens = model.tokenizer.encode(&text, false, false)?;
-    let available = tokens.len() / n_ctx;
-    let chunks = a.chunks.map_or(available, |c| c.min(available));
-    if chunks == 0 {
+    if tokens.len() < n_ctx {
         bail!("{} has {} tokens, fewer than one chunk of {n_ctx}", a.file.display(), tokens.len());
     }
     let start = Instant::now();
-    let nv = model.config.n_vocab;
-    let (mut nll, mut count) = (0f64, 0usize);
-    let mut session = model.session(n_ctx);
-    for c in 0..chunks {
-        let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
-        if let (Some(bos), true) = (model.tokenizer.bos, model.tokenizer.add_bos) {
-            chunk[0] = bos;
-        }
-        session.reset();
-        let logits = session.eval(&chunk, Logits::All)?;
-        for i in n_ctx / 2..n_ctx - 1 {
-            nll -= token_logprob(&logits[i * nv..(i + 1) * nv], chunk[i + 1]);
-            count += 1;
-        }
+    let result = ternlm::perplexity::perplexity(&model, &tokens, n_ctx, a.chunks, &mut |done, total, so_far| {
         if progress {
-            note_raw!("\r[{}/{chunks}] perplexity so far {:.4}", c + 1, (nll / count as f64).exp());
+            note_raw!("\r[{done}/{total}] perplexity so far {so_far:.4}");
         }
-    }
-    let ppl = (nll / count as f64).exp();
+    })?;
+    let (ppl, count, chunks) = (result.perplexity, result.scored, result.chunks);
     if progress {
         note_raw!("\r\x1b[K");
     }

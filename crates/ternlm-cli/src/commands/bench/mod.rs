@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use serde_json::json;
-use ternlm::{GenerateParams, Logits, Model, SamplerConfig, Sequence};
+use ternlm::{GenerateParams, Model, SamplerConfig, Sequence};
 
 mod speculate;
 
@@ -208,33 +208,7 @@ fn time_streams(model: &Model, reps: usize, s: usize, n: usize) -> Result<Vec<f6
 /// Tokens per second of `reps` runs (after one warm-up run) of either a `p`-token prompt
 /// batch or `n` single-token steps, each from an empty context.
 fn time_reps(model: &Model, reps: usize, p: usize, n: usize) -> Result<Vec<f64>> {
-    let vocab = model.config.n_vocab as u64;
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut tokens = Vec::with_capacity(p.max(n));
-    for _ in 0..p.max(n) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        tokens.push((state % vocab) as u32);
-    }
-    let mut session = model.session(p + n + 1);
-    let mut samples = Vec::with_capacity(reps);
-    for rep in 0..=reps {
-        session.reset();
-        let start = Instant::now();
-        if p > 0 {
-            session.eval(&tokens[..p], Logits::Last)?;
-        } else {
-            for &tok in &tokens[..n] {
-                session.eval(&[tok], Logits::Last)?;
-            }
-        }
-        let secs = start.elapsed().as_secs_f64();
-        if rep > 0 {
-            samples.push(p.max(n) as f64 / secs);
-        }
-    }
-    Ok(samples)
+    Ok(if p > 0 { ternlm::timing::prefill_rates(model, reps, p)? } else { ternlm::timing::decode_rates(model, reps, n)? })
 }
 
 /// `--speculate`: the verification cost curve, then the prompt file's side-by-side runs.
