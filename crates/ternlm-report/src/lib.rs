@@ -2,10 +2,12 @@
 //!
 //! - [`schema`]: the report's data (one JSON document per run, versioned), shared by the
 //!   measurement, the renderers and `report merge`.
+//! - [`fit`]: predictions for hardware from a table, and the ranking "what to buy".
 //!
 //! The crate sits beside `ternlm-serve`: it uses the model crate's API only, and the CLI
 //! drives it.
 
+pub mod fit;
 pub mod schema;
 
 pub use schema::{Report, SCHEMA_VERSION};
