@@ -94,6 +94,10 @@ pub enum Command {
     Info(InfoArgs),
     /// Measure prompt processing and generation speed (llama-bench style).
     Bench(BenchArgs),
+    /// Predict a model's decode and prefill speed, memory and cost per million tokens on
+    /// hardware from ternlm's table (or on this machine, probed); without --hardware, rank
+    /// the whole table cheapest per token first ("what to buy").
+    Fit(FitArgs),
     /// Write a random ternary model at the shape of a real one, for benchmarking.
     Dummy(DummyArgs),
     /// Perplexity of a model over a text file (llama-perplexity style: chunks of --ctx-size
@@ -320,6 +324,50 @@ pub struct InfoArgs {
     /// List the GPU devices ternlm can see (no model needed); with --json, a JSON list.
     #[arg(long, conflicts_with_all = ["model", "model_flag"])]
     pub devices: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FitArgs {
+    /// Model: a GGUF file, a checkpoint folder, hf:ORG/REPO or a catalog name (default:
+    /// smollm2-135m). Only its header is read.
+    #[arg(value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Model, as a flag (same as the positional argument; default: smollm2-135m).
+    #[arg(short = 'm', long = "model", conflicts_with = "model")]
+    pub model_flag: Option<String>,
+    /// A name from the hardware table, or `this` (this machine, probed); default: every
+    /// entry of the table, ranked.
+    #[arg(long, value_name = "NAME|this")]
+    pub hardware: Option<String>,
+    /// Context positions the KV cache must hold (default: the model's training context, at
+    /// most 4096); decode is predicted at half of it, the mean position of a run that fills it.
+    #[arg(long = "ctx", alias = "ctx-size", value_name = "N")]
+    pub ctx: Option<usize>,
+    /// Threads the `--hardware this` probes run on (default: the physical cores this process
+    /// may use).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Print a JSON list, one object per hardware entry.
+    #[arg(long)]
+    pub json: bool,
+    /// Electricity price for owned hardware, USD per kWh.
+    #[arg(long = "kwh-price", default_value_t = 0.15)]
+    pub kwh_price: f64,
+    /// Years an owned machine's purchase price is spread over.
+    #[arg(long = "lifetime-years", default_value_t = 3.0)]
+    pub lifetime_years: f64,
+    /// Share of an owned machine's life spent generating (0 to 1).
+    #[arg(long, default_value_t = 0.5)]
+    pub utilization: f64,
+    /// `--hardware this`: what an hour of this machine costs rented, USD.
+    #[arg(long = "price-per-hour", conflicts_with_all = ["watts", "hardware_cost"])]
+    pub price_per_hour: Option<f64>,
+    /// `--hardware this`: the power this machine draws while generating, watts (owned).
+    #[arg(long)]
+    pub watts: Option<f64>,
+    /// `--hardware this`: what this machine cost to buy, USD (owned).
+    #[arg(long = "hardware-cost")]
+    pub hardware_cost: Option<f64>,
 }
 
 #[derive(Args, Debug)]

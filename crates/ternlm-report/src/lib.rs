@@ -6,6 +6,7 @@
 //!   ceilings at each thread count) and the energy counters.
 //! - [`measure`]: one cell: a model with its options timed on this machine.
 //! - [`cost`]: what an hour, and so a million tokens, costs.
+//! - [`fit`]: predictions for hardware from a table, and the ranking "what to buy".
 //!
 //! The crate sits beside `ternlm-serve`: it uses the model crate's API only, and the CLI
 //! drives it.
@@ -13,6 +14,7 @@
 pub mod cost;
 pub mod measure;
 pub mod probe;
+pub mod fit;
 pub mod schema;
 
 pub use schema::{Report, SCHEMA_VERSION};

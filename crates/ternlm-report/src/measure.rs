@@ -86,6 +86,9 @@ pub fn measure_cell(spec: &CellSpec, plan: &Plan, meter: Option<&EnergyMeter>) -
         None => (plan.watts.map(|w| w / decode.median.max(1e-12)), plan.watts),
     };
     let usd = plan.cost.usd_per_hour(watts).and_then(|h| usd_per_mtok(h, decode.median));
+    // The machine's ceilings are the CPU's: they say nothing about a GPU cell.
+    let on_cpu = model.backend_name() == "cpu";
+    let (bandwidth_ceiling, macs_ceiling) = if on_cpu { (plan.bandwidth_ceiling, plan.macs_ceiling) } else { (None, None) };
     let perplexity = match &plan.quality {
         Some((text, chunks)) => {
             let tokens = model.tokenizer.encode(text, false, false)?;
@@ -110,10 +113,10 @@ pub fn measure_cell(spec: &CellSpec, plan: &Plan, meter: Option<&EnergyMeter>) -
         bytes_per_token,
         macs_per_token,
         decode_bytes_per_s,
-        bandwidth_ceiling: plan.bandwidth_ceiling,
-        bandwidth_share: plan.bandwidth_ceiling.filter(|c| *c > 0.0).map(|c| decode_bytes_per_s / c),
+        bandwidth_ceiling,
+        bandwidth_share: bandwidth_ceiling.filter(|c| *c > 0.0).map(|c| decode_bytes_per_s / c),
         prefill_macs_per_s,
-        compute_share: plan.macs_ceiling.filter(|c| *c > 0.0).map(|c| prefill_macs_per_s / c),
+        compute_share: macs_ceiling.filter(|c| *c > 0.0).map(|c| prefill_macs_per_s / c),
         decode_joules_per_token: joules_per_token,
         decode_usd_per_mtok: usd,
         perplexity,

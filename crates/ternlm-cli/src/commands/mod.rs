@@ -5,6 +5,7 @@ mod cache;
 mod chat;
 mod convert;
 mod dummy;
+mod fit;
 mod info;
 mod perplexity;
 mod run;
@@ -34,6 +35,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Tokenize(a) => tokenize::tokenize(a),
         Command::Info(a) => info::info(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Fit(a) => fit::fit(a),
         Command::Dummy(a) => dummy::dummy(a),
         Command::Perplexity(a) => perplexity::perplexity(a),
         Command::Convert(a) => convert::convert(a),
