@@ -7,6 +7,11 @@
 //! - [`measure`]: one cell: a model with its options timed on this machine.
 //! - [`cost`]: what an hour, and so a million tokens, costs.
 //! - [`fit`]: predictions for hardware from a table, and the ranking "what to buy".
+//! - [`json`]: reading a report back (refusing other schema versions) and the JSON Schema
+//!   that documents its layout (`schema/report.schema.json`).
+//! - [`render`]: Markdown, a self-contained HTML page, and its SVG charts.
+//! - [`merge`](mod@merge): several runs in one report, for one page comparing machines.
+//! - [`error`]: what reading, merging and rendering can fail on.
 //!
 //! The crate sits beside `ternlm-serve`: it uses the model crate's API only, and the CLI
 //! drives it.
@@ -15,6 +20,14 @@ pub mod cost;
 pub mod measure;
 pub mod probe;
 pub mod fit;
+pub mod error;
+pub mod json;
+pub mod merge;
+pub mod render;
 pub mod schema;
 
+pub use error::ReportError;
+pub use json::{JSON_SCHEMA, parse, to_json};
+pub use merge::merge;
+pub use render::{html, markdown};
 pub use schema::{Report, SCHEMA_VERSION};
