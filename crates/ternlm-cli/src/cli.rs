@@ -114,6 +114,9 @@ pub enum Command {
     Rm(RmArgs),
     /// Serve the model over an OpenAI-compatible HTTP API with continuous batching.
     Serve(ServeArgs),
+    /// Measure models on this machine across options and thread counts: speed, memory,
+    /// traffic, energy and cost per token, as Markdown, JSON and an HTML page with plots.
+    Report(ReportArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -351,13 +354,13 @@ pub struct FitArgs {
     #[arg(long)]
     pub json: bool,
     /// Electricity price for owned hardware, USD per kWh.
-    #[arg(long = "kwh-price", default_value_t = 0.15)]
+    #[arg(long = "kwh-price", default_value_t = ternlm_report::cost::DEFAULT_KWH_PRICE)]
     pub kwh_price: f64,
     /// Years an owned machine's purchase price is spread over.
-    #[arg(long = "lifetime-years", default_value_t = 3.0)]
+    #[arg(long = "lifetime-years", default_value_t = ternlm_report::cost::DEFAULT_LIFETIME_YEARS)]
     pub lifetime_years: f64,
     /// Share of an owned machine's life spent generating (0 to 1).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = ternlm_report::cost::DEFAULT_UTILIZATION)]
     pub utilization: f64,
     /// `--hardware this`: what an hour of this machine costs rented, USD.
     #[arg(long = "price-per-hour", conflicts_with_all = ["watts", "hardware_cost"])]
@@ -615,4 +618,111 @@ pub struct ServeArgs {
     /// Put prompt text in the request log (prompts are users' data: off by default).
     #[arg(long = "log-prompts")]
     pub log_prompts: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub action: Option<ReportAction>,
+    /// A model to measure; repeat for several (GGUF files, checkpoint folders, hf:ORG/REPO or
+    /// catalog names; default: smollm2-135m).
+    #[arg(short = 'm', long = "model")]
+    pub models: Vec<String>,
+    /// Ternary layouts to measure, comma-separated: 2, 1.6.
+    #[arg(long = "ternary-layout", value_enum, value_delimiter = ',', default_value = "2")]
+    pub ternary_layout: Vec<LayoutArg>,
+    /// Output head forms to measure, comma-separated: off (as stored), on (int8 rows).
+    #[arg(long = "int8-head", value_enum, value_delimiter = ',', default_value = "off")]
+    pub int8_head: Vec<OnOff>,
+    /// Devices to measure, comma-separated: cpu, gpu, gpu:N.
+    #[arg(long, value_delimiter = ',', default_value = "cpu", value_parser = parse_device)]
+    pub device: Vec<ternlm::DeviceChoice>,
+    /// Thread counts, comma-separated (default: 1 and the physical cores).
+    #[arg(short = 't', long = "threads", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Prompt length of the prefill and time-to-first-token tests.
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
+    pub n_prompt: usize,
+    /// Tokens of the decode test.
+    #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
+    pub n_gen: usize,
+    /// Repetitions of each test (after a warm-up run); the report gives the median and spread.
+    #[arg(short = 'r', long = "reps", default_value_t = 3)]
+    pub reps: usize,
+    /// The machine's power draw while generating, in watts: energy per token when no energy
+    /// counter (RAPL) can be read, and the energy part of an owned machine's cost.
+    #[arg(long)]
+    pub watts: Option<f64>,
+    /// What an hour of this machine costs (a cloud instance's price), USD.
+    #[arg(long = "price-per-hour")]
+    pub price_per_hour: Option<f64>,
+    /// Electricity price for owned hardware, USD per kWh.
+    #[arg(long = "kwh-price", default_value_t = ternlm_report::cost::DEFAULT_KWH_PRICE)]
+    pub kwh_price: f64,
+    /// Purchase price of owned hardware, USD, spread over --lifetime-years at --utilization.
+    #[arg(long = "hardware-cost")]
+    pub hardware_cost: Option<f64>,
+    #[arg(long = "lifetime-years", default_value_t = ternlm_report::cost::DEFAULT_LIFETIME_YEARS)]
+    pub lifetime_years: f64,
+    /// Share of its lifetime the hardware spends generating.
+    #[arg(long, default_value_t = ternlm_report::cost::DEFAULT_UTILIZATION)]
+    pub utilization: f64,
+    /// A text file: adds each configuration's perplexity on it (chunks of 512 tokens).
+    #[arg(long)]
+    pub quality: Option<std::path::PathBuf>,
+    /// Chunks of the --quality text to score at most.
+    #[arg(long = "quality-chunks", default_value_t = 4)]
+    pub quality_chunks: usize,
+    /// The machine's name in the report (default: the host name).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Write the report as JSON here.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<std::path::PathBuf>,
+    /// Write the Markdown here too.
+    #[arg(long)]
+    pub md: Option<std::path::PathBuf>,
+    /// Write a self-contained HTML page with plots here.
+    #[arg(long)]
+    pub html: Option<std::path::PathBuf>,
+    /// Print the JSON instead of the Markdown on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// One cell, for the report's own child processes.
+    #[arg(long = "cell-job", hide = true)]
+    pub cell_job: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ReportAction {
+    /// Combine reports from several machines into one (Markdown on stdout; -o, --md, --html).
+    Merge(ReportMergeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportMergeArgs {
+    /// Report JSON files (`ternlm report -o FILE`).
+    #[arg(required = true, num_args = 2..)]
+    pub files: Vec<std::path::PathBuf>,
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub md: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub html: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    pub fn on(self) -> bool {
+        self == Self::On
+    }
 }

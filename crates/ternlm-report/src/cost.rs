@@ -1,17 +1,10 @@
-//! What an hour of generating costs, and so a million tokens: a rented machine's price per
-//! hour, or for owned hardware its power at an electricity price plus its purchase price
-//! spread over the hours it generates. The defaults are public so reports can show them.
+//! What an hour of generating on this machine costs in a report, and so a million tokens:
+//! the report's price flags turned into [`fit::pricing`](crate::fit::pricing)'s terms (one
+//! formula for `report` and `fit`), with the report's rule for which basis applies.
 
+pub use crate::fit::pricing::{DEFAULT_KWH_PRICE, DEFAULT_LIFETIME_YEARS, DEFAULT_UTILIZATION, usd_per_mtok};
+use crate::fit::{Price, Pricing};
 use crate::schema::CostBasis;
-
-/// USD per kWh when `--kwh-price` is not given (a typical household tariff).
-pub const DEFAULT_KWH_PRICE: f64 = 0.15;
-/// Years owned hardware is written off over.
-pub const DEFAULT_LIFETIME_YEARS: f64 = 3.0;
-/// Share of its lifetime owned hardware spends generating.
-pub const DEFAULT_UTILIZATION: f64 = 0.5;
-/// Hours in a year (365.25 days).
-pub const HOURS_PER_YEAR: f64 = 8766.0;
 
 /// The price inputs of a report, as given or defaulted.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,25 +35,17 @@ impl CostInputs {
         }
     }
 
-    /// The purchase price per generating hour (0 when no hardware cost is given).
-    pub fn amortization_per_hour(&self) -> f64 {
-        let hours = self.lifetime_years * HOURS_PER_YEAR * self.utilization;
-        if hours > 0.0 { self.hardware_cost.unwrap_or(0.0) / hours } else { 0.0 }
-    }
-
-    /// USD per generating hour drawing `watts` (for owned hardware), when the basis allows.
+    /// USD per generating hour drawing `watts`: the given price, or for owned hardware its
+    /// energy plus its purchase price (0 when `--hardware-cost` is not given) over its life;
+    /// `None` when neither a price nor the power is known.
     pub fn usd_per_hour(&self, watts: Option<f64>) -> Option<f64> {
+        let pricing = Pricing { kwh_price: self.kwh_price, lifetime_years: self.lifetime_years, utilization: self.utilization };
         match (self.price_per_hour, watts) {
-            (Some(p), _) => Some(p),
-            (None, Some(w)) => Some(w / 1000.0 * self.kwh_price + self.amortization_per_hour()),
+            (Some(p), _) => pricing.usd_per_hour(Price::PerHour(p), watts),
+            (None, Some(_)) => pricing.usd_per_hour(Price::Owned { purchase_usd: self.hardware_cost.unwrap_or(0.0) }, watts),
             (None, None) => None,
         }
     }
-}
-
-/// USD per million tokens at `tokens_per_s` for a machine costing `usd_per_hour`.
-pub fn usd_per_mtok(usd_per_hour: f64, tokens_per_s: f64) -> Option<f64> {
-    (tokens_per_s > 0.0 && tokens_per_s.is_finite()).then(|| usd_per_hour / (tokens_per_s * 3600.0) * 1e6)
 }
 
 #[cfg(test)]
@@ -80,6 +65,5 @@ mod tests {
         // 1314.9 USD over 3 years at half use is 0.1 USD an hour; 100 W at 0.15 is 0.015.
         assert!((owned.usd_per_hour(Some(100.0)).unwrap() - 0.115).abs() < 1e-9);
         assert_eq!(owned.usd_per_hour(None), None);
-        assert_eq!(usd_per_mtok(1.0, 0.0), None);
     }
 }

@@ -17,12 +17,12 @@
 //! drives it.
 
 pub mod cost;
-pub mod measure;
-pub mod probe;
-pub mod fit;
 pub mod error;
+pub mod fit;
 pub mod json;
+pub mod measure;
 pub mod merge;
+pub mod probe;
 pub mod render;
 pub mod schema;
 

@@ -8,6 +8,7 @@ mod dummy;
 mod fit;
 mod info;
 mod perplexity;
+mod report;
 mod run;
 mod serve;
 mod tokenize;
@@ -43,6 +44,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::List(a) => cache::list(a),
         Command::Rm(a) => cache::rm(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Report(a) => report::report(a),
     }
 }
 

@@ -6,6 +6,12 @@ use super::hardware::Price;
 
 /// Hours in a year (365.25 days).
 pub const HOURS_PER_YEAR: f64 = 8766.0;
+/// USD per kWh when none is given (about the US residential average).
+pub const DEFAULT_KWH_PRICE: f64 = 0.15;
+/// Years owned hardware is written off over.
+pub const DEFAULT_LIFETIME_YEARS: f64 = 3.0;
+/// Share of its lifetime owned hardware spends generating.
+pub const DEFAULT_UTILIZATION: f64 = 0.5;
 
 /// The assumptions behind the cost of owned hardware.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -19,9 +25,9 @@ pub struct Pricing {
 }
 
 impl Default for Pricing {
-    /// 0.15 USD per kWh (about the US residential average), three years, half the time busy.
+    /// 0.15 USD per kWh, three years, half the time busy.
     fn default() -> Self {
-        Self { kwh_price: 0.15, lifetime_years: 3.0, utilization: 0.5 }
+        Self { kwh_price: DEFAULT_KWH_PRICE, lifetime_years: DEFAULT_LIFETIME_YEARS, utilization: DEFAULT_UTILIZATION }
     }
 }
 
