@@ -90,7 +90,7 @@ impl std::fmt::Display for DeviceChoice {
 /// device node (`/dev/dri/renderD*`, `/dev/nvidia*`); without one, `auto` does not start a
 /// graphics API just to find software rasterizers it would not pick anyway (that costs
 /// time at every start, and Mesa prints warnings on a headless machine).
-pub(crate) fn may_have_hardware_gpu() -> bool {
+pub fn may_have_hardware_gpu() -> bool {
     if !cfg!(target_os = "linux") {
         return true;
     }

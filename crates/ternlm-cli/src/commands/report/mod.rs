@@ -34,7 +34,10 @@ pub fn report(a: ReportArgs) -> Result<ExitCode> {
     probe_threads.dedup();
     note!("ternlm report: probing this machine (read bandwidth and int8 rate at 1..{max_threads} threads)");
     let mut machine = ternlm_report::probe::machine::probe(a.label.as_deref(), &probe_threads, &mut |what| note!("  {what}"));
-    machine.gpus = ternlm::devices().into_iter().map(|d| format!("gpu:{} {} ({}, {}{})", d.index, d.name, d.backend, d.device_type, if d.software { ", software" } else { "" })).collect();
+    // Listing adapters starts a graphics API: only where a GPU may exist or one was asked for.
+    let wants_gpu = a.device.iter().any(|d| *d != ternlm::DeviceChoice::Cpu);
+    let listed = if wants_gpu || ternlm::devices::may_have_hardware_gpu() { ternlm::devices() } else { Vec::new() };
+    machine.gpus = listed.into_iter().map(|d| format!("gpu:{} {} ({}, {}{})", d.index, d.name, d.backend, d.device_type, if d.software { ", software" } else { "" })).collect();
     let meter = EnergyMeter::open();
     let energy = match (&meter, a.watts) {
         (Some(_), _) => EnergySource::Measured,
@@ -175,7 +178,8 @@ fn merge(m: &crate::cli::ReportMergeArgs) -> Result<ExitCode> {
     }
     let mut reports = Vec::with_capacity(m.files.len());
     for f in &m.files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not a ternlm report (not UTF-8 text)", f.display()))?;
         reports.push(ternlm_report::parse(&text).with_context(|| format!("{} is not a ternlm report", f.display()))?);
     }
     for p in [&m.output, &m.md, &m.html].into_iter().flatten() {
