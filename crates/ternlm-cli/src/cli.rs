@@ -23,7 +23,12 @@ fn long_version() -> String {
     let isa = ternlm::machine::active_isa_name();
     let best = ternlm::machine::best_isa_name();
     let forced = if isa == best { String::new() } else { format!(" (forced by TERNLM_ISA; the CPU has {best})") };
-    format!("{}\ncommit: {}\nbuilt: {}\ncpu kernels: {isa}{forced}\ngpu backend: none (CPU only)", env!("CARGO_PKG_VERSION"), env!("TERNLM_GIT_COMMIT"), env!("TERNLM_BUILD_DATE"))
+    format!(
+        "{}\ncommit: {}\nbuilt: {}\ncpu kernels: {isa}{forced}\ngpu backend: wgpu (Vulkan, Metal, DX12; --device, `ternlm info --devices`)",
+        env!("CARGO_PKG_VERSION"),
+        env!("TERNLM_GIT_COMMIT"),
+        env!("TERNLM_BUILD_DATE")
+    )
 }
 
 /// llama.cpp's multi-letter short flags, which clap cannot declare, in their long form:

@@ -2,6 +2,7 @@
 //! Every failure ends as one line on stderr and a non-zero exit status, never a panic
 //! message or a backtrace; a closed stdout ends the program quietly (see `out`).
 
+mod civil_date;
 mod cli;
 mod commands;
 mod load;

@@ -86,8 +86,9 @@ pub fn hostname() -> String {
 }
 
 /// The machine section, measuring the ceilings at each of `threads` (1 and the largest
-/// count a report uses, at least). `progress` hears what is being measured.
-pub fn probe(id: Option<&str>, threads: &[usize], progress: &mut dyn FnMut(&str)) -> Machine {
+/// count a report uses, at least); `commit` is the build's, as the binary knows it.
+/// `progress` hears what is being measured.
+pub fn probe(id: Option<&str>, threads: &[usize], commit: &str, progress: &mut dyn FnMut(&str)) -> Machine {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo_field(&info, "model name").or_else(|| cpuinfo_field(&info, "Model")).or_else(|| cpuinfo_field(&info, "Hardware")).unwrap_or("unknown").to_string();
     let flag_line = cpuinfo_field(&info, "flags").or_else(|| cpuinfo_field(&info, "Features")).unwrap_or("");
@@ -116,7 +117,7 @@ pub fn probe(id: Option<&str>, threads: &[usize], progress: &mut dyn FnMut(&str)
         gpus: Vec::new(),
         os: os(),
         ternlm_version: env!("CARGO_PKG_VERSION").to_string(),
-        commit: option_env!("TERNLM_COMMIT").unwrap_or("unknown").to_string(),
+        commit: commit.to_string(),
     }
 }
 

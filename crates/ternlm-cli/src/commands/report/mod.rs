@@ -33,7 +33,7 @@ pub fn report(a: ReportArgs) -> Result<ExitCode> {
     let mut probe_threads: Vec<usize> = (1..=max_threads).collect();
     probe_threads.dedup();
     note!("ternlm report: probing this machine (read bandwidth and int8 rate at 1..{max_threads} threads)");
-    let mut machine = ternlm_report::probe::machine::probe(a.label.as_deref(), &probe_threads, &mut |what| note!("  {what}"));
+    let mut machine = ternlm_report::probe::machine::probe(a.label.as_deref(), &probe_threads, env!("TERNLM_GIT_COMMIT"), &mut |what| note!("  {what}"));
     // Listing adapters starts a graphics API: only where a GPU may exist or one was asked for.
     let wants_gpu = a.device.iter().any(|d| *d != ternlm::DeviceChoice::Cpu);
     let listed = if wants_gpu || ternlm::devices::may_have_hardware_gpu() { ternlm::devices() } else { Vec::new() };
@@ -197,18 +197,8 @@ fn now_rfc3339() -> String {
 
 /// `secs` after the Unix epoch as RFC 3339 UTC (no date crate needed for this).
 fn rfc3339(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let rem = secs % 86_400;
+    format!("{}T{:02}:{:02}:{:02}Z", crate::civil_date::civil_date(secs / 86_400), rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
