@@ -682,18 +682,8 @@ pub struct ReportArgs {
     /// The machine's name in the report (default: the host name).
     #[arg(long)]
     pub label: Option<String>,
-    /// Write the report as JSON here.
-    #[arg(short = 'o', long = "output")]
-    pub output: Option<std::path::PathBuf>,
-    /// Write the Markdown here too.
-    #[arg(long)]
-    pub md: Option<std::path::PathBuf>,
-    /// Write a self-contained HTML page with plots here.
-    #[arg(long)]
-    pub html: Option<std::path::PathBuf>,
-    /// Print the JSON instead of the Markdown on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub out: ReportOutputArgs,
     /// One cell, for the report's own child processes.
     #[arg(long = "cell-job", hide = true)]
     pub cell_job: Option<String>,
@@ -710,12 +700,23 @@ pub struct ReportMergeArgs {
     /// Report JSON files (`ternlm report -o FILE`).
     #[arg(required = true, num_args = 2..)]
     pub files: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    pub out: ReportOutputArgs,
+}
+
+/// Where a report goes: Markdown on stdout unless `--json`, and the files asked for.
+#[derive(Args, Debug)]
+pub struct ReportOutputArgs {
+    /// Write the report as JSON here.
     #[arg(short = 'o', long = "output")]
     pub output: Option<std::path::PathBuf>,
+    /// Write the Markdown here too.
     #[arg(long)]
     pub md: Option<std::path::PathBuf>,
+    /// Write a self-contained HTML page with plots here.
     #[arg(long)]
     pub html: Option<std::path::PathBuf>,
+    /// Print the JSON instead of the Markdown on stdout.
     #[arg(long)]
     pub json: bool,
 }

@@ -79,10 +79,12 @@ impl ModelCost {
     /// The cost of a model of shape `cfg` with `params` elements in `tensor_bytes` bytes of
     /// tensors, taken to be ternary (set [`Self::ternary`] otherwise).
     pub fn from_parts(name: String, cfg: &Config, params: u64, tensor_bytes: u64) -> Result<Self, FitError> {
-        let (d, q, kv, ff) = (cfg.n_embd as u64, cfg.q_dim() as u64, cfg.kv_dim() as u64, cfg.n_ff as u64);
-        let layer_linear = d * q + 2 * d * kv + q * d + 3 * d * ff;
-        let linear = cfg.n_layer as u64 * layer_linear;
+        let d = cfg.n_embd as u64;
+        // The model crate's count: attention grows by one position's worth from `pos` to
+        // `pos + 1`, and position 0 attends to one position.
+        let attn_macs_per_position = cfg.macs_per_token(1) - cfg.macs_per_token(0);
         let embd = cfg.n_vocab as u64 * d;
+        let linear = cfg.macs_per_token(0) - attn_macs_per_position - embd;
         if params < linear + embd || tensor_bytes == 0 {
             return Err(FitError::BadModel(format!("{name}: {params} parameters are fewer than its shapes need ({})", linear + embd)));
         }
@@ -97,7 +99,7 @@ impl ModelCost {
             let embd_bytes = (embd as f64 * tensor_bytes as f64 / params as f64) as u64;
             tensor_bytes.saturating_sub(embd_bytes) + embd_bytes / cfg.n_vocab as u64
         };
-        let activation_bytes_base = 4 * (4 * d + q + 2 * kv + 2 * ff + cfg.n_vocab as u64);
+        let activation_bytes_base = 4 * (4 * d + cfg.q_dim() as u64 + 2 * cfg.kv_dim() as u64 + 2 * cfg.n_ff as u64 + cfg.n_vocab as u64);
         Ok(Self {
             name,
             n_layer: cfg.n_layer,
@@ -107,8 +109,8 @@ impl ModelCost {
             weight_bytes: tensor_bytes,
             bytes_per_token,
             macs_per_token: linear + embd,
-            attn_macs_per_position: 2 * cfg.n_layer as u64 * q,
-            kv_bytes_per_position: 2 * cfg.n_layer as u64 * kv * 2,
+            attn_macs_per_position,
+            kv_bytes_per_position: cfg.kv_bytes_per_position(),
             tied_head,
             ternary: true,
             activation_bytes_base,

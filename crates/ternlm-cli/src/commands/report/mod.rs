@@ -14,7 +14,7 @@ use ternlm_report::cost::CostInputs;
 use ternlm_report::probe::energy::EnergyMeter;
 use ternlm_report::schema::{Cell, EnergySource, Report, SCHEMA_NAME, SCHEMA_VERSION, Settings};
 
-use crate::cli::{ReportAction, ReportArgs};
+use crate::cli::{ReportAction, ReportArgs, ReportOutputArgs};
 use crate::out::{note, outln};
 
 pub use child::CellJob;
@@ -100,7 +100,7 @@ pub fn report(a: ReportArgs) -> Result<ExitCode> {
         bail!("no cell could be measured");
     }
     let report = Report { schema: SCHEMA_NAME.into(), version: SCHEMA_VERSION, created: now_rfc3339(), machines: vec![machine], settings, cells };
-    write_outputs(&report, a.output.as_deref(), a.md.as_deref(), a.html.as_deref(), a.json)?;
+    write_outputs(&report, &a.out)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -128,7 +128,12 @@ fn check(a: &ReportArgs) -> Result<()> {
     {
         bail!("--quality {}: no such file", q.display());
     }
-    for p in [&a.output, &a.md, &a.html].into_iter().flatten() {
+    check_outputs(&a.out)
+}
+
+/// Fails before any work when an output file cannot be written.
+fn check_outputs(o: &ReportOutputArgs) -> Result<()> {
+    for p in [&o.output, &o.md, &o.html].into_iter().flatten() {
         super::check_writable(p)?;
     }
     Ok(())
@@ -147,7 +152,8 @@ fn cost_inputs(a: &ReportArgs) -> CostInputs {
 }
 
 /// Markdown to stdout (or the JSON with `--json`), and the files asked for.
-fn write_outputs(report: &Report, json_path: Option<&std::path::Path>, md_path: Option<&std::path::Path>, html_path: Option<&std::path::Path>, json_stdout: bool) -> Result<()> {
+fn write_outputs(report: &Report, out: &ReportOutputArgs) -> Result<()> {
+    let (json_path, md_path, html_path) = (out.output.as_deref(), out.md.as_deref(), out.html.as_deref());
     let json = serde_json::to_string_pretty(report)?;
     let md = ternlm_report::render::markdown(report);
     if let Some(p) = json_path {
@@ -163,7 +169,7 @@ fn write_outputs(report: &Report, json_path: Option<&std::path::Path>, md_path: 
         std::fs::write(p, html).with_context(|| format!("writing {}", p.display()))?;
         note!("ternlm report: wrote {}", p.display());
     }
-    if json_stdout {
+    if out.json {
         outln!("{json}")?;
     } else {
         outln!("{md}")?;
@@ -182,11 +188,9 @@ fn merge(m: &crate::cli::ReportMergeArgs) -> Result<ExitCode> {
         let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not a ternlm report (not UTF-8 text)", f.display()))?;
         reports.push(ternlm_report::parse(&text).with_context(|| format!("{} is not a ternlm report", f.display()))?);
     }
-    for p in [&m.output, &m.md, &m.html].into_iter().flatten() {
-        super::check_writable(p)?;
-    }
+    check_outputs(&m.out)?;
     let merged = ternlm_report::merge::merge(reports)?;
-    write_outputs(&merged, m.output.as_deref(), m.md.as_deref(), m.html.as_deref(), m.json)?;
+    write_outputs(&merged, &m.out)?;
     Ok(ExitCode::SUCCESS)
 }
 
