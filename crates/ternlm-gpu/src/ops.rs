@@ -74,11 +74,12 @@ pub(crate) struct OpsPipelines {
 
 impl OpsPipelines {
     /// Compiles the shaders; the caller holds an error scope around this.
-    /// With `native_fma`, attention's fused multiply-adds are the device's `fma()`.
+    /// With `native_fma`, rope's and attention's fused multiply-adds are the device's `fma()`.
     pub(crate) fn new(device: &wgpu::Device, native_fma: bool) -> Self {
         let module = |label: &str, src: &str| crate::device::shader(device, label, src);
         let pipeline = |m: &wgpu::ShaderModule, entry: &str| crate::device::pipeline(device, m, entry);
-        let ops = module("ops", include_str!("shaders/ops.wgsl"));
+        let ops_src = format!("{}{}{}", include_str!("shaders/ops.wgsl"), include_str!("shaders/two_sum.wgsl"), crate::fma::source(native_fma));
+        let ops = module("ops", &ops_src);
         let attn_src = format!(
             "{}{}{}{}{}",
             include_str!("shaders/attention.wgsl"),

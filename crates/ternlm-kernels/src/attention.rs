@@ -95,8 +95,10 @@ fn head_portable(level: Isa, head: &Head<'_>, sc: &mut Scratch, out: SyncOut, ba
         }
         mad_f16(level, &mut sc.acc, &head.v[off..off + hd], vs);
     }
+    // ggml scales by the reciprocal rather than dividing: the two round differently.
+    let inv = 1.0 / softmax.sum;
     for (d, a) in sc.acc.iter().enumerate() {
-        out.set(base + d, a.to_f32() / softmax.sum);
+        out.set(base + d, a.to_f32() * inv);
     }
 }
 
@@ -114,6 +116,7 @@ impl OnlineSoftmax {
     /// Takes score `s`; returns the factor the accumulator is rescaled by first (1 when the
     /// maximum holds: scaling F16 values by 1 leaves them as they are, so it is skipped) and
     /// the weight of this position's value.
+    #[inline(always)]
     fn push(&mut self, s: f32) -> (f32, f32) {
         let (ms, vs) = if s > self.max {
             let ms = (self.max - s).exp();
@@ -122,7 +125,8 @@ impl OnlineSoftmax {
         } else {
             (1.0, (s - self.max).exp())
         };
-        self.sum = self.sum * ms + vs;
+        // Fused, as GCC contracts ggml's `S = S*ms + vs`.
+        self.sum = self.sum.mul_add(ms, vs);
         (ms, vs)
     }
 }
@@ -183,7 +187,7 @@ mod avx2 {
             sc.rescale.push(ms);
             *w = vs;
         }
-        let sum = _mm256_set1_ps(softmax.sum);
+        let inv = _mm256_set1_ps(1.0 / softmax.sum);
         for b in (0..hd).step_by(DIMS) {
             let mut lanes = [0f32; DIMS];
             unsafe {
@@ -204,7 +208,7 @@ mod avx2 {
                     }
                 }
                 for (j, a) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), _mm256_div_ps(*a, sum));
+                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), _mm256_mul_ps(*a, inv));
                 }
             }
             for (d, y) in lanes.iter().enumerate() {

@@ -395,6 +395,16 @@ impl Model {
         &self.step_cost
     }
 
+    /// Runs `tokens` from position 0 as one batch and hands every intermediate tensor to
+    /// `sink(name, values)`, one row per token, named as llama.cpp's graph names them
+    /// (`inp_embd`, `attn_norm-0`, `Qcur-0` after rope, `kqv_out-0`, `ffn_inp-0`,
+    /// `l_out-0`, ..., `result_norm`, `result_output`), so the two engines can be compared
+    /// layer by layer. Returns every position's logits. CPU backend only.
+    pub fn trace_forward(&self, tokens: &[u32], sink: &mut dyn FnMut(&str, &[f32])) -> Result<Vec<f32>> {
+        crate::backend::check_segment(tokens, 0, usize::MAX, self.config.n_vocab)?;
+        self.backend.forward_traced(tokens, sink)
+    }
+
     /// A session with room for `n_ctx` positions (clamped to at least 1).
     pub fn session(&self, n_ctx: usize) -> Session<'_> {
         Session::new(self, n_ctx.max(1))

@@ -1,49 +1,45 @@
 //! SmolLM2-135M-Instruct (Q4_1) against llama.cpp's recorded outputs: every tokenization,
 //! every chat rendering and reply, every greedy completion.
 //!
-//! Greedy cases are compared free-running, token for token. The fixtures warn that an engine
-//! computing differently, even correctly, may flip a step whose top-2 gap is small; so a
-//! divergence is accepted only at a step whose peer margin is below 0.3, and the case is then
-//! checked teacher-forced: the argmax must equal the peer's token at every step whose margin
-//! is at least 0.3. In every case each top-5 log-probability must be within 1.25 of the
-//! peer's and their mean difference within 0.25 (measured: at most 0.94 and 0.17; llama.cpp
-//! quantizes activations to Q8_1/Q8_0 inside its matmuls, and so does ternlm, but the two do
-//! not round identically everywhere).
+//! Greedy cases are compared free-running, token for token; a divergence is accepted only at
+//! a step whose peer margin (top-1 minus top-2 log-probability) is below 0.1, and the case is
+//! then checked teacher-forced: the argmax must equal the peer's token at every step whose
+//! margin is at least 0.1.
+//!
+//! Every case is also compared teacher-forced (the peer's tokens fed in one batch): at every
+//! step, each of the peer's top-5 log-probabilities against ternlm's. ternlm computes what
+//! llama.cpp's AVX-512 CPU build computes, operation for operation (README, "Numerics"), so
+//! the two agree to the fixtures' printed precision (measured: at most 2e-4). The bounds are
+//! the targets, mean 0.03 and max 0.15 per case: well under llama.cpp's own noise
+//! across builds and settings (its AVX2 build against its AVX-512 build: mean 0.09, max 0.66;
+//! flash attention off against on: mean 0.09, max 0.84), and any operation that rounds
+//! differently anywhere shows up as a mean near 0.1.
 
 mod common;
 
-use common::{argmax, ids, jsonl, log_softmax, smollm2};
+use common::{TeacherForced, ids, jsonl, smollm2};
 use serde_json::Value;
-use ternlm::{GenerateParams, Logits, Message, Model, SamplerConfig};
+use ternlm::{GenerateParams, Message, Model, SamplerConfig};
 
-const MARGIN: f64 = 0.3;
+/// Below this peer margin a flipped greedy step is a near-tie, not a disagreement.
+const MARGIN: f64 = 0.1;
+const MEAN_TOL: f64 = 0.03;
+const MAX_TOL: f32 = 0.15;
 
 /// Teacher-forced check of `case` (prompt + expected tokens); returns the steps compared.
 fn teacher_forced(model: &Model, id: &str, prompt: &[u32], case: &Value, strict_argmax: bool) -> usize {
     let want = ids(&case["tokens"]);
     let margins: Vec<f64> = case["peer_margins"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
-    let mut all = prompt.to_vec();
-    all.extend(&want[..want.len() - 1]);
-    let mut s = model.session(2048);
-    let logits = s.eval(&all, Logits::All).unwrap();
-    let nv = model.config.n_vocab;
-    let (mut worst, mut sum, mut n) = (0f32, 0f64, 0usize);
-    for (k, step) in case["top5"].as_array().unwrap().iter().enumerate() {
-        let row = &logits[(prompt.len() - 1 + k) * nv..(prompt.len() + k) * nv];
-        if strict_argmax || margins[k] >= MARGIN {
-            assert_eq!(argmax(row), want[k], "{id}: step {k} (peer margin {})", margins[k]);
-        }
-        let lp = log_softmax(row);
-        for e in step.as_array().unwrap() {
-            let d = (lp[e["id"].as_u64().unwrap() as usize] - e["logprob"].as_f64().unwrap() as f32).abs();
-            worst = worst.max(d);
-            sum += f64::from(d);
-            n += 1;
+    let tf = TeacherForced::run(model, prompt, &want, &case["top5"]);
+    for (k, (&got, &m)) in tf.argmax.iter().zip(&margins).enumerate() {
+        if strict_argmax || m >= MARGIN {
+            assert_eq!(got, want[k], "{id}: step {k} (peer margin {m})");
         }
     }
-    eprintln!("{id}: top-5 logprobs differ from the peer's by at most {worst:.3}, {:.3} on average", sum / n as f64);
-    assert!(worst <= 1.25, "{id}: a top-5 logprob is {worst} from the peer's");
-    assert!(sum / n as f64 <= 0.25, "{id}: top-5 logprobs differ by {} on average", sum / n as f64);
+    let (mean, max) = (tf.mean(), tf.max());
+    eprintln!("{id}: teacher-forced over {} steps, top-5 logprobs differ from the peer's by {mean:.5} on average, at most {max:.5}", want.len());
+    assert!(max <= MAX_TOL, "{id}: a top-5 logprob is {max} from the peer's (bound {MAX_TOL})");
+    assert!(mean <= MEAN_TOL, "{id}: top-5 logprobs differ by {mean} on average (bound {MEAN_TOL})");
     want.len()
 }
 

@@ -1,18 +1,27 @@
 //! The tiny ternary fixture models (TQ1_0 and TQ2_0 with arch `bitnet`, from llama.cpp; I2_S
-//! with arch `bitnet-25`, from bitnet.cpp) must reproduce the peers' greedy tokens exactly.
+//! with arch `bitnet-25`, from bitnet.cpp) must reproduce the peers' greedy tokens exactly,
+//! free-running and teacher-forced.
 //!
 //! Logit tolerances, stated: these random models have logits of 60-120 (std 8) and chaotic
 //! attention, so the F16 KV cache alone (which both peers use, and ternlm too) moves logits
-//! by up to 1.5% against the fixtures' float-attention numpy reference, and the peer's own
-//! logit gaps differ from the reference by up to 0.92. We require the reference's first-step
-//! top-5 logits within 2.5% and the peer's top-5 log-probabilities within 2.5 (they reach
-//! -53), while tokens, the real test, must match exactly (the smallest reference margin is
-//! 1.28 logits).
+//! by up to 1.5% against the fixtures' float-attention numpy reference. We require the
+//! reference's first-step top-5 logits within 2.5%. Against llama.cpp's recorded top-5
+//! log-probabilities the bounds are its own noise on these models, as shares of the logit
+//! range (see [`MEAN_TOL`]): ternlm quantizes ternary activations per token (BitNet's
+//! BitLinear, as bitnet.cpp does), llama.cpp per 256 values (Q8_K), so the two are not the
+//! same arithmetic here, unlike SmolLM2's (README, "Numerics").
 
 mod common;
 
-use common::{argmax, fixtures, ids, jsonl, log_softmax};
+use common::{argmax, fixtures, ids, jsonl};
+use serde_json::Value;
 use ternlm::{GenerateParams, LoadOptions, Logits, Model, SamplerConfig};
+
+/// Bounds on the teacher-forced top-5 log-probability differences from llama.cpp, as shares
+/// of the logit range: llama.cpp's own noise on these models (flash attention off against
+/// on: mean 0.27%, max 1.5%; its AVX2 build against its AVX-512 build: mean 0.1%, max 0.45%).
+const MEAN_TOL: f64 = 0.003;
+const MAX_TOL: f32 = 0.015;
 
 fn run_cases(dir: &str) -> usize {
     let mut passed = 0;
@@ -48,14 +57,26 @@ fn run_cases(dir: &str) -> usize {
         }
         assert_eq!(argmax(&logits), want[0]);
 
-        // Peer top-5 log-probabilities where recorded (llama.cpp quantizes activations per
-        // 256-block and keeps an F16 KV cache).
-        if let Some(steps) = case["top5_logprob"].as_array() {
-            let lp = log_softmax(&logits);
-            for e in steps[0].as_array().unwrap() {
-                let (tid, want_lp) = (e["id"].as_u64().unwrap() as usize, e["logprob"].as_f64().unwrap() as f32);
-                assert!((lp[tid] - want_lp).abs() <= 2.5, "{id}: logprob of {tid} is {} vs peer {want_lp}", lp[tid]);
+        // Teacher-forced over every step (the peer's tokens fed in one batch): the argmax is
+        // the peer's token everywhere (the reference's margins are all above 1.28), and where
+        // the peer's top-5 log-probabilities were recorded they agree within its own noise.
+        let tf = match case.get("top5_logprob") {
+            Some(steps) => common::TeacherForced::run(model, &got_prompt, &want, steps),
+            None => {
+                let blank: Vec<Value> = want.iter().map(|_| Value::Array(Vec::new())).collect();
+                common::TeacherForced::run(model, &got_prompt, &want, &Value::Array(blank))
             }
+        };
+        assert_eq!(tf.argmax, want, "{id}: teacher-forced argmax");
+        if case.get("top5_logprob").is_some() {
+            let (mean, max, range) = (tf.mean(), tf.max(), tf.logit_range);
+            eprintln!(
+                "{id}: teacher-forced top-5 logprobs differ from the peer's by {mean:.4} on average ({:.3}% of the logit range {range:.0}), at most {max:.4} ({:.2}%)",
+                100.0 * mean / f64::from(range),
+                100.0 * max / range
+            );
+            assert!(mean <= MEAN_TOL * f64::from(range), "{id}: top-5 logprobs differ by {mean} on average, over {MEAN_TOL} of the logit range {range}");
+            assert!(max <= MAX_TOL * range, "{id}: a top-5 logprob is {max} from the peer's, over {MAX_TOL} of the logit range {range}");
         }
         passed += 1;
     }

@@ -124,7 +124,7 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
             } else {
                 vs = exp(s - mx);
             }
-            sum = opaque(sum * ms) + vs;
+            sum = fma_exact(sum, ms, vs);
             let off = (tile + j) * p.kv_stride + col0;
             for (var k = 0u; k < DIMS; k++) {
                 let d = t + WG * k;
@@ -137,10 +137,12 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         }
         workgroupBarrier();
     }
+    // The CPU (like ggml) scales by the reciprocal rather than dividing: they round differently.
+    let inv = div_exact(1.0, sum);
     for (var k = 0u; k < DIMS; k++) {
         let d = t + WG * k;
         if (d < hd) {
-            out[qbase + d] = div_exact(acc[k], sum);
+            out[qbase + d] = opaque(acc[k] * inv);
         }
     }
 }

@@ -1,8 +1,9 @@
 // Elementwise and per-pair ops of the forward pass, each the device twin of a
 // ternlm_kernels::ops function: residual add, the gated FFN activations (SiLU, squared ReLU)
 // and rotary embeddings. One value (or rotated pair) per invocation over a 2-D grid.
-// add, squared ReLU and rope give the CPU's bits (products kept apart from sums, see
-// opaque()); SiLU's exp and division are the device's own, within a few ULP of the CPU's.
+// add and squared ReLU give the CPU's bits (products kept apart from sums, see opaque()),
+// rope too (its multiply-adds fused exactly, see fma_exact.wgsl); SiLU's exp and division
+// are the device's own, within a few ULP of the CPU's.
 
 struct Params {
     n: u32,        // items: values, or rotated pairs for rope
@@ -76,6 +77,7 @@ fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let s = b[2u * (row * p.half + j) + 1u];
     let x0 = a[ia];
     let x1 = a[ib];
-    a[ia] = opaque(x0 * c) - opaque(x1 * s);
-    a[ib] = opaque(x0 * s) + opaque(x1 * c);
+    // The CPU's (and ggml's) rotation: one product fused into each sum.
+    a[ia] = fma_exact(x0, c, -opaque(x1 * s));
+    a[ib] = fma_exact(x0, s, opaque(x1 * c));
 }

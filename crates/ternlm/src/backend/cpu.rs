@@ -66,11 +66,18 @@ impl Backend for CpuBackend {
             cpu.push(forward::Segment { cache, tokens: seg.tokens, logits: seg.logits });
         }
         let mut scratch = self.scratch.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();
-        let out = forward::forward_batch(&self.config, &self.weights, &self.pool, &mut cpu, &mut scratch);
+        let out = forward::forward_batch(&self.config, &self.weights, &self.pool, &mut cpu, &mut scratch, None);
         if let Ok(mut s) = self.scratch.lock() {
             s.push(scratch);
         }
         out
+    }
+
+    fn forward_traced(&self, tokens: &[u32], sink: &mut dyn FnMut(&str, &[f32])) -> Result<Vec<f32>> {
+        let mut cache = KvCache::new(self.config.n_layer, tokens.len().max(1), self.config.kv_dim());
+        let mut segs = [forward::Segment { cache: &mut cache, tokens, logits: crate::backend::Logits::All }];
+        let mut out = forward::forward_batch(&self.config, &self.weights, &self.pool, &mut segs, &mut Scratch::default(), Some(sink))?;
+        Ok(out.pop().unwrap_or_default())
     }
 
     fn threads(&self) -> usize {

@@ -80,4 +80,11 @@ pub(crate) trait Backend: Send + Sync {
     fn threads(&self) -> usize;
     /// Weight bytes one step reads, whatever its number of positions.
     fn weight_bytes_per_step(&self) -> usize;
+    /// Runs `tokens` from position 0 in one step, handing every intermediate tensor to
+    /// `sink`, and returns the logits of every position. Only backends whose activations
+    /// live in host memory can do it.
+    fn forward_traced(&self, tokens: &[u32], sink: &mut dyn FnMut(&str, &[f32])) -> Result<Vec<f32>> {
+        let _ = (tokens, sink);
+        Err(ModelError::Invalid(format!("tracing intermediate tensors is not supported on the {} backend; use --device cpu", self.name())))
+    }
 }

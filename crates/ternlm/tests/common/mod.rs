@@ -54,3 +54,46 @@ pub fn argmax(v: &[f32]) -> u32 {
     }
     best as u32
 }
+
+/// A teacher-forced run against a peer's recorded steps: `prompt + tokens[..n - 1]` in one
+/// batch, every position's logits compared with the peer's top-5 log-probabilities.
+pub struct TeacherForced {
+    /// Per step, the argmax of ternlm's logits.
+    pub argmax: Vec<u32>,
+    /// Per step, |ternlm's log-probability - the peer's| for each of the peer's top 5.
+    pub diffs: Vec<[f32; 5]>,
+    /// The largest logit range (max - min) over the steps, for scale.
+    pub logit_range: f32,
+}
+
+impl TeacherForced {
+    pub fn run(model: &Model, prompt: &[u32], tokens: &[u32], top5: &Value) -> Self {
+        let mut all = prompt.to_vec();
+        all.extend(&tokens[..tokens.len() - 1]);
+        let logits = model.session(all.len()).eval(&all, ternlm::Logits::All).expect("teacher-forced eval");
+        let nv = model.config.n_vocab;
+        let (mut argmax_v, mut diffs, mut logit_range) = (Vec::new(), Vec::new(), 0f32);
+        for (k, step) in top5.as_array().expect("top-5 steps").iter().enumerate() {
+            let row = &logits[(prompt.len() - 1 + k) * nv..(prompt.len() + k) * nv];
+            argmax_v.push(argmax(row));
+            let (lo, hi) = row.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            logit_range = logit_range.max(hi - lo);
+            let lp = log_softmax(row);
+            let mut d = [0f32; 5];
+            for (slot, e) in d.iter_mut().zip(step.as_array().expect("top-5 entries")) {
+                *slot = (lp[e["id"].as_u64().expect("id") as usize] - e["logprob"].as_f64().expect("logprob") as f32).abs();
+            }
+            diffs.push(d);
+        }
+        Self { argmax: argmax_v, diffs, logit_range }
+    }
+
+    pub fn mean(&self) -> f64 {
+        let n = self.diffs.len() * 5;
+        self.diffs.iter().flatten().map(|&d| f64::from(d)).sum::<f64>() / n.max(1) as f64
+    }
+
+    pub fn max(&self) -> f32 {
+        self.diffs.iter().flatten().fold(0f32, |m, &d| m.max(d))
+    }
+}
