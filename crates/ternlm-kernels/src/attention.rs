@@ -3,10 +3,11 @@
 //!
 //! The arithmetic follows llama.cpp's CPU flash attention, the reference engine our fixtures
 //! come from: queries are rounded to F16 like the cache, each score is ggml's F16 dot product
-//! (see [`crate::f16_ops`]), and values are accumulated in F16 with one FMA per update under an online softmax (running maximum,
-//! rescaling the accumulator when it grows). Matching it keeps greedy outputs token for token
-//! identical on real models whose top logits lie close together; an F16 cache also halves
-//! the cache's memory.
+//! (see [`crate::f16_ops`]), and values are accumulated in F16 with one FMA per update under
+//! an online softmax (running maximum, rescaling the accumulator when it grows; the sum
+//! updated with one FMA, as GCC compiles ggml's), and the result is scaled by `1/sum`. Every
+//! rounding matters: a one-ULP difference here moves an int8 activation of the next matrix
+//! product by a whole step (README, "Numerics"). An F16 cache also halves the cache's memory.
 
 use std::cell::RefCell;
 

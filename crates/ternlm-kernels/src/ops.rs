@@ -1,6 +1,7 @@
 //! Elementwise and row-wise f32 operations of the transformer: RMSNorm, rotary embeddings
 //! (GPT-J "interleaved" and NeoX "rotate half" styles), SiLU, squared ReLU. (Softmax lives
-//! inside attention, which computes it online.)
+//! inside attention, which computes it online.) Each rounds as llama.cpp's compiled CPU code
+//! does, so that logits agree with it bit for bit (README, "Numerics").
 
 /// `1 / sqrt(mean(x²) + eps)` as ggml computes it: each square rounded to f32, their sum
 /// kept in f64.

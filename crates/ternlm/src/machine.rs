@@ -8,6 +8,7 @@ use ternlm_kernels::bandwidth;
 use ternlm_kernels::isa::{self, Isa};
 
 use crate::model::Model;
+use crate::weight_type::WeightType;
 
 /// The kernel level in use (`scalar`, `avx2`, `avx512`): the CPU's best, or lower where
 /// `TERNLM_ISA` forces it.
@@ -65,6 +66,60 @@ pub fn int8_macs_per_s(threads: usize, passes: usize) -> f64 {
     (N * N * TOKENS) as f64 / best
 }
 
+/// Bytes per second that decode's kernel, ternlm's one-token matrix product, streams from a
+/// synthetic `bytes`-sized matrix of type `ty` on `threads` threads, best of `passes`
+/// (`bytes` is rounded down to whole rows, at least one). What a decode step's weight reads
+/// reach on this machine: the kernel's own arithmetic and whatever share of the matrix the
+/// CPU caches hold are in it, which a plain read probe misses (on one 2-core Xeon, decode
+/// of a 97 MB model read 25 GB/s where a read probe of the same size gave 21).
+pub fn decode_weight_rate(threads: usize, ty: WeightType, bytes: usize, passes: usize) -> f64 {
+    use ternlm_kernels::act_quant::{ActFormat, QuantActs};
+    use ternlm_kernels::blockq::{BlockMatrix, PreparedActs, WeightBytes};
+    use ternlm_kernels::ternary::TernaryMatrix;
+    // Wide enough for every block size (256 for K-quants), as wide as 2B-4T's rows.
+    const COLS: usize = 2560;
+    let pool = ThreadPool::new(threads.max(1));
+    let x: Vec<f32> = (0..COLS).map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0).collect();
+    let time = |run: &mut dyn FnMut()| {
+        run();
+        let mut best = f64::INFINITY;
+        for _ in 0..passes.max(1) {
+            let t = std::time::Instant::now();
+            run();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        best
+    };
+    match crate::linear::block_kind(ty.into()) {
+        None => {
+            let row_bytes = TernaryMatrix::packed_row_bytes(COLS);
+            let rows = (bytes / row_bytes).max(1);
+            let trits: Vec<i8> = (0..COLS).map(|i| (i % 3) as i8 - 1).collect();
+            let mut row = vec![0u8; row_bytes];
+            TernaryMatrix::pack_row(&trits, &mut row);
+            let mut packed = Vec::with_capacity(rows * row_bytes);
+            for _ in 0..rows {
+                packed.extend_from_slice(&row);
+            }
+            let Ok(m) = TernaryMatrix::from_parts(rows, COLS, packed, COLS, vec![1.0]) else { return 0.0 };
+            let mut acts = QuantActs::default();
+            acts.quantize(ActFormat::PerToken, &x, COLS);
+            let mut out = vec![0f32; rows];
+            (rows * row_bytes) as f64 / time(&mut || m.gemm(&pool, &acts, &mut out))
+        }
+        Some(kind) => {
+            let row_bytes = COLS / kind.block_len() * kind.block_bytes();
+            let rows = (bytes / row_bytes).max(1);
+            // 0x11 everywhere: small normal scales (f16 and bf16 0x1111), mid-range quants.
+            let Ok(m) = BlockMatrix::new(kind, rows, COLS, WeightBytes::from_vec(vec![0x11; rows * row_bytes])) else { return 0.0 };
+            let mut acts = PreparedActs::default();
+            m.prepare(&x, &mut acts);
+            let mut out = vec![0f32; rows];
+            (rows * row_bytes) as f64 / time(&mut || m.gemm(&pool, &acts, &mut out))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +134,9 @@ mod tests {
         assert!(bw.is_finite() && bw > 0.0);
         let macs = int8_macs_per_s(1, 1);
         assert!(macs.is_finite() && macs > 1e8, "{macs}");
+        for ty in [WeightType::Q4_1, WeightType::Q6K, WeightType::F16, WeightType::TQ2_0, WeightType::I2S] {
+            let rate = decode_weight_rate(2, ty, 1 << 20, 2);
+            assert!(rate.is_finite() && rate > 1e8, "{ty}: {rate}");
+        }
     }
 }

@@ -40,7 +40,7 @@ pub fn fit(args: FitArgs) -> Result<ExitCode> {
     }
 
     let machines: Vec<Hardware> = match (this, chosen) {
-        (true, _) => vec![this_machine(&args, threads)],
+        (true, _) => vec![this_machine(&args, threads, &cost)],
         (false, Some(h)) => vec![h.clone()],
         (false, None) => table,
     };
@@ -80,8 +80,8 @@ fn pricing(args: &FitArgs) -> Result<Pricing> {
 
 /// This machine, probed, priced from the flags: rented with `--price-per-hour`, owned with
 /// `--watts` and/or `--hardware-cost`, else unpriced.
-fn this_machine(args: &FitArgs, threads: usize) -> Hardware {
-    let mut h = fit::this_machine(threads);
+fn this_machine(args: &FitArgs, threads: usize, cost: &ModelCost) -> Hardware {
+    let mut h = fit::this_machine(threads, cost.bytes_per_token, &cost.main_types);
     if h.memory_bytes == 0 {
         crate::out::note!("ternlm: note: this machine's memory is unknown (no /proc/meminfo); nothing is said to fit");
     }

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use ternlm::{Config, ModelFileInfo};
+use ternlm::{Config, ModelFileInfo, WeightType};
 
 use super::error::FitError;
 
@@ -48,6 +48,9 @@ pub struct ModelCost {
     /// Whether any weights are ternary: their kernels reach a different share of the int8
     /// rate ([`super::calibration::Efficiency::compute`]).
     pub ternary: bool,
+    /// Bytes of each tensor type holding at least 5% of the file, largest first: the
+    /// kernels decode spends its time in (`fit --hardware this` times each).
+    pub main_types: Vec<(WeightType, u64)>,
     /// Activation bytes of one decode step, apart from attention scores (which grow with
     /// the context: [`Self::activation_bytes`]).
     pub activation_bytes_base: u64,
@@ -72,12 +75,16 @@ impl ModelCost {
                 Err(_) => return Err(first.into()),
             },
         };
-        let tensor_bytes: u64 = info.tensor_types().iter().map(|t| t.bytes).sum();
-        Ok(Self { ternary: info.has_ternary_tensors(), ..Self::from_parts(name, &cfg, info.param_count(), tensor_bytes)? })
+        let types = info.tensor_types();
+        let tensor_bytes: u64 = types.iter().map(|t| t.bytes).sum();
+        let mut main_types: Vec<(WeightType, u64)> = types.iter().filter(|t| t.bytes * 20 >= tensor_bytes).map(|t| (t.ty, t.bytes)).collect();
+        main_types.sort_by_key(|&(_, b)| std::cmp::Reverse(b));
+        Ok(Self { ternary: info.has_ternary_tensors(), main_types, ..Self::from_parts(name, &cfg, info.param_count(), tensor_bytes)? })
     }
 
     /// The cost of a model of shape `cfg` with `params` elements in `tensor_bytes` bytes of
-    /// tensors, taken to be ternary (set [`Self::ternary`] otherwise).
+    /// tensors, taken to be all ternary I2_S (set [`Self::ternary`] and
+    /// [`Self::main_types`] otherwise).
     pub fn from_parts(name: String, cfg: &Config, params: u64, tensor_bytes: u64) -> Result<Self, FitError> {
         let d = cfg.n_embd as u64;
         // The model crate's count: attention grows by one position's worth from `pos` to
@@ -113,6 +120,7 @@ impl ModelCost {
             kv_bytes_per_position: cfg.kv_bytes_per_position(),
             tied_head,
             ternary: true,
+            main_types: vec![(WeightType::I2S, tensor_bytes)],
             activation_bytes_base,
             n_head: cfg.n_head,
         })
