@@ -54,11 +54,22 @@ pub fn load_model(args: &ModelArgs) -> Result<Model> {
     let path = model_path(args.model.as_deref())?;
     let threads = threads(args.threads)?;
     let model = naming_path(Model::load(&path, &args.weights.load_options(threads)), "loading", &path)?;
+    say_kernel_checks();
     say_device(&model, &args.weights);
     if matches!(args.weights.ternary_layout, LayoutArg::Bits1_6) && !model.has_ternary_tensors() {
         note!("ternlm: note: --ternary-layout 1.6 has no effect: the model has no ternary weights");
     }
     Ok(model)
+}
+
+/// Prints, once per process, each kernel level the self-check turned down on this CPU.
+pub fn say_kernel_checks() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        for w in ternlm::machine::kernel_check_warnings() {
+            note!("ternlm: warning: {w}");
+        }
+    });
 }
 
 /// Says where a model runs when that is news: on a GPU, after `auto` passed over a GPU it

@@ -254,3 +254,42 @@ fn perplexity_of_a_model_on_text() {
     assert_eq!(j["chunks"], 2);
     assert_eq!(j["tokens_scored"], 2 * 31);
 }
+
+/// A SIMD level that fails its first-use self-check is not used: with every SIMD level
+/// forced to fail, a command prints one warning line per level it passed over, runs at the
+/// scalar level, and prints the same text (every level gives the same bits).
+#[test]
+fn a_level_failing_its_self_check_is_passed_over_with_one_warning_line_each() {
+    let model = tiny();
+    let args = ["run", "-m", model.to_str().unwrap(), "-p", "the quick brown fox", "-n", "8", "--temperature", "0", "--raw"];
+    let plain = ternlm(&args, None);
+    assert!(plain.status.success(), "{}", common::text(&plain.stderr));
+    assert!(!common::text(&plain.stderr).contains("disagree"), "{}", common::text(&plain.stderr));
+    let forced = run_ternlm(&args, None, &[("TERNLM_SELF_CHECK_FAIL", std::path::Path::new("avx512,avx2"))]);
+    assert!(forced.status.success(), "{}", common::text(&forced.stderr));
+    assert_eq!(stdout(&forced), stdout(&plain));
+    let err = common::text(&forced.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("kernels disagree with the scalar ones on this CPU")).collect();
+    let simd_levels = match ternlm::machine::best_isa_name() {
+        "avx512" => 2,
+        "avx2" => 1,
+        _ => 0,
+    };
+    assert_eq!(warnings.len(), simd_levels, "{err}");
+    for w in &warnings {
+        assert!(w.starts_with("ternlm: warning: the ") && w.contains("(activation quantization); using "), "{w}");
+    }
+    if simd_levels > 0 {
+        assert!(warnings.last().unwrap().ends_with("using scalar instead"), "{err}");
+    }
+    // bench names the level the kernels ran at.
+    let o = run_ternlm(
+        &["bench", "-m", model.to_str().unwrap(), "-p", "0", "-n", "4", "-r", "1", "--no-probe", "--json", "-t", "1", "--device", "cpu"],
+        None,
+        &[("TERNLM_SELF_CHECK_FAIL", std::path::Path::new("avx512,avx2"))],
+    );
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    let line: serde_json::Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+    assert_eq!(line["isa"], "scalar");
+    assert_eq!(line["kernels"], serde_json::json!({"ternary": "scalar", "f16": "scalar"}));
+}

@@ -30,6 +30,7 @@ pub mod int8;
 pub mod isa;
 pub mod ops;
 pub mod pool;
+mod self_check;
 mod sync_out;
 pub mod ternary;
 

@@ -12,6 +12,7 @@ use ternlm_kernels::act_quant::{ActFormat, QuantActs};
 use ternlm_kernels::blockq::{BlockKind, BlockMatrix, PreparedActs, WeightBytes};
 use ternlm_kernels::huge_buf::HugeBuf;
 use ternlm_kernels::int8::Int8Matrix;
+use ternlm_kernels::isa::Isa;
 use ternlm_kernels::ternary::{TernaryLayout, TernaryMatrix};
 
 use crate::error::{ModelError, Result, bad_tensor};
@@ -91,6 +92,17 @@ impl Linear {
             Self::Ternary(m) => m.cols(),
             Self::Block(m) => m.cols(),
             Self::Int8(m) => m.cols(),
+        }
+    }
+
+    /// The weights' kind as reports name it (`q4_1`, `ternary`, `ternary-1.6`, `int8`) and
+    /// the kernel level its products run at while `level` is in use.
+    pub fn kernel(&self, level: Isa) -> (&'static str, Isa) {
+        match self {
+            Self::Ternary(m) if m.layout() == TernaryLayout::Bits1_6 => ("ternary-1.6", level),
+            Self::Ternary(_) => ("ternary", level),
+            Self::Block(m) => (m.kind().name(), m.kind().kernel_level(level)),
+            Self::Int8(_) => ("int8", level),
         }
     }
 

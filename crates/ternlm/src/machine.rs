@@ -16,6 +16,13 @@ pub fn active_isa_name() -> &'static str {
     isa::active().name()
 }
 
+/// One line per kernel level this CPU's self-check turned down (its SIMD kernels disagreed
+/// with the scalar ones on small known problems at first use, so the next level down runs);
+/// empty when none was. Front ends print these once.
+pub fn kernel_check_warnings() -> &'static [String] {
+    isa::self_check_warnings()
+}
+
 /// The best kernel level this CPU supports, whatever `TERNLM_ISA` says; differs from
 /// [`active_isa_name`] only when the level is forced down.
 pub fn best_isa_name() -> &'static str {

@@ -348,6 +348,13 @@ impl Model {
         self.backend.name()
     }
 
+    /// Each kind of weights the model multiplies by (`q4_1`, `q8_0`, `ternary`, `int8`, ...)
+    /// with the CPU kernel level its products run at (`avx512`, or `avx2` for kinds whose
+    /// AVX-512 level runs AVX2 code); empty on a GPU.
+    pub fn kernel_levels(&self) -> Vec<(&'static str, &'static str)> {
+        self.backend.kernel_levels()
+    }
+
     /// Bytes of weights one forward step reads, whatever its number of positions, in the
     /// layout the kernels use (which differs from the file's when ternary weights are
     /// repacked or the head is int8): the traffic decode speed is bound by.

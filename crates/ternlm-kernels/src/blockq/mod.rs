@@ -52,6 +52,30 @@ impl BlockKind {
         }
     }
 
+    /// ggml's name for the type, lowercase (`q4_1`, `q6_k`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::BF16 => "bf16",
+            Self::Q4_0 => "q4_0",
+            Self::Q4_1 => "q4_1",
+            Self::Q8_0 => "q8_0",
+            Self::Q4K => "q4_k",
+            Self::Q6K => "q6_k",
+        }
+    }
+
+    /// The level whose code runs this type's products while `level` is in use: at the
+    /// AVX-512 level the K-quants and BF16/F32 rows run the AVX2 kernels (see
+    /// `rows_avx512`).
+    pub fn kernel_level(self, level: Isa) -> Isa {
+        match (level, self) {
+            (Isa::Avx512, Self::Q4K | Self::Q6K | Self::BF16 | Self::F32) => Isa::Avx2,
+            _ => level,
+        }
+    }
+
     /// The activation format this weight type's dot product consumes (`None`: float).
     pub fn act_format(self) -> Option<ActFormat> {
         match self {
@@ -145,9 +169,14 @@ impl BlockMatrix {
 
     /// Prepares activations `x` (`n` rows of `cols`) for [`Self::gemm`].
     pub fn prepare(&self, x: &[f32], acts: &mut PreparedActs) {
+        self.prepare_at(crate::isa::active(), x, acts);
+    }
+
+    /// [`Self::prepare`] at a given ISA level (every level gives the same bits).
+    pub fn prepare_at(&self, level: Isa, x: &[f32], acts: &mut PreparedActs) {
         match self.kind.act_format() {
             Some(f) => {
-                acts.quant.quantize(f, x, self.cols);
+                acts.quant.quantize_at(level, f, x, self.cols);
                 acts.float.clear();
             }
             None => {

@@ -73,6 +73,19 @@ impl Backend for CpuBackend {
         out
     }
 
+    fn kernel_levels(&self) -> Vec<(&'static str, &'static str)> {
+        let level = ternlm_kernels::isa::active();
+        let w = &self.weights;
+        let linears = w.layers.iter().flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]).chain([&w.output]);
+        let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+        for (name, at) in linears.map(|m| m.kernel(level)) {
+            if !out.iter().any(|&(n, _)| n == name) {
+                out.push((name, at.name()));
+            }
+        }
+        out
+    }
+
     fn forward_traced(&self, tokens: &[u32], sink: &mut dyn FnMut(&str, &[f32])) -> Result<Vec<f32>> {
         let mut cache = KvCache::new(self.config.n_layer, tokens.len().max(1), self.config.kv_dim());
         let mut segs = [forward::Segment { cache: &mut cache, tokens, logits: crate::backend::Logits::All }];

@@ -80,6 +80,11 @@ pub(crate) trait Backend: Send + Sync {
     fn threads(&self) -> usize;
     /// Weight bytes one step reads, whatever its number of positions.
     fn weight_bytes_per_step(&self) -> usize;
+    /// Each kind of weights the step multiplies by, with the CPU kernel level its products
+    /// run at (`("q4_1", "avx512")`), in first-use order; empty where no CPU kernels run.
+    fn kernel_levels(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
     /// Runs `tokens` from position 0 in one step, handing every intermediate tensor to
     /// `sink`, and returns the logits of every position. Only backends whose activations
     /// live in host memory can do it.

@@ -61,6 +61,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     let mut above_probe = false;
     for (i, &t) in threads.iter().enumerate() {
         let model = naming_path(Model::load(&path, &a.weights.load_options(t)), "loading", &path)?;
+        crate::load::say_kernel_checks();
         crate::load::say_device(&model, &a.weights);
         if speculating {
             let model = match a.speculate.draft_model.as_deref() {
@@ -80,6 +81,10 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         // On a GPU the CPU's kernel level and memory bandwidth say nothing about the run.
         let on_gpu = model.backend_name() == "gpu";
         let isa = if on_gpu { "gpu" } else { ternlm::machine::active_isa_name() };
+        // The kinds of weights whose products run at another level than the rest.
+        let kernels = model.kernel_levels();
+        let others: Vec<String> = kernels.iter().filter(|&&(_, l)| l != isa).map(|(n, l)| format!("{n}: {l}")).collect();
+        let isa_cell = if others.is_empty() { isa.to_string() } else { format!("{isa} ({})", others.join(", ")) };
         let params = model.param_count();
         let size = model.file_bytes();
         let weights = model.weight_bytes_per_step() as f64;
@@ -117,6 +122,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
                     "size_bytes": size,
                     "params": params,
                     "isa": isa,
+                    "kernels": kernels.iter().map(|&(n, l)| (n.to_string(), json!(l))).collect::<serde_json::Map<String, serde_json::Value>>(),
                     "device": model.device(),
                     "threads": t,
                     "test": r.test,
@@ -137,7 +143,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
                 outln!("{line}")?;
             } else {
                 outln!(
-                    "| {model_name} | {:.2} GiB | {:.2} B | {isa} | {t} | {} | {:.2} | {:.2}..{:.2} | {:.1} | {:.2} | {} |",
+                    "| {model_name} | {:.2} GiB | {:.2} B | {isa_cell} | {t} | {} | {:.2} | {:.2}..{:.2} | {:.1} | {:.2} | {} |",
                     size as f64 / (1u64 << 30) as f64,
                     params as f64 / 1e9,
                     r.test,
