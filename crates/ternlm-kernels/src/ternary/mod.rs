@@ -59,6 +59,8 @@ macro_rules! dispatch_tokens {
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -170,6 +172,8 @@ thread_local! {
     static SCRATCH: RefCell<(AlignedBytes, Vec<i32>)> = const { RefCell::new((AlignedBytes::new(), Vec::new())) };
     /// The caller's cache-line-aligned copy of a prefill batch's activations.
     static ACTS: RefCell<AlignedBytes> = const { RefCell::new(AlignedBytes::new()) };
+    /// The caller's copy of a prefill batch's activations in AMX tile order.
+    static AMX_ACTS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl TernaryMatrix {
@@ -375,10 +379,10 @@ impl TernaryMatrix {
         assert_eq!(out.len(), acts.n * self.rows);
         match (level, self.simd_split()) {
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512, Some(split)) => self.run::<avx512::Avx512>(pool, acts, out, split),
+            (Isa::Avx512, Some(split)) => self.run::<avx512::Avx512>(pool, acts, out, split, Self::amx_prefill()),
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, Some(split)) => self.run::<avx2::Avx2>(pool, acts, out, split),
-            (_, Some(split)) => self.run::<scalar::Scalar>(pool, acts, out, split),
+            (Isa::Avx2, Some(split)) => self.run::<avx2::Avx2>(pool, acts, out, split, false),
+            (_, Some(split)) => self.run::<scalar::Scalar>(pool, acts, out, split, false),
             (_, None) => self.run_unaligned(pool, acts, out),
         }
     }
@@ -434,7 +438,19 @@ impl TernaryMatrix {
         }
     }
 
-    fn run<K: Kernels>(&self, pool: &ThreadPool, acts: &QuantActs, out: &mut [f32], (kc, block): (usize, usize)) {
+    /// Whether prefill tiles at the AVX-512 level run on AMX ([`amx::usable`]).
+    pub fn amx_prefill() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            amx::usable()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// The kernels of `K`; with `amx`, prefill's tiles of unpacked codes are multiplied on
+    /// AMX tiles instead of `K::gemm_raw` (the same exact sums).
+    fn run<K: Kernels>(&self, pool: &ThreadPool, acts: &QuantActs, out: &mut [f32], (kc, block): (usize, usize), amx: bool) {
         let n = acts.n;
         if n < GEMM_MIN_TOKENS && self.layout == TernaryLayout::Bits1_6 {
             self.decode16::<K>(pool, acts, out);
@@ -491,8 +507,22 @@ impl TernaryMatrix {
                 });
                 return;
             }
-            let tiles = LineSplit::new(first_out, self.rows, self.rows.div_ceil(GEMM_ROW_TILE), GEMM_ROW_TILE);
-            let packed = K::PACKED_GEMM && self.layout == TernaryLayout::Bits2;
+            let amx = amx && kc > 0;
+            // AMX multiplies 32 rows at a time (two code tiles share each activation tile).
+            #[cfg(target_arch = "x86_64")]
+            let row_tile = if amx { amx::ROWS } else { GEMM_ROW_TILE };
+            #[cfg(not(target_arch = "x86_64"))]
+            let row_tile = GEMM_ROW_TILE;
+            let tiles = LineSplit::new(first_out, self.rows, self.rows.div_ceil(row_tile), row_tile);
+            let packed = !amx && K::PACKED_GEMM && self.layout == TernaryLayout::Bits2;
+            // AMX takes the activations in its tile order, packed once for every row tile
+            // (into a buffer kept between calls: a fresh one costs page faults every time).
+            let mut amx_buf = AMX_ACTS.take();
+            #[cfg(target_arch = "x86_64")]
+            if amx {
+                amx::pack_acts(xs, ld, n, kc, &mut amx_buf);
+            }
+            let amx_acts = &amx_buf;
             pool.for_each(tiles.count(), &|tile| {
                 let rows = tiles.range(tile);
                 let (r0, n_rows) = (rows.start, rows.len());
@@ -500,19 +530,25 @@ impl TernaryMatrix {
                     out.prefetch(t * self.rows + r0);
                 }
                 SCRATCH.with_borrow_mut(|(codes, raw)| {
-                    raw.resize(GEMM_ROW_TILE * n * nb, 0);
+                    raw.resize(row_tile * n * nb, 0);
                     let raw = &mut raw[..n_rows * n * nb];
                     let w = &self.packed[r0 * rb..(r0 + n_rows) * rb];
                     if packed {
                         K::gemm_packed_raw(w, rb, n_rows, xs, ld, n, kc, block, raw);
                         self.store(out, acts, r0, n_rows, raw, nb, kc, block, |i, t| packed_tail(w, i, t));
                     } else {
-                        codes.resize(GEMM_ROW_TILE * ld);
+                        codes.resize(row_tile * ld);
                         let codes = codes.as_mut_slice();
                         for i in 0..n_rows {
                             self.row_codes(r0 + i, &mut codes[i * ld..i * ld + self.cols]);
                         }
-                        K::gemm_raw(codes, ld, n_rows, xs, ld, n, kc, block, raw);
+                        match amx {
+                            // SAFETY: `amx` is only set where `amx::usable()` said the CPU
+                            // and the OS let this process use AMX.
+                            #[cfg(target_arch = "x86_64")]
+                            true => unsafe { amx::gemm_raw(codes, ld, n_rows, amx_acts, n, kc, block, raw) },
+                            _ => K::gemm_raw(codes, ld, n_rows, xs, ld, n, kc, block, raw),
+                        }
                         let codes_tail = |i: usize, t: usize| {
                             let c = &codes[i * ld + kc..i * ld + self.cols];
                             c.iter().zip(&acts.row(t)[kc..]).map(|(&c, &q)| i32::from(c) * i32::from(q)).sum()
@@ -521,6 +557,7 @@ impl TernaryMatrix {
                     }
                 });
             });
+            AMX_ACTS.set(amx_buf);
         });
     }
 

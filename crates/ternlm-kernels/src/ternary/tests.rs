@@ -357,3 +357,59 @@ proptest! {
         }
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The AMX prefill kernel's sums are the scalar reference's, bit for bit: 1 to 32 rows
+    /// (one or two code tiles), 1 to 50 tokens (ragged and odd token tiles), one to eight 64-column chunks in
+    /// one or several scale blocks, codes and activations over their whole ranges. Runs only
+    /// where AMX is usable (elsewhere `amx::usable()` is false and nothing calls it).
+    #[test]
+    fn amx_sums_equal_the_scalar_ones(
+        n_rows in 1usize..=32,
+        n_tok in 1usize..51,
+        groups in 1usize..5,
+        per_block in any::<bool>(),
+        pad in prop::sample::select(vec![0usize, 64]),
+        seed in any::<u64>(),
+    ) {
+        if !amx::usable() {
+            return Ok(());
+        }
+        let mut next = xorshift(seed);
+        let kc = groups * GROUP;
+        let block = if per_block { GROUP } else { kc };
+        let (ld, ldx) = (kc + pad, kc + 2 * pad);
+        let codes: Vec<u8> = (0..amx::ROWS * ld).map(|_| (next() % 3) as u8).collect();
+        let xs: Vec<i8> = (0..n_tok * ldx).map(|_| next() as i8).collect();
+        let nb = kc / block;
+        let mut want = vec![0i32; n_rows * n_tok * nb];
+        scalar::Scalar::gemm_raw(&codes, ld, n_rows, &xs, ldx, n_tok, kc, block, &mut want);
+        let mut packed = Vec::new();
+        amx::pack_acts(&xs, ldx, n_tok, kc, &mut packed);
+        let mut got = vec![0i32; n_rows * n_tok * nb];
+        // SAFETY: `amx::usable()` returned true above.
+        unsafe { amx::gemm_raw(&codes, ld, n_rows, &packed, n_tok, kc, block, &mut got) };
+        prop_assert_eq!(got, want);
+    }
+}
+
+/// Where AMX is usable, the AVX-512 VNNI prefill tiles it replaces still match the scalar
+/// ones (the matrix-level tests take the AMX path there).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn vnni_prefill_tiles_still_match_where_amx_takes_over() {
+    if Isa::detect() < Isa::Avx512 {
+        return;
+    }
+    let mut next = xorshift(7);
+    let (n_rows, n_tok, kc, block) = (16, 37, 512, 128);
+    let codes: Vec<u8> = (0..n_rows * kc).map(|_| (next() % 3) as u8).collect();
+    let xs: Vec<i8> = (0..n_tok * kc).map(|_| next() as i8).collect();
+    let mut want = vec![0i32; n_rows * n_tok * kc / block];
+    scalar::Scalar::gemm_raw(&codes, kc, n_rows, &xs, kc, n_tok, kc, block, &mut want);
+    let mut got = vec![0i32; want.len()];
+    avx512::Avx512::gemm_raw(&codes, kc, n_rows, &xs, kc, n_tok, kc, block, &mut got);
+    assert_eq!(got, want);
+}
