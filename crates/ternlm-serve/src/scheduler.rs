@@ -314,6 +314,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
             let gone = slots[i].job.sink.is_closed();
             if gone || slots[i].job.deadline.is_some_and(|d| now >= d) {
                 let mut s = slots.swap_remove(i);
+                stats.active.store(slots.len(), Ordering::Relaxed);
                 if gone && s.seq.generated().is_empty() {
                     stats.abandoned.fetch_add(1, Ordering::Relaxed);
                 }
@@ -386,6 +387,9 @@ fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
         }
         for (i, reason) in done.into_iter().rev() {
             let mut s = slots.remove(i);
+            // Counted out before the client hears the end, so a client that reads /metrics
+            // right after its reply does not see itself still running.
+            stats.active.store(slots.len(), Ordering::Relaxed);
             let tail = s.seq.finish_text();
             if !tail.is_empty() && reason != StopReason::Cancelled {
                 s.job.sink.send(Event::Token(TokenEvent { id: u32::MAX, text: tail, logprob: None, top: Vec::new() }));

@@ -289,7 +289,14 @@ check(again == text, "the server answers as before")
 after = rss_mb()
 print(f"memory: baseline {baseline:.0f} MB, after load {after:.0f} MB", flush=True)
 check(after <= baseline * 1.1, f"memory within 10% of the baseline ({baseline:.0f} -> {after:.0f} MB)")
-text, fams = metrics()
-check(sample(fams, "ternlm_active_sequences") == 0 and sample(fams, "ternlm_queue_depth") == 0, "nothing left running or queued")
+# The reply can reach us a moment before the scheduler retires its sequence and updates the
+# gauges, so give them a few seconds to settle; a sequence that leaked never does.
+for _ in range(50):
+    text, fams = metrics()
+    running, queued = sample(fams, "ternlm_active_sequences"), sample(fams, "ternlm_queue_depth")
+    if running == 0 and queued == 0:
+        break
+    time.sleep(0.1)
+check(running == 0 and queued == 0, f"nothing left running or queued ({running} running, {queued} queued 5 s after the last reply)")
 print(f"metrics: {len(fams)} families parsed with prometheus_client", flush=True)
 print("openai client: all checks passed", flush=True)

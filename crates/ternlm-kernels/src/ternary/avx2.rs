@@ -30,6 +30,11 @@ const GEMV_FLUSH_GROUPS: usize = 16;
 const GEMM_FLUSH_STEPS: usize = 64;
 
 impl Kernels for Avx2 {
+    fn unpack_codes(row: &[u8], cols: usize, codes: &mut [u8]) {
+        // SAFETY: this level is only chosen on CPUs that have its features.
+        unsafe { unpack_codes_avx2(row, cols, codes) }
+    }
+
     fn gemv_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc: usize, block: usize, x: &[i8], raw: &mut [i32]) {
         let nb = kc / block;
         super::check_gemv(w, row_bytes, n_rows, kc, block, x, raw);
@@ -438,4 +443,10 @@ unsafe fn packed_2x4_groups(w: *const u8, rb: usize, x: *const i8, ldx: usize, g
         );
         *acc = [a0, a1, a2, a3, a4, a5, a6, a7];
     }
+}
+
+/// [`super::TernaryMatrix::unpack_codes`] compiled with this level's vectors.
+#[target_feature(enable = "avx2")]
+unsafe fn unpack_codes_avx2(row: &[u8], cols: usize, codes: &mut [u8]) {
+    super::TernaryMatrix::unpack_codes(row, cols, codes);
 }

@@ -23,6 +23,11 @@ const PREFETCH: usize = 1024;
 const BATCH_ROWS: usize = 2;
 
 impl Kernels for Avx512 {
+    fn unpack_codes(row: &[u8], cols: usize, codes: &mut [u8]) {
+        // SAFETY: this level is only chosen on CPUs that have its features.
+        unsafe { unpack_codes_avx512(row, cols, codes) }
+    }
+
     fn gemv_raw(w: &[u8], row_bytes: usize, n_rows: usize, kc: usize, block: usize, x: &[i8], raw: &mut [i32]) {
         let nb = kc / block;
         super::check_gemv(w, row_bytes, n_rows, kc, block, x, raw);
@@ -188,4 +193,10 @@ unsafe fn gemm_tile<const R: usize, const T: usize>(c: *const u8, ld: usize, x: 
             }
         }
     }
+}
+
+/// [`super::TernaryMatrix::unpack_codes`] compiled with this level's vectors.
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn unpack_codes_avx512(row: &[u8], cols: usize, codes: &mut [u8]) {
+    super::TernaryMatrix::unpack_codes(row, cols, codes);
 }

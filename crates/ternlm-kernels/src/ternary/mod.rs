@@ -150,6 +150,12 @@ pub(crate) trait Kernels {
     #[allow(clippy::too_many_arguments)]
     fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, xs: &[i8], ldx: usize, n_tok: usize, kc: usize, block: usize, raw: &mut [i32]);
 
+    /// Unpacks one 2-bit row into codes ([`TernaryMatrix::unpack_codes`]), compiled for this
+    /// level's vectors (prefill unpacks every row once per call).
+    fn unpack_codes(row: &[u8], cols: usize, codes: &mut [u8]) {
+        TernaryMatrix::unpack_codes(row, cols, codes);
+    }
+
     /// Whether prefill at this level reads 2-bit rows straight through
     /// [`Self::gemm_packed_raw`] rather than unpacking them into codes for [`Self::gemm_raw`].
     const PACKED_GEMM: bool = false;
@@ -217,6 +223,7 @@ impl TernaryMatrix {
     }
 
     /// Codes (`t + 1`) of row bytes `row`, in column order, into `codes`.
+    #[inline(always)]
     fn unpack_codes(row: &[u8], cols: usize, codes: &mut [u8]) {
         let kc = cols / GROUP * GROUP;
         for (bytes, out) in row[..kc / 4].chunks_exact(32).zip(codes[..kc].chunks_exact_mut(GROUP)) {
@@ -540,7 +547,11 @@ impl TernaryMatrix {
                         codes.resize(row_tile * ld);
                         let codes = codes.as_mut_slice();
                         for i in 0..n_rows {
-                            self.row_codes(r0 + i, &mut codes[i * ld..i * ld + self.cols]);
+                            let dst = &mut codes[i * ld..i * ld + self.cols];
+                            match self.layout {
+                                TernaryLayout::Bits2 => K::unpack_codes(&self.packed[(r0 + i) * rb..(r0 + i + 1) * rb], self.cols, dst),
+                                TernaryLayout::Bits1_6 => self.row_codes(r0 + i, dst),
+                            }
                         }
                         match amx {
                             // SAFETY: `amx` is only set where `amx::usable()` said the CPU
