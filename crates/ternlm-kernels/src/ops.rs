@@ -52,6 +52,30 @@ pub fn rope_cache(pos: usize, n_dims: usize, base: f32, freq_factors: Option<&[f
     }
 }
 
+/// Defines `$at(level, args)`, which runs `$body(args)` compiled for `level`: the SIMD
+/// levels through `$fma`, a copy with AVX2 and FMA enabled (so `mul_add` is one instruction
+/// rather than a libm call), the scalar level as it is. Every level gives the same bits.
+macro_rules! fma_level_dispatch {
+    ($(#[$doc:meta])* $at:ident, $fma:ident, $body:ident($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        pub fn $at(level: crate::isa::Isa, $($arg: $ty),*) {
+            assert!(level <= crate::isa::Isa::detect(), "ISA level {level:?} is beyond this CPU");
+            match level {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the level is at most the detected one (asserted above), which has FMA.
+                crate::isa::Isa::Avx2 | crate::isa::Isa::Avx512 => unsafe { $fma($($arg),*) },
+                _ => $body($($arg),*),
+            }
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $fma($($arg: $ty),*) {
+            $body($($arg),*);
+        }
+    };
+}
+
 /// Rotates every head of one token's vector `x` (`n_heads * head_dim`) in place; dimensions
 /// past `cache.len() * 2` are left as they are. Each pair is rotated as ggml's compiled
 /// `rotate_pairs` does it, one product fused into each sum:
@@ -60,23 +84,11 @@ pub fn rope(x: &mut [f32], head_dim: usize, style: RopeStyle, cache: &[(f32, f32
     rope_at(crate::isa::active(), x, head_dim, style, cache);
 }
 
-/// [`rope`] compiled for a given ISA level (every level gives the same bits; the level only
-/// makes the multiply-adds single instructions).
-pub fn rope_at(level: crate::isa::Isa, x: &mut [f32], head_dim: usize, style: RopeStyle, cache: &[(f32, f32)]) {
-    assert!(level <= crate::isa::Isa::detect(), "ISA level {level:?} is beyond this CPU");
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level is at most the detected one (asserted above), which has FMA.
-        crate::isa::Isa::Avx2 | crate::isa::Isa::Avx512 => unsafe { rope_fma(x, head_dim, style, cache) },
-        _ => rope_body(x, head_dim, style, cache),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rope_fma(x: &mut [f32], head_dim: usize, style: RopeStyle, cache: &[(f32, f32)]) {
-    rope_body(x, head_dim, style, cache);
-}
+fma_level_dispatch!(
+    /// [`rope`] compiled for a given ISA level (every level gives the same bits; the level
+    /// only makes the multiply-adds single instructions).
+    rope_at, rope_fma, rope_body(x: &mut [f32], head_dim: usize, style: RopeStyle, cache: &[(f32, f32)])
+);
 
 #[inline(always)]
 fn rope_body(x: &mut [f32], head_dim: usize, style: RopeStyle, cache: &[(f32, f32)]) {
@@ -151,23 +163,11 @@ pub fn swiglu(gate: &mut [f32], up: &[f32], n_ff: usize, offset: usize) {
     swiglu_at(crate::isa::active(), gate, up, n_ff, offset);
 }
 
-/// [`swiglu`] compiled for a given ISA level (every level gives the same bits; the level
-/// only makes the multiply-adds single instructions).
-pub fn swiglu_at(level: crate::isa::Isa, gate: &mut [f32], up: &[f32], n_ff: usize, offset: usize) {
-    assert!(level <= crate::isa::Isa::detect(), "ISA level {level:?} is beyond this CPU");
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level is at most the detected one (asserted above), which has FMA.
-        crate::isa::Isa::Avx2 | crate::isa::Isa::Avx512 => unsafe { swiglu_fma(gate, up, n_ff, offset) },
-        _ => swiglu_body(gate, up, n_ff, offset),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn swiglu_fma(gate: &mut [f32], up: &[f32], n_ff: usize, offset: usize) {
-    swiglu_body(gate, up, n_ff, offset);
-}
+fma_level_dispatch!(
+    /// [`swiglu`] compiled for a given ISA level (every level gives the same bits; the level
+    /// only makes the multiply-adds single instructions).
+    swiglu_at, swiglu_fma, swiglu_body(gate: &mut [f32], up: &[f32], n_ff: usize, offset: usize)
+);
 
 #[inline(always)]
 fn swiglu_body(gate: &mut [f32], up: &[f32], n_ff: usize, offset: usize) {

@@ -17,10 +17,10 @@ use crate::pool::ThreadPool;
 use crate::ternary::{TernaryLayout, TernaryMatrix};
 
 /// A small deterministic generator (xorshift): the check is the same on every run.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

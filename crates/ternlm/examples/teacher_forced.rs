@@ -19,8 +19,7 @@ fn parse_ids(s: &str) -> Result<Vec<u32>, std::num::ParseIntError> {
 }
 
 fn log_softmax(row: &[f32]) -> Vec<f32> {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let lse = f64::from(max) + row.iter().map(|&v| (f64::from(v) - f64::from(max)).exp()).sum::<f64>().ln();
+    let lse = ternlm::logprob::log_sum_exp(row);
     row.iter().map(|&v| (f64::from(v) - lse) as f32).collect()
 }
 

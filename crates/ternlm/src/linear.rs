@@ -96,24 +96,15 @@ impl Linear {
     }
 
     /// The weights' kind as reports name it (`q4_1`, `ternary`, `ternary-1.6`, `int8`) and
-    /// the kernel level its products run at while `level` is in use (ternary prefill at the
-    /// AVX-512 level may also run on AMX: [`Self::kernel_name`] says so).
-    pub fn kernel(&self, level: Isa) -> (&'static str, Isa) {
+    /// the kernel level its products run at while `level` is in use, as reports print it
+    /// (`avx512+amx` where ternary prefill tiles run on AMX).
+    pub fn kernel(&self, level: Isa) -> (&'static str, &'static str) {
         match self {
-            Self::Ternary(m) if m.layout() == TernaryLayout::Bits1_6 => ("ternary-1.6", level),
-            Self::Ternary(_) => ("ternary", level),
-            Self::Block(m) => (m.kind().name(), m.kind().kernel_level(level)),
-            Self::Int8(_) => ("int8", level),
-        }
-    }
-
-    /// [`Self::kernel`]'s level as reports print it: `avx512+amx` where ternary prefill tiles
-    /// run on AMX.
-    pub fn kernel_name(&self, level: Isa) -> (&'static str, &'static str) {
-        let (name, at) = self.kernel(level);
-        match self {
-            Self::Ternary(_) if at == Isa::Avx512 && TernaryMatrix::amx_prefill() => (name, "avx512+amx"),
-            _ => (name, at.name()),
+            Self::Ternary(m) if m.layout() == TernaryLayout::Bits1_6 => ("ternary-1.6", level.name()),
+            Self::Ternary(_) if level == Isa::Avx512 && TernaryMatrix::amx_prefill() => ("ternary", "avx512+amx"),
+            Self::Ternary(_) => ("ternary", level.name()),
+            Self::Block(m) => (m.kind().name(), m.kind().kernel_level(level).name()),
+            Self::Int8(_) => ("int8", level.name()),
         }
     }
 

@@ -48,29 +48,42 @@ pub fn read_bandwidth_on_threads(threads: usize, bytes: usize, passes: usize) ->
 /// the kernels reach, not the CPU's datasheet peak.
 pub fn int8_macs_per_s(threads: usize, passes: usize) -> f64 {
     use ternlm_kernels::act_quant::{ActFormat, QuantActs};
-    use ternlm_kernels::ternary::TernaryMatrix;
     const N: usize = 2560;
     const TOKENS: usize = 64;
     let pool = ThreadPool::new(threads.max(1));
-    // A fixed pattern of trits: the kernel's speed does not depend on their values.
-    let trits: Vec<i8> = (0..N).map(|i| (i % 3) as i8 - 1).collect();
-    let mut packed = vec![0u8; N * TernaryMatrix::packed_row_bytes(N)];
-    for row in packed.chunks_exact_mut(TernaryMatrix::packed_row_bytes(N)) {
-        TernaryMatrix::pack_row(&trits, row);
-    }
-    let Ok(m) = TernaryMatrix::from_parts(N, N, packed, N, vec![1.0]) else { return 0.0 };
+    let Some(m) = patterned_ternary(N, N) else { return 0.0 };
     let x: Vec<f32> = (0..TOKENS * N).map(|i| ((i * 7919) % 255) as f32 - 127.0).collect();
     let mut acts = QuantActs::default();
     acts.quantize(ActFormat::PerToken, &x, N);
     let mut out = vec![0f32; TOKENS * N];
-    m.gemm(&pool, &acts, &mut out);
+    (N * N * TOKENS) as f64 / best_time(passes, &mut || m.gemm(&pool, &acts, &mut out))
+}
+
+/// A `rows x cols` ternary matrix of a fixed pattern of trits, one scale: the kernels' speed
+/// does not depend on the values. `None` only for shapes the kernels refuse.
+fn patterned_ternary(rows: usize, cols: usize) -> Option<ternlm_kernels::ternary::TernaryMatrix> {
+    use ternlm_kernels::ternary::TernaryMatrix;
+    let trits: Vec<i8> = (0..cols).map(|i| (i % 3) as i8 - 1).collect();
+    let mut row = vec![0u8; TernaryMatrix::packed_row_bytes(cols)];
+    TernaryMatrix::pack_row(&trits, &mut row);
+    let mut packed = Vec::with_capacity(rows * row.len());
+    for _ in 0..rows {
+        packed.extend_from_slice(&row);
+    }
+    TernaryMatrix::from_parts(rows, cols, packed, cols, vec![1.0]).ok()
+}
+
+/// The best of `passes` timed runs of `run` (at least one), in seconds, after one untimed
+/// run that warms caches and pages.
+fn best_time(passes: usize, run: &mut dyn FnMut()) -> f64 {
+    run();
     let mut best = f64::INFINITY;
     for _ in 0..passes.max(1) {
         let t = std::time::Instant::now();
-        m.gemm(&pool, &acts, &mut out);
+        run();
         best = best.min(t.elapsed().as_secs_f64());
     }
-    (N * N * TOKENS) as f64 / best
+    best
 }
 
 /// Bytes per second that decode's kernel, ternlm's one-token matrix product, streams from a
@@ -87,32 +100,15 @@ pub fn decode_weight_rate(threads: usize, ty: WeightType, bytes: usize, passes: 
     const COLS: usize = 2560;
     let pool = ThreadPool::new(threads.max(1));
     let x: Vec<f32> = (0..COLS).map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0).collect();
-    let time = |run: &mut dyn FnMut()| {
-        run();
-        let mut best = f64::INFINITY;
-        for _ in 0..passes.max(1) {
-            let t = std::time::Instant::now();
-            run();
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        best
-    };
     match crate::linear::block_kind(ty.into()) {
         None => {
             let row_bytes = TernaryMatrix::packed_row_bytes(COLS);
             let rows = (bytes / row_bytes).max(1);
-            let trits: Vec<i8> = (0..COLS).map(|i| (i % 3) as i8 - 1).collect();
-            let mut row = vec![0u8; row_bytes];
-            TernaryMatrix::pack_row(&trits, &mut row);
-            let mut packed = Vec::with_capacity(rows * row_bytes);
-            for _ in 0..rows {
-                packed.extend_from_slice(&row);
-            }
-            let Ok(m) = TernaryMatrix::from_parts(rows, COLS, packed, COLS, vec![1.0]) else { return 0.0 };
+            let Some(m) = patterned_ternary(rows, COLS) else { return 0.0 };
             let mut acts = QuantActs::default();
             acts.quantize(ActFormat::PerToken, &x, COLS);
             let mut out = vec![0f32; rows];
-            (rows * row_bytes) as f64 / time(&mut || m.gemm(&pool, &acts, &mut out))
+            (rows * row_bytes) as f64 / best_time(passes, &mut || m.gemm(&pool, &acts, &mut out))
         }
         Some(kind) => {
             let row_bytes = COLS / kind.block_len() * kind.block_bytes();
@@ -122,7 +118,7 @@ pub fn decode_weight_rate(threads: usize, ty: WeightType, bytes: usize, passes: 
             let mut acts = PreparedActs::default();
             m.prepare(&x, &mut acts);
             let mut out = vec![0f32; rows];
-            (rows * row_bytes) as f64 / time(&mut || m.gemm(&pool, &acts, &mut out))
+            m.bytes() as f64 / best_time(passes, &mut || m.gemm(&pool, &acts, &mut out))
         }
     }
 }

@@ -207,15 +207,9 @@ pub(crate) unsafe fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, packed: &[
 /// ragged token tile), four 64-column chunks in two blocks, every code and -128.
 fn known_answer_holds() -> bool {
     let (rows, n_tok, kc, block, ld) = (ROWS, 40, 256, 128, 256);
-    let mut s = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    let codes: Vec<u8> = (0..rows * ld).map(|_| (next() % 3) as u8).collect();
-    let xs: Vec<i8> = (0..n_tok * kc).map(|i| if i % 97 == 0 { -128 } else { next() as i8 }).collect();
+    let mut rng = crate::self_check::Rng(0x2545_F491_4F6C_DD1D);
+    let codes: Vec<u8> = (0..rows * ld).map(|_| (rng.next() % 3) as u8).collect();
+    let xs: Vec<i8> = (0..n_tok * kc).map(|i| if i % 97 == 0 { -128 } else { rng.next() as i8 }).collect();
     let mut packed = Vec::new();
     pack_acts(&xs, kc, n_tok, kc, &mut packed);
     let nb = kc / block;

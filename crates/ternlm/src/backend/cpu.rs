@@ -78,7 +78,7 @@ impl Backend for CpuBackend {
         let w = &self.weights;
         let linears = w.layers.iter().flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]).chain([&w.output]);
         let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-        for (name, at) in linears.map(|m| m.kernel_name(level)) {
+        for (name, at) in linears.map(|m| m.kernel(level)) {
             if !out.iter().any(|&(n, _)| n == name) {
                 out.push((name, at));
             }
