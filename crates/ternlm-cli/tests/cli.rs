@@ -265,12 +265,13 @@ fn a_level_failing_its_self_check_is_passed_over_with_one_warning_line_each() {
     let plain = ternlm(&args, None);
     assert!(plain.status.success(), "{}", common::text(&plain.stderr));
     assert!(!common::text(&plain.stderr).contains("disagree"), "{}", common::text(&plain.stderr));
-    let forced = run_ternlm(&args, None, &[("TERNLM_SELF_CHECK_FAIL", std::path::Path::new("avx512,avx2"))]);
+    let forced = run_ternlm(&args, None, &[("TERNLM_SELF_CHECK_FAIL", std::path::Path::new("amx,avx512,avx2"))]);
     assert!(forced.status.success(), "{}", common::text(&forced.stderr));
     assert_eq!(stdout(&forced), stdout(&plain));
     let err = common::text(&forced.stderr);
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("kernels disagree with the scalar ones on this CPU")).collect();
     let simd_levels = match ternlm::machine::best_isa_name() {
+        "amx" => 3,
         "avx512" => 2,
         "avx2" => 1,
         _ => 0,
@@ -286,7 +287,7 @@ fn a_level_failing_its_self_check_is_passed_over_with_one_warning_line_each() {
     let o = run_ternlm(
         &["bench", "-m", model.to_str().unwrap(), "-p", "0", "-n", "4", "-r", "1", "--no-probe", "--json", "-t", "1", "--device", "cpu"],
         None,
-        &[("TERNLM_SELF_CHECK_FAIL", std::path::Path::new("avx512,avx2"))],
+        &[("TERNLM_SELF_CHECK_FAIL", std::path::Path::new("amx,avx512,avx2"))],
     );
     assert!(o.status.success(), "{}", common::text(&o.stderr));
     let line: serde_json::Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();

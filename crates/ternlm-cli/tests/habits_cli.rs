@@ -198,7 +198,7 @@ fn version_names_the_commit_the_build_date_and_the_kernel_level() {
     for want in ["commit: ", "built: 20", "cpu kernels: ", "gpu backend: "] {
         assert!(v.contains(want), "--version lacks {want:?}: {v}");
     }
-    assert!(["scalar", "avx2", "avx512"].iter().any(|l| v.contains(&format!("cpu kernels: {l}"))), "{v}");
+    assert!(["scalar", "avx2", "avx512", "amx"].iter().any(|l| v.contains(&format!("cpu kernels: {l}"))), "{v}");
     let forced = run_ternlm(&["--version"], None, &[("TERNLM_ISA", Path::new("scalar"))]);
     assert!(text(&forced.stdout).contains("cpu kernels: scalar"));
 }

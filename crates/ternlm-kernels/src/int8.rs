@@ -74,7 +74,7 @@ impl Int8Matrix {
                     let isum = match level {
                         // SAFETY: the level is at most the detected one (asserted above).
                         #[cfg(target_arch = "x86_64")]
-                        Isa::Avx2 | Isa::Avx512 => unsafe { dot_avx2(w, x) },
+                        Isa::Avx2 | Isa::Avx512 | Isa::Amx => unsafe { dot_avx2(w, x) },
                         _ => dot_scalar(w, x),
                     };
                     out.set(t * self.rows + r, isum as f32 * self.scales[r] / acts.inv[t]);

@@ -1,5 +1,5 @@
 //! Which instruction-set level the kernels run at: detected once from the CPU, or forced with
-//! `TERNLM_ISA=scalar|avx2|avx512` (clamped to what the CPU has), so every path can be tested
+//! `TERNLM_ISA=scalar|avx2|avx512|amx` (clamped to what the CPU has), so every path can be tested
 //! on one machine. A level is only used after its kernels pass a known-answer check against
 //! the scalar ones on this CPU ([`crate::self_check`]). Each level compiles the same portable kernel code with that level's
 //! target features, so the compiler vectorizes it for the level; hand-written intrinsics will
@@ -12,6 +12,9 @@ pub enum Isa {
     Scalar,
     Avx2,
     Avx512,
+    /// AVX-512 plus AMX-INT8 tiles for prefill (ternary and the 32-wide block types), where
+    /// the CPU has them and Linux grants this process the tile state.
+    Amx,
 }
 
 impl Isa {
@@ -20,6 +23,7 @@ impl Isa {
             Self::Scalar => "scalar",
             Self::Avx2 => "avx2",
             Self::Avx512 => "avx512",
+            Self::Amx => "amx",
         }
     }
 
@@ -34,6 +38,9 @@ impl Isa {
                 && std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
                 && std::arch::is_x86_feature_detected!("f16c");
+            if avx512 && amx_granted() {
+                return Self::Amx;
+            }
             if avx512 {
                 return Self::Avx512;
             }
@@ -47,6 +54,7 @@ impl Isa {
     /// The next level down (scalar stays scalar).
     pub fn below(self) -> Self {
         match self {
+            Self::Amx => Self::Avx512,
             Self::Avx512 => Self::Avx2,
             Self::Avx2 | Self::Scalar => Self::Scalar,
         }
@@ -54,7 +62,7 @@ impl Isa {
 
     /// Every level this CPU can run, lowest first (tests and benchmarks compare them).
     pub fn available() -> Vec<Self> {
-        [Self::Scalar, Self::Avx2, Self::Avx512].into_iter().filter(|&l| l <= Self::detect()).collect()
+        [Self::Scalar, Self::Avx2, Self::Avx512, Self::Amx].into_iter().filter(|&l| l <= Self::detect()).collect()
     }
 
     fn parse(s: &str) -> Option<Self> {
@@ -62,9 +70,58 @@ impl Isa {
             "scalar" => Some(Self::Scalar),
             "avx2" => Some(Self::Avx2),
             "avx512" => Some(Self::Avx512),
+            "amx" => Some(Self::Amx),
             _ => None,
         }
     }
+}
+
+/// Whether AMX-INT8 may be used: `TERNLM_AMX=off` is not set, CPUID says AMX-TILE and
+/// AMX-INT8, XCR0 has the tile state, and Linux grants it to this process (decided once).
+fn amx_granted() -> bool {
+    static GRANTED: OnceLock<bool> = OnceLock::new();
+    *GRANTED.get_or_init(|| !std::env::var("TERNLM_AMX").is_ok_and(|v| v.eq_ignore_ascii_case("off")) && amx_supported())
+}
+
+fn amx_supported() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
+        // CPUID is safe to call on x86-64; leaf 7 is only read where the CPU reports it.
+        if __cpuid(0).eax < 7 {
+            return false;
+        }
+        let leaf7 = __cpuid_count(7, 0);
+        let (amx_tile, amx_int8) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 25) != 0);
+        let osxsave = __cpuid(1).ecx & (1 << 27) != 0;
+        if !(amx_tile && amx_int8 && osxsave) {
+            return false;
+        }
+        // SAFETY: OSXSAVE is set, so XGETBV is enabled.
+        let xcr0 = unsafe { _xgetbv(0) };
+        if xcr0 & (0b11 << 17) != 0b11 << 17 {
+            return false;
+        }
+        request_tile_data()
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    false
+}
+
+/// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: Linux (5.16+) hands out the large
+/// tile state only on request; without it the first tile instruction kills the process.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tile_data() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: a plain system call with integer arguments; it reads and writes no memory of
+    // ours, and the registers the syscall instruction clobbers are declared.
+    unsafe {
+        std::arch::asm!("syscall", inlateout("rax") SYS_ARCH_PRCTL => ret, in("rdi") ARCH_REQ_XCOMP_PERM, in("rsi") XFEATURE_XTILEDATA, lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret == 0
 }
 
 /// The level in use: `TERNLM_ISA` if set and supported, else the detected one, unless it

@@ -63,7 +63,7 @@ macro_rules! fma_level_dispatch {
             match level {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the level is at most the detected one (asserted above), which has FMA.
-                crate::isa::Isa::Avx2 | crate::isa::Isa::Avx512 => unsafe { $fma($($arg),*) },
+                crate::isa::Isa::Avx2 | crate::isa::Isa::Avx512 | crate::isa::Isa::Amx => unsafe { $fma($($arg),*) },
                 _ => $body($($arg),*),
             }
         }

@@ -41,9 +41,28 @@ impl Rng {
     }
 }
 
+/// Which side of a comparison a check computes: the kernels of a level, or that level's
+/// scalar twin (the scalar kernels, except where a level defines its own order: the AMX
+/// level's block products).
+#[derive(Clone, Copy, Debug)]
+enum Run {
+    At(Isa),
+    TwinOf(Isa),
+}
+
+impl Run {
+    /// The level whose kernels run (the twin's families run at the scalar level).
+    fn level(self) -> Isa {
+        match self {
+            Self::At(level) => level,
+            Self::TwinOf(_) => Isa::Scalar,
+        }
+    }
+}
+
 /// One kernel family's check: its outputs' bits at a level. A problem that cannot be built
 /// gives [`UNBUILT`] (then the level is not trusted: see [`first_disagreement`]).
-type Check = fn(Isa, &ThreadPool) -> Vec<u32>;
+type Check = fn(Run, &ThreadPool) -> Vec<u32>;
 
 const UNBUILT: u32 = u32::MAX;
 
@@ -57,7 +76,7 @@ const CHECKS: [(&str, Check); 7] = [
     ("swiglu", swiglu),
 ];
 
-/// The first kernel family whose results at `level` differ from the scalar level's, if any.
+/// The first kernel family whose results at `level` differ from its scalar twin's, if any.
 /// With `corrupt`, the level's first result is altered before the comparison (a forced
 /// mismatch, for testing the fallback on machines whose kernels all agree).
 pub(crate) fn first_disagreement(level: Isa, corrupt: bool) -> Option<&'static str> {
@@ -66,13 +85,17 @@ pub(crate) fn first_disagreement(level: Isa, corrupt: bool) -> Option<&'static s
     }
     let pool = ThreadPool::new(1);
     for (i, (name, check)) in CHECKS.iter().enumerate() {
-        let mut got = check(level, &pool);
+        let mut got = check(Run::At(level), &pool);
         if corrupt && i == 0 {
             got[0] ^= 1;
         }
-        if got == [UNBUILT] || got != check(Isa::Scalar, &pool) {
+        if got == [UNBUILT] || got != check(Run::TwinOf(level), &pool) {
             return Some(name);
         }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if level == Isa::Amx && !crate::ternary::amx::known_answer_holds() {
+        return Some("ternary AMX tiles");
     }
     None
 }
@@ -81,7 +104,8 @@ fn bits(v: &[f32]) -> impl Iterator<Item = u32> + '_ {
     v.iter().map(|x| x.to_bits())
 }
 
-fn quantization(level: Isa, _: &ThreadPool) -> Vec<u32> {
+fn quantization(run: Run, _: &ThreadPool) -> Vec<u32> {
+    let level = run.level();
     let x = Rng(1).floats(512);
     let mut out = Vec::new();
     for f in [ActFormat::PerToken, ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K] {
@@ -95,7 +119,8 @@ fn quantization(level: Isa, _: &ThreadPool) -> Vec<u32> {
 }
 
 /// Both ternary layouts, one token (decode's kernel) and five (prefill's), a ragged width.
-fn ternary(level: Isa, pool: &ThreadPool) -> Vec<u32> {
+fn ternary(run: Run, pool: &ThreadPool) -> Vec<u32> {
+    let level = run.level();
     let (rows, cols) = (6, 576);
     let mut rng = Rng(2);
     let row_bytes = TernaryMatrix::packed_row_bytes(cols);
@@ -140,8 +165,9 @@ fn block_bytes(kind: BlockKind, rows: usize, cols: usize, rng: &mut Rng) -> Vec<
     data
 }
 
-/// Every block type, one token and three.
-fn block(level: Isa, pool: &ThreadPool) -> Vec<u32> {
+/// Every block type, one token, three, and 17 (one full tile of 16 and a ragged one where
+/// batches run on tiles).
+fn block(run: Run, pool: &ThreadPool) -> Vec<u32> {
     let rows = 3;
     let mut rng = Rng(3);
     let mut out = Vec::new();
@@ -149,18 +175,22 @@ fn block(level: Isa, pool: &ThreadPool) -> Vec<u32> {
         // One K-quant block per row; nine 32-blocks for the others (a tail past 8).
         let cols = if kind.block_len() == 256 { 256 } else { 288 };
         let Ok(m) = BlockMatrix::new(kind, rows, cols, WeightBytes::from_vec(block_bytes(kind, rows, cols, &mut rng))) else { return vec![UNBUILT] };
-        for n in [1, 3] {
+        for n in [1, 3, 17] {
             let mut acts = PreparedActs::default();
             m.prepare_at(Isa::Scalar, &rng.floats(n * cols), &mut acts);
             let mut y = vec![0f32; n * rows];
-            m.gemm_at(level, pool, &acts, &mut y);
+            match run {
+                Run::At(level) => m.gemm_at(level, pool, &acts, &mut y),
+                Run::TwinOf(level) => m.gemm_twin(level, pool, &acts, &mut y),
+            }
             out.extend(bits(&y));
         }
     }
     out
 }
 
-fn int8_head(level: Isa, pool: &ThreadPool) -> Vec<u32> {
+fn int8_head(run: Run, pool: &ThreadPool) -> Vec<u32> {
+    let level = run.level();
     let (rows, cols) = (10, 320);
     let w = Rng(4).floats(rows * cols);
     let m = Int8Matrix::quantize(pool, rows, cols, &|r, buf| buf.copy_from_slice(&w[r * cols..(r + 1) * cols]));
@@ -172,7 +202,8 @@ fn int8_head(level: Isa, pool: &ThreadPool) -> Vec<u32> {
 }
 
 /// Two query heads on one KV head of 64 dimensions, two new tokens after three cached.
-fn attention(level: Isa, pool: &ThreadPool) -> Vec<u32> {
+fn attention(run: Run, pool: &ThreadPool) -> Vec<u32> {
+    let level = run.level();
     let shape = AttnShape { n_heads: 2, n_kv_heads: 1, head_dim: 64, pos0: 3, n_tokens: 2 };
     let mut rng = Rng(6);
     let q = rng.floats(2 * 2 * 64);
@@ -183,7 +214,8 @@ fn attention(level: Isa, pool: &ThreadPool) -> Vec<u32> {
     bits(&y).collect()
 }
 
-fn rope(level: Isa, _: &ThreadPool) -> Vec<u32> {
+fn rope(run: Run, _: &ThreadPool) -> Vec<u32> {
+    let level = run.level();
     let mut cache = Vec::new();
     rope_cache(37, 64, 10000.0, None, &mut cache);
     let mut out = Vec::new();
@@ -195,7 +227,8 @@ fn rope(level: Isa, _: &ThreadPool) -> Vec<u32> {
     out
 }
 
-fn swiglu(level: Isa, _: &ThreadPool) -> Vec<u32> {
+fn swiglu(run: Run, _: &ThreadPool) -> Vec<u32> {
+    let level = run.level();
     let mut rng = Rng(8);
     let (mut gate, up) = (rng.floats(2 * 40), rng.floats(2 * 40));
     swiglu_at(level, &mut gate, &up, 40, 0);
@@ -220,7 +253,7 @@ mod tests {
     fn every_check_builds_its_problems_and_returns_many_values() {
         let pool = ThreadPool::new(1);
         for (name, check) in CHECKS {
-            let out = check(Isa::Scalar, &pool);
+            let out = check(Run::At(Isa::Scalar), &pool);
             assert!(out.len() >= 20 && out != [UNBUILT], "{name}: {} values", out.len());
         }
     }

@@ -96,12 +96,10 @@ impl Linear {
     }
 
     /// The weights' kind as reports name it (`q4_1`, `ternary`, `ternary-1.6`, `int8`) and
-    /// the kernel level its products run at while `level` is in use, as reports print it
-    /// (`avx512+amx` where ternary prefill tiles run on AMX).
+    /// the kernel level its products run at while `level` is in use, as reports print it.
     pub fn kernel(&self, level: Isa) -> (&'static str, &'static str) {
         match self {
             Self::Ternary(m) if m.layout() == TernaryLayout::Bits1_6 => ("ternary-1.6", level.name()),
-            Self::Ternary(_) if level == Isa::Avx512 && TernaryMatrix::amx_prefill() => ("ternary", "avx512+amx"),
             Self::Ternary(_) => ("ternary", level.name()),
             Self::Block(m) => (m.kind().name(), m.kind().kernel_level(level).name()),
             Self::Int8(_) => ("int8", level.name()),

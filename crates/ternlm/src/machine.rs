@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn levels_are_named_and_the_active_one_never_exceeds_the_cpu() {
-        let names = ["scalar", "avx2", "avx512"];
+        let names = ["scalar", "avx2", "avx512", "amx"];
         let rank = |n: &str| names.iter().position(|&x| x == n);
         assert!(rank(active_isa_name()).is_some() && rank(best_isa_name()).is_some());
         assert!(rank(active_isa_name()) <= rank(best_isa_name()));

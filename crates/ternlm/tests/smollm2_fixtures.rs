@@ -14,6 +14,13 @@
 //! across builds and settings (its AVX2 build against its AVX-512 build: mean 0.09, max 0.66;
 //! flash attention off against on: mean 0.09, max 0.84), and any operation that rounds
 //! differently anywhere shows up as a mean near 0.1.
+//!
+//! The AMX level is the exception, by design: it sums each block product in llama.cpp's AMX
+//! backend order (what llama.cpp itself computes on such a CPU), not its AVX-512 build's, so
+//! there the bounds are that same cross-build noise (README, "Numerics"): mean 0.2 and max
+//! 0.9 per case, flips only below a peer margin of 0.25 (llama.cpp's AVX2 build flips at 0.15,
+//! flash attention off at up to 0.25). `.ci/run` also runs this file at `TERNLM_ISA=avx512`,
+//! where the tight bounds hold.
 
 mod common;
 
@@ -26,20 +33,31 @@ const MARGIN: f64 = 0.1;
 const MEAN_TOL: f64 = 0.03;
 const MAX_TOL: f32 = 0.15;
 
+/// The bounds at the AMX level: llama.cpp's own noise across builds (see the module doc).
+const AMX_MARGIN: f64 = 0.25;
+const AMX_MEAN_TOL: f64 = 0.2;
+const AMX_MAX_TOL: f32 = 0.9;
+
+/// (margin, mean bound, max bound) for the kernel level in use.
+fn bounds() -> (f64, f64, f32) {
+    if ternlm::machine::active_isa_name() == "amx" { (AMX_MARGIN, AMX_MEAN_TOL, AMX_MAX_TOL) } else { (MARGIN, MEAN_TOL, MAX_TOL) }
+}
+
 /// Teacher-forced check of `case` (prompt + expected tokens); returns the steps compared.
 fn teacher_forced(model: &Model, id: &str, prompt: &[u32], case: &Value, strict_argmax: bool) -> usize {
     let want = ids(&case["tokens"]);
     let margins: Vec<f64> = case["peer_margins"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
     let tf = TeacherForced::run(model, prompt, &want, &case["top5"]);
+    let (margin, mean_tol, max_tol) = bounds();
     for (k, (&got, &m)) in tf.argmax.iter().zip(&margins).enumerate() {
-        if strict_argmax || m >= MARGIN {
+        if strict_argmax || m >= margin {
             assert_eq!(got, want[k], "{id}: step {k} (peer margin {m})");
         }
     }
     let (mean, max) = (tf.mean(), tf.max());
     eprintln!("{id}: teacher-forced over {} steps, top-5 logprobs differ from the peer's by {mean:.5} on average, at most {max:.5}", want.len());
-    assert!(max <= MAX_TOL, "{id}: a top-5 logprob is {max} from the peer's (bound {MAX_TOL})");
-    assert!(mean <= MEAN_TOL, "{id}: top-5 logprobs differ by {mean} on average (bound {MEAN_TOL})");
+    assert!(max <= max_tol, "{id}: a top-5 logprob is {max} from the peer's (bound {max_tol})");
+    assert!(mean <= mean_tol, "{id}: top-5 logprobs differ by {mean} on average (bound {mean_tol})");
     want.len()
 }
 
@@ -57,7 +75,7 @@ fn check_generation(model: &Model, id: &str, prompt: &[u32], case: &Value) -> bo
     } else {
         let k = out.tokens.iter().zip(&want).take_while(|(a, b)| a == b).count();
         let margin = case["peer_margins"][k].as_f64().unwrap_or(0.0);
-        assert!(margin < MARGIN, "{id}: diverged at step {k}, where the peer's margin is {margin}");
+        assert!(margin < bounds().0, "{id}: diverged at step {k}, where the peer's margin is {margin}");
         eprintln!("{id}: free-running diverged at step {k} (peer margin {margin}); checked teacher-forced");
     }
     teacher_forced(model, id, prompt, case, false);

@@ -63,7 +63,7 @@ unsafe fn f16_splat(p: *const u8) -> __m256 {
 }
 
 /// The 32-wide block types (one f16 scale per block; Q4_1 also an f16 minimum).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Q32 {
     Q4_0,
     Q4_1,

@@ -4,6 +4,8 @@
 //! meet activations rounded to the same type; F32 is plain.
 
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -67,11 +69,12 @@ impl BlockKind {
     }
 
     /// The level whose code runs this type's products while `level` is in use: at the
-    /// AVX-512 level the K-quants and BF16/F32 rows run the AVX2 kernels (see
-    /// `rows_avx512`).
+    /// AVX-512 level BF16/F32 rows run the AVX2 kernels (see `rows_avx512`).
     pub fn kernel_level(self, level: Isa) -> Isa {
         match (level, self) {
-            (Isa::Avx512, Self::Q4K | Self::Q6K | Self::BF16 | Self::F32) => Isa::Avx2,
+            (Isa::Amx, Self::Q4_0 | Self::Q4_1 | Self::Q8_0) => Isa::Amx,
+            (Isa::Amx, _) => self.kernel_level(Isa::Avx512),
+            (Isa::Avx512, Self::BF16 | Self::F32) => Isa::Avx2,
             _ => level,
         }
     }
@@ -127,6 +130,9 @@ pub struct BlockMatrix {
     cols: usize,
     row_bytes: usize,
     data: WeightBytes,
+    /// The AMX level's copy of a 32-wide block type's weights, made at its first use there.
+    #[cfg(target_arch = "x86_64")]
+    panels: std::sync::OnceLock<Arc<amx::Panels>>,
 }
 
 impl BlockMatrix {
@@ -139,7 +145,15 @@ impl BlockMatrix {
         if data.bytes().len() < need {
             return Err(ShapeError(format!("{kind:?} matrix {rows}x{cols} needs {need} bytes, has {}", data.bytes().len())));
         }
-        Ok(Self { kind, rows, cols, row_bytes, data })
+        Ok(Self {
+            kind,
+            rows,
+            cols,
+            row_bytes,
+            data,
+            #[cfg(target_arch = "x86_64")]
+            panels: std::sync::OnceLock::new(),
+        })
     }
 
     pub fn kind(&self) -> BlockKind {
@@ -206,6 +220,15 @@ impl BlockMatrix {
         assert_eq!(out.len(), n * self.rows);
         let split = LineSplit::new(out.as_ptr(), self.rows, pool.n_threads() * 4, 16);
         let out = SyncOut::new(out);
+        #[cfg(target_arch = "x86_64")]
+        if let (Isa::Amx, Some(kind)) = (isa, self.q32()) {
+            let panels = self.panels.get_or_init(|| Arc::new(amx::Panels::new(kind, self.data.bytes(), self.rows, self.row_bytes)));
+            let offs = amx::offset_sums(kind, &acts.quant);
+            // SAFETY: `isa` is at most the detected level (asserted above), and the AMX level
+            // implies AVX-512 VNNI and a process granted AMX-INT8.
+            pool.for_each(split.count(), &|p| unsafe { amx::rows(panels, split.range(p), &acts.quant, &offs, out, self.rows) });
+            return;
+        }
         pool.for_each(split.count(), &|p| {
             let rows = split.range(p);
             match isa {
@@ -216,11 +239,29 @@ impl BlockMatrix {
                 Isa::Avx2 => unsafe { self.rows_avx2(rows, acts, out) },
                 // SAFETY: as above.
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { self.rows_avx512(rows, acts, out) },
+                Isa::Avx512 | Isa::Amx => unsafe { self.rows_avx512(rows, acts, out) },
                 #[cfg(not(target_arch = "x86_64"))]
                 _ => self.rows_portable(rows, acts, out),
             }
         });
+    }
+
+    /// The scalar twin of `level`'s kernels: the products in exactly the order `level`
+    /// computes them (ggml's vec-dot order, except the AMX level's 32-wide block types: see
+    /// `amx`). Tests and the self-check compare each level with its twin.
+    pub fn gemm_twin(&self, level: Isa, pool: &ThreadPool, acts: &PreparedActs, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if let (Isa::Amx, Some(kind)) = (level, self.q32()) {
+            assert_eq!(out.len(), acts.quant.n * self.rows);
+            for r in 0..self.rows {
+                for t in 0..acts.quant.n {
+                    out[t * self.rows + r] = amx::dot_tile_order(kind, self.row_data(r), &acts.quant, t);
+                }
+            }
+            return;
+        }
+        let _ = level;
+        self.gemm_at(Isa::Scalar, pool, acts, out);
     }
 
     /// The kernel body, written so the compiler vectorizes it; compiled once per ISA level.
@@ -271,9 +312,10 @@ impl BlockMatrix {
         }
     }
 
-    /// AVX-512 CPUs run the 32-wide block types with VNNI (their batches are bound by
-    /// arithmetic) and the AVX2 kernels for the rest (with the wider level's code generation
-    /// for the portable ones): those dot products are bound by memory, not by vector width.
+    /// AVX-512 CPUs run the 32-wide block types and the K-quants with VNNI (their batches are
+    /// bound by arithmetic) and the AVX2 kernels for the rest (with the wider level's code
+    /// generation for the portable ones): those dot products are bound by memory, not by
+    /// vector width.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn rows_avx512(&self, rows: std::ops::Range<usize>, acts: &PreparedActs, out: SyncOut) {
@@ -282,12 +324,17 @@ impl BlockMatrix {
             unsafe { crate::f16_rows::avx512::gemm(self.data.bytes(), self.row_bytes, rows, &acts.float, self.cols, acts.quant.n, out, self.rows) };
             return;
         }
-        match self.q32() {
+        match (self.kind, self.q32()) {
             // SAFETY: this function runs with the AVX-512 level's features, all the kernel
-            // needs; it checks its bounds itself.
-            Some(kind) => unsafe { avx512::q32_rows_avx512(kind, self.data.bytes(), self.row_bytes, rows, &acts.quant, out, self.rows) },
+            // needs; it checks its bounds itself. (The K-quants' batches are bound by
+            // arithmetic, and their AVX-512 kernels also keep up with memory in decode.)
+            (BlockKind::Q4K, _) => unsafe { avx512::q4k_rows(self.data.bytes(), self.row_bytes, rows, &acts.quant, out, self.rows) },
+            // SAFETY: as above.
+            (BlockKind::Q6K, _) => unsafe { avx512::q6k_rows(self.data.bytes(), self.row_bytes, rows, &acts.quant, out, self.rows) },
+            // SAFETY: as above.
+            (_, Some(kind)) => unsafe { avx512::q32_rows_avx512(kind, self.data.bytes(), self.row_bytes, rows, &acts.quant, out, self.rows) },
             // SAFETY: the AVX-512 level implies AVX2, FMA and F16C (see `Isa::detect`).
-            None => unsafe { self.rows_avx2(rows, acts, out) },
+            (_, None) => unsafe { self.rows_avx2(rows, acts, out) },
         }
     }
 
@@ -565,8 +612,8 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
-        /// Every ISA level's copy of the kernel gives bit-identical results to the portable
-        /// one: integer sums are exact and float sums keep their order. Rows and tokens reach
+        /// Every ISA level's copy of the kernel gives bit-identical results to its scalar
+        /// twin: integer sums are exact and float sums keep their order. Rows and tokens reach
         /// past the kernels' row tiles, token groups and token chunks, with ragged tails.
         #[test]
         fn isa_levels_agree_exactly(
@@ -580,12 +627,12 @@ mod tests {
             let mut acts = PreparedActs::default();
             m.prepare(&random_acts(n, m.cols(), seed), &mut acts);
             let pool = ThreadPool::new(2);
-            let mut reference = vec![0f32; n * rows];
-            m.gemm_at(Isa::Scalar, &pool, &acts, &mut reference);
             for level in Isa::available() {
+                let mut reference = vec![0f32; n * rows];
+                m.gemm_twin(level, &pool, &acts, &mut reference);
                 let mut out = vec![0f32; n * rows];
                 m.gemm_at(level, &pool, &acts, &mut out);
-                prop_assert_eq!(bits(&out), bits(&reference), "{} differs from scalar for {:?}", level.name(), kind);
+                prop_assert_eq!(bits(&out), bits(&reference), "{} differs from its scalar twin for {:?}", level.name(), kind);
             }
         }
 

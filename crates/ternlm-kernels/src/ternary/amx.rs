@@ -4,18 +4,16 @@
 //! exact in any order), so the float epilogue after them is shared with every other level.
 //!
 //! Written against Intel's instruction reference in inline assembly (`ldtilecfg`,
-//! `tileloadd`, `tdpbusd`, `tilestored`; stable Rust has no AMX intrinsics). Used only where
-//! the CPU reports AMX-TILE and AMX-INT8, the OS enables their state (XCR0 bits 17 and 18)
-//! and grants this process the tile data (Linux `arch_prctl(ARCH_REQ_XCOMP_PERM)`), and a
-//! known-answer check passes ([`usable`]); `TERNLM_AMX=off` turns it off.
+//! `tileloadd`, `tdpbusd`, `tilestored`; stable Rust has no AMX intrinsics). Used only at the
+//! AMX level ([`crate::isa::Isa::Amx`]: the CPU reports AMX-TILE and AMX-INT8, the OS
+//! enables their state and grants it to this process), after [`known_answer_holds`] passed
+//! in the level's self-check.
 //!
 //! Layout: A (codes) is loaded straight from the unpacked code rows (`ld` apart). B holds
 //! the activations in the VNNI order `TDPBUSD` wants, packed once per product by
 //! [`pack_acts`]: for each tile of 16 tokens and each 64-column chunk, 16 rows (column
 //! quads) of 64 bytes, byte `4n + i` of row `q` being token `n`'s value at column
 //! `64c + 4q + i`.
-
-use std::sync::OnceLock;
 
 /// Tokens per B tile (and columns of C), rows per A tile (and rows of C).
 pub(crate) const TILE: usize = 16;
@@ -41,60 +39,6 @@ const CONFIG: TileConfig = {
     }
     TileConfig(c)
 };
-
-/// Whether this process may run the AMX kernel: decided once (CPU, OS, permission, a
-/// known-answer check against the scalar sums).
-pub(crate) fn usable() -> bool {
-    static USABLE: OnceLock<bool> = OnceLock::new();
-    *USABLE.get_or_init(|| {
-        if std::env::var("TERNLM_AMX").is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
-            return false;
-        }
-        supported() && known_answer_holds()
-    })
-}
-
-/// CPUID says AMX-TILE and AMX-INT8, XCR0 has the tile state, and Linux grants it.
-fn supported() -> bool {
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    {
-        use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
-        // CPUID is safe to call on x86-64; leaf 7 is only read where the CPU reports it.
-        if __cpuid(0).eax < 7 {
-            return false;
-        }
-        let leaf7 = __cpuid_count(7, 0);
-        let (amx_tile, amx_int8) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 25) != 0);
-        let osxsave = __cpuid(1).ecx & (1 << 27) != 0;
-        if !(amx_tile && amx_int8 && osxsave) {
-            return false;
-        }
-        // SAFETY: OSXSAVE is set, so XGETBV is enabled.
-        let xcr0 = unsafe { _xgetbv(0) };
-        if xcr0 & (0b11 << 17) != 0b11 << 17 {
-            return false;
-        }
-        request_tile_data()
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-    false
-}
-
-/// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: Linux (5.16+) hands out the large
-/// tile state only on request; without it the first tile instruction kills the process.
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn request_tile_data() -> bool {
-    const SYS_ARCH_PRCTL: i64 = 158;
-    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
-    const XFEATURE_XTILEDATA: i64 = 18;
-    let ret: i64;
-    // SAFETY: a plain system call with integer arguments; it reads and writes no memory of
-    // ours, and the registers the syscall instruction clobbers are declared.
-    unsafe {
-        std::arch::asm!("syscall", inlateout("rax") SYS_ARCH_PRCTL => ret, in("rdi") ARCH_REQ_XCOMP_PERM, in("rsi") XFEATURE_XTILEDATA, lateout("rcx") _, lateout("r11") _, options(nostack));
-    }
-    ret == 0
-}
 
 /// Packs `n_tok` tokens (`ldx` apart, `kc` values each) into B tiles (see the module doc),
 /// zero for the tokens past `n_tok` (up to an even number of tiles, since tiles are taken
@@ -125,7 +69,8 @@ pub(crate) fn pack_acts(xs: &[i8], ldx: usize, n_tok: usize, kc: usize, out: &mu
 /// tile loads); rows and tokens past the ends are computed and dropped.
 ///
 /// # Safety
-/// [`usable`] must have returned true (the CPU has AMX and this process may use it).
+/// The AMX level must be available ([`crate::isa::Isa::detect`] returned it: the CPU has
+/// AMX and this process may use it).
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, packed: &[u8], n_tok: usize, kc: usize, block: usize, raw: &mut [i32]) {
     let nb = kc / block;
@@ -205,7 +150,7 @@ pub(crate) unsafe fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, packed: &[
 
 /// A small product through the kernel against plain integer sums: 32 rows, 40 tokens (a
 /// ragged token tile), four 64-column chunks in two blocks, every code and -128.
-fn known_answer_holds() -> bool {
+pub(crate) fn known_answer_holds() -> bool {
     let (rows, n_tok, kc, block, ld) = (ROWS, 40, 256, 128, 256);
     let mut rng = crate::self_check::Rng(0x2545_F491_4F6C_DD1D);
     let codes: Vec<u8> = (0..rows * ld).map(|_| (rng.next() % 3) as u8).collect();
@@ -214,7 +159,7 @@ fn known_answer_holds() -> bool {
     pack_acts(&xs, kc, n_tok, kc, &mut packed);
     let nb = kc / block;
     let mut raw = vec![0i32; rows * n_tok * nb];
-    // SAFETY: `supported()` returned true before this runs (see `usable`).
+    // SAFETY: the self-check runs this only at the AMX level, which the CPU has.
     unsafe { gemm_raw(&codes, ld, rows, &packed, n_tok, kc, block, &mut raw) };
     (0..n_tok).all(|t| {
         (0..rows).all(|r| {

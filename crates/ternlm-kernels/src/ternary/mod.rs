@@ -386,7 +386,9 @@ impl TernaryMatrix {
         assert_eq!(out.len(), acts.n * self.rows);
         match (level, self.simd_split()) {
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512, Some(split)) => self.run::<avx512::Avx512>(pool, acts, out, split, Self::amx_prefill()),
+            (Isa::Amx, Some(split)) => self.run::<avx512::Avx512>(pool, acts, out, split, true),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, Some(split)) => self.run::<avx512::Avx512>(pool, acts, out, split, false),
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx2, Some(split)) => self.run::<avx2::Avx2>(pool, acts, out, split, false),
             (_, Some(split)) => self.run::<scalar::Scalar>(pool, acts, out, split, false),
@@ -443,16 +445,6 @@ impl TernaryMatrix {
                 out.set(t * self.rows + r0 + i, self.finish(r0 + i, t, &raw[at..at + nb], tail(i, t), acts, kc, block));
             }
         }
-    }
-
-    /// Whether prefill tiles at the AVX-512 level run on AMX ([`amx::usable`]).
-    pub fn amx_prefill() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            amx::usable()
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
     }
 
     /// The kernels of `K`; with `amx`, prefill's tiles of unpacked codes are multiplied on
@@ -554,8 +546,8 @@ impl TernaryMatrix {
                             }
                         }
                         match amx {
-                            // SAFETY: `amx` is only set where `amx::usable()` said the CPU
-                            // and the OS let this process use AMX.
+                            // SAFETY: `amx` is only set at the AMX level, which `Isa::detect`
+                            // grants only where the CPU and the OS let this process use AMX.
                             #[cfg(target_arch = "x86_64")]
                             true => unsafe { amx::gemm_raw(codes, ld, n_rows, amx_acts, n, kc, block, raw) },
                             _ => K::gemm_raw(codes, ld, n_rows, xs, ld, n, kc, block, raw),

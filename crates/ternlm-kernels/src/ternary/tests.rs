@@ -32,7 +32,7 @@ fn gemv_batch_raw_at(level: Isa, w: &[u8], row_bytes: usize, n_rows: usize, xs: 
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => avx2::Avx2::gemv_batch_raw(w, row_bytes, n_rows, xs, ldx, n_tok, kc, block, raw),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => avx512::Avx512::gemv_batch_raw(w, row_bytes, n_rows, xs, ldx, n_tok, kc, block, raw),
+        Isa::Avx512 | Isa::Amx => avx512::Avx512::gemv_batch_raw(w, row_bytes, n_rows, xs, ldx, n_tok, kc, block, raw),
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!(),
     }
@@ -164,7 +164,7 @@ fn raw_kernels_survive_extreme_values() {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => avx2::Avx2::gemv_raw(&packed, kc / 4, rows, kc, kc, &xs, &mut raw),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => avx512::Avx512::gemv_raw(&packed, kc / 4, rows, kc, kc, &xs, &mut raw),
+            Isa::Avx512 | Isa::Amx => avx512::Avx512::gemv_raw(&packed, kc / 4, rows, kc, kc, &xs, &mut raw),
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!(),
         }
@@ -175,7 +175,7 @@ fn raw_kernels_survive_extreme_values() {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => avx2::Avx2::gemm_raw(&codes, kc, rows, &xs, kc, 4, kc, kc, &mut raw),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => avx512::Avx512::gemm_raw(&codes, kc, rows, &xs, kc, 4, kc, kc, &mut raw),
+            Isa::Avx512 | Isa::Amx => avx512::Avx512::gemm_raw(&codes, kc, rows, &xs, kc, 4, kc, kc, &mut raw),
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!(),
         }
@@ -187,7 +187,7 @@ fn raw_kernels_survive_extreme_values() {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => avx2::Avx2::gemm_packed_raw(&packed, kc / 4, rows, &xs, kc, 4, kc, kc, &mut raw),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => avx512::Avx512::gemm_packed_raw(&packed, kc / 4, rows, &xs, kc, 4, kc, kc, &mut raw),
+            Isa::Avx512 | Isa::Amx => avx512::Avx512::gemm_packed_raw(&packed, kc / 4, rows, &xs, kc, 4, kc, kc, &mut raw),
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!(),
         }
@@ -205,7 +205,7 @@ fn raw_kernels_survive_extreme_values() {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => avx2::Avx2::gemv16_raw(&dense, kc16 / 5, rows, kc16, &xs, &mut raw),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => avx512::Avx512::gemv16_raw(&dense, kc16 / 5, rows, kc16, &xs, &mut raw),
+            Isa::Avx512 | Isa::Amx => avx512::Avx512::gemv16_raw(&dense, kc16 / 5, rows, kc16, &xs, &mut raw),
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!(),
         }
@@ -364,7 +364,7 @@ proptest! {
     /// The AMX prefill kernel's sums are the scalar reference's, bit for bit: 1 to 32 rows
     /// (one or two code tiles), 1 to 50 tokens (ragged and odd token tiles), one to eight 64-column chunks in
     /// one or several scale blocks, codes and activations over their whole ranges. Runs only
-    /// where AMX is usable (elsewhere `amx::usable()` is false and nothing calls it).
+    /// where the AMX level is available (elsewhere nothing calls the kernel).
     #[test]
     fn amx_sums_equal_the_scalar_ones(
         n_rows in 1usize..=32,
@@ -374,7 +374,7 @@ proptest! {
         pad in prop::sample::select(vec![0usize, 64]),
         seed in any::<u64>(),
     ) {
-        if !amx::usable() {
+        if Isa::detect() < Isa::Amx {
             return Ok(());
         }
         let mut next = xorshift(seed);
@@ -389,7 +389,7 @@ proptest! {
         let mut packed = Vec::new();
         amx::pack_acts(&xs, ldx, n_tok, kc, &mut packed);
         let mut got = vec![0i32; n_rows * n_tok * nb];
-        // SAFETY: `amx::usable()` returned true above.
+        // SAFETY: the AMX level is available (checked above).
         unsafe { amx::gemm_raw(&codes, ld, n_rows, &packed, n_tok, kc, block, &mut got) };
         prop_assert_eq!(got, want);
     }

@@ -6,6 +6,9 @@
 //! Matching ggml's activation formats for ggml weight types keeps ternlm's logits within
 //! rounding of llama.cpp's; BitNet's per-token form is the one its models were trained with.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 use half::f16;
 
 /// Values per partial sum kept for per-token activations (see [`QuantActs::bsums`]).
@@ -65,32 +68,47 @@ impl QuantActs {
         match level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the level is at most the detected one (asserted above).
-            crate::isa::Isa::Avx2 | crate::isa::Isa::Avx512 => unsafe { self.quantize_avx2(format, x, k) },
+            crate::isa::Isa::Avx2 | crate::isa::Isa::Avx512 | crate::isa::Isa::Amx => unsafe { self.quantize_avx2(format, x, k) },
             _ => self.quantize_body(format, x, k),
         }
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn quantize_avx2(&mut self, format: ActFormat, x: &[f32], k: usize) {
+        if matches!(format, ActFormat::Q8_0 | ActFormat::Q8_1) {
+            self.shape(format, x, k);
+            let s = if format == ActFormat::Q8_1 { Some(&mut self.s[..]) } else { None };
+            // SAFETY: this function runs with AVX2 and F16C.
+            unsafe { avx2::quantize_q8_blocks(x, &mut self.q, &mut self.d, s) };
+            return;
+        }
         self.quantize_body(format, x, k);
+    }
+
+    /// Sizes the buffers for `x` (`n` rows of `k`) in `format` and records the shape.
+    #[inline(always)]
+    fn shape(&mut self, format: ActFormat, x: &[f32], k: usize) {
+        assert!(k > 0 && x.len().is_multiple_of(k), "activation length {} is not a multiple of {k}", x.len());
+        let bl = format.block_len(k);
+        assert!(k.is_multiple_of(bl), "row length {k} is not a multiple of block {bl}");
+        self.k = k;
+        self.n = x.len() / k;
+        self.block_len = bl;
+        self.q.resize(x.len(), 0);
+        self.d.resize(x.len() / bl, 0.0);
+        self.s.clear();
+        self.bsums.clear();
+        self.inv.clear();
+        if format == ActFormat::Q8_1 {
+            self.s.resize(x.len() / bl, 0.0);
+        }
     }
 
     #[inline(always)]
     fn quantize_body(&mut self, format: ActFormat, x: &[f32], k: usize) {
-        assert!(k > 0 && x.len().is_multiple_of(k), "activation length {} is not a multiple of {k}", x.len());
-        let bl = format.block_len(k);
-        assert!(k.is_multiple_of(bl), "row length {k} is not a multiple of block {bl}");
-        let n = x.len() / k;
-        self.k = k;
-        self.n = n;
-        self.block_len = bl;
-        self.q.resize(x.len(), 0);
-        let n_blocks = x.len() / bl;
-        self.d.resize(n_blocks, 0.0);
-        self.s.clear();
-        self.bsums.clear();
-        self.inv.clear();
+        self.shape(format, x, k);
+        let n = self.n;
         match format {
             ActFormat::PerToken => {
                 self.inv.resize(n, 0.0);
@@ -108,9 +126,6 @@ impl QuantActs {
                 }
             }
             ActFormat::Q8_0 | ActFormat::Q8_1 => {
-                if format == ActFormat::Q8_1 {
-                    self.s.resize(n_blocks, 0.0);
-                }
                 for (b, (xb, qb)) in x.chunks_exact(32).zip(self.q.chunks_exact_mut(32)).enumerate() {
                     let (d, sum) = quantize_q8_0_block(xb, qb);
                     self.d[b] = f16::from_f32(d).to_f32();
@@ -155,7 +170,7 @@ pub fn quantize_per_token(x: &[f32], q: &mut [i8]) -> f32 {
 
 /// One Q8_0 block: returns the unrounded scale and the sum of the quantized values.
 #[inline(always)]
-fn quantize_q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+pub(crate) fn quantize_q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
     let d = amax / 127.0;
     // ggml's x86 quantizer multiplies by 127/max, not by 1/d: the two round differently.
@@ -214,6 +229,34 @@ mod tests {
                     let mut got = QuantActs::default();
                     got.quantize_at(level, f, &x, 512);
                     assert_eq!((&got.q, &got.d, &got.s, &got.bsums, &got.inv, &got.tsum), (&want.q, &want.d, &want.s, &want.bsums, &want.inv, &want.tsum), "{f:?} at {level:?}");
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Q8_0/Q8_1 blocks from any bit patterns (NaN, infinities, subnormals, zeros
+        /// among ordinary values) come out of every level identical to the scalar code.
+        #[test]
+        fn q8_blocks_agree_on_any_floats(
+            bits in proptest::collection::vec(proptest::prelude::any::<u32>(), 32..=256),
+            ordinary in proptest::prelude::any::<bool>(),
+            k_blocks in 1usize..=2,
+        ) {
+            let k = 32 * k_blocks;
+            let n = bits.len() / k;
+            proptest::prop_assume!(n > 0);
+            let x: Vec<f32> = bits[..n * k].iter().map(|&b| if ordinary && b % 7 != 0 { (b % 20001) as f32 / 1000.0 - 10.0 } else { f32::from_bits(b) }).collect();
+            for f in [ActFormat::Q8_0, ActFormat::Q8_1] {
+                let mut want = QuantActs::default();
+                want.quantize_at(crate::isa::Isa::Scalar, f, &x, k);
+                for level in crate::isa::Isa::available() {
+                    let mut got = QuantActs::default();
+                    got.quantize_at(level, f, &x, k);
+                    let fb = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    proptest::prop_assert_eq!(&got.q, &want.q, "{:?} at {:?}", f, level);
+                    proptest::prop_assert_eq!(fb(&got.d), fb(&want.d));
+                    proptest::prop_assert_eq!(fb(&got.s), fb(&want.s));
                 }
             }
         }
