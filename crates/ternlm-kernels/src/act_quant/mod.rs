@@ -83,7 +83,33 @@ impl QuantActs {
             unsafe { avx2::quantize_q8_blocks(x, &mut self.q, &mut self.d, s) };
             return;
         }
+        if format == ActFormat::PerToken {
+            self.shape(format, x, k);
+            // SAFETY: this function runs with AVX2.
+            self.per_token_rows(x, k, |xr, qr| unsafe { avx2::quantize_per_token(xr, qr) });
+            return;
+        }
         self.quantize_body(format, x, k);
+    }
+
+    /// The per-token form's rows, each quantized by `quantize_row` (which returns the
+    /// multiplier), with their sums.
+    #[inline(always)]
+    fn per_token_rows(&mut self, x: &[f32], k: usize, quantize_row: impl Fn(&[f32], &mut [i8]) -> f32) {
+        let n = self.n;
+        self.inv.resize(n, 0.0);
+        let groups = k.div_ceil(PER_TOKEN_GROUP);
+        self.bsums.resize(n * groups, 0);
+        self.tsum.resize(n, 0);
+        for (r, (xr, qr)) in x.chunks_exact(k).zip(self.q.chunks_exact_mut(k)).enumerate() {
+            let s = quantize_row(xr, qr);
+            self.tsum[r] = qr.iter().map(|&v| i32::from(v)).sum();
+            self.inv[r] = s;
+            self.d[r] = 1.0 / s;
+            for (g, c) in qr.chunks(PER_TOKEN_GROUP).enumerate() {
+                self.bsums[r * groups + g] = c.iter().map(|&v| i32::from(v)).sum();
+            }
+        }
     }
 
     /// Sizes the buffers for `x` (`n` rows of `k`) in `format` and records the shape.
@@ -110,21 +136,7 @@ impl QuantActs {
         self.shape(format, x, k);
         let n = self.n;
         match format {
-            ActFormat::PerToken => {
-                self.inv.resize(n, 0.0);
-                let groups = k.div_ceil(PER_TOKEN_GROUP);
-                self.bsums.resize(n * groups, 0);
-                self.tsum.resize(n, 0);
-                for (r, (xr, qr)) in x.chunks_exact(k).zip(self.q.chunks_exact_mut(k)).enumerate() {
-                    let s = quantize_per_token(xr, qr);
-                    self.tsum[r] = qr.iter().map(|&v| i32::from(v)).sum();
-                    self.inv[r] = s;
-                    self.d[r] = 1.0 / s;
-                    for (g, c) in qr.chunks(PER_TOKEN_GROUP).enumerate() {
-                        self.bsums[r * groups + g] = c.iter().map(|&v| i32::from(v)).sum();
-                    }
-                }
-            }
+            ActFormat::PerToken => self.per_token_rows(x, k, quantize_per_token),
             ActFormat::Q8_0 | ActFormat::Q8_1 => {
                 for (b, (xb, qb)) in x.chunks_exact(32).zip(self.q.chunks_exact_mut(32)).enumerate() {
                     let (d, sum) = quantize_q8_0_block(xb, qb);
@@ -235,8 +247,9 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Q8_0/Q8_1 blocks from any bit patterns (NaN, infinities, subnormals, zeros
-        /// among ordinary values) come out of every level identical to the scalar code.
+        /// Q8_0/Q8_1 blocks and per-token rows from any bit patterns (NaN, infinities,
+        /// subnormals, zeros among ordinary values) come out of every level identical to the
+        /// scalar code.
         #[test]
         fn q8_blocks_agree_on_any_floats(
             bits in proptest::collection::vec(proptest::prelude::any::<u32>(), 32..=256),
@@ -247,16 +260,20 @@ mod tests {
             let n = bits.len() / k;
             proptest::prop_assume!(n > 0);
             let x: Vec<f32> = bits[..n * k].iter().map(|&b| if ordinary && b % 7 != 0 { (b % 20001) as f32 / 1000.0 - 10.0 } else { f32::from_bits(b) }).collect();
-            for f in [ActFormat::Q8_0, ActFormat::Q8_1] {
+            // Per-token rows take any length: the whole input as one ragged row, or rows of k.
+            let all: Vec<f32> = bits.iter().map(|&b| if ordinary && b % 7 != 0 { (b % 20001) as f32 / 1000.0 - 10.0 } else { f32::from_bits(b) }).collect();
+            for (f, x, k) in [(ActFormat::Q8_0, &x, k), (ActFormat::Q8_1, &x, k), (ActFormat::PerToken, &x, k), (ActFormat::PerToken, &all, all.len())] {
                 let mut want = QuantActs::default();
-                want.quantize_at(crate::isa::Isa::Scalar, f, &x, k);
+                want.quantize_at(crate::isa::Isa::Scalar, f, x, k);
                 for level in crate::isa::Isa::available() {
                     let mut got = QuantActs::default();
-                    got.quantize_at(level, f, &x, k);
+                    got.quantize_at(level, f, x, k);
                     let fb = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     proptest::prop_assert_eq!(&got.q, &want.q, "{:?} at {:?}", f, level);
                     proptest::prop_assert_eq!(fb(&got.d), fb(&want.d));
                     proptest::prop_assert_eq!(fb(&got.s), fb(&want.s));
+                    proptest::prop_assert_eq!(fb(&got.inv), fb(&want.inv));
+                    proptest::prop_assert_eq!((&got.bsums, &got.tsum), (&want.bsums, &want.tsum));
                 }
             }
         }

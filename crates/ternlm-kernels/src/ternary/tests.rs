@@ -362,14 +362,15 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     /// The AMX prefill kernel's sums are the scalar reference's, bit for bit: 1 to 32 rows
-    /// (one or two code tiles), 1 to 50 tokens (ragged and odd token tiles), one to eight 64-column chunks in
+    /// (one or two code tiles), 1 to 50 tokens (ragged and odd token tiles), 2 to 8 or 16 to 40
+    /// 64-column chunks in
     /// one or several scale blocks, codes and activations over their whole ranges. Runs only
     /// where the AMX level is available (elsewhere nothing calls the kernel).
     #[test]
     fn amx_sums_equal_the_scalar_ones(
         n_rows in 1usize..=32,
         n_tok in 1usize..51,
-        groups in 1usize..5,
+        groups in prop_oneof![1usize..5, 8usize..21],
         per_block in any::<bool>(),
         pad in prop::sample::select(vec![0usize, 64]),
         seed in any::<u64>(),
