@@ -134,7 +134,6 @@ impl QuantActs {
     #[inline(always)]
     fn quantize_body(&mut self, format: ActFormat, x: &[f32], k: usize) {
         self.shape(format, x, k);
-        let n = self.n;
         match format {
             ActFormat::PerToken => self.per_token_rows(x, k, quantize_per_token),
             ActFormat::Q8_0 | ActFormat::Q8_1 => {

@@ -72,7 +72,7 @@ impl BlockKind {
     /// AVX-512 level BF16/F32 rows run the AVX2 kernels (see `rows_avx512`).
     pub fn kernel_level(self, level: Isa) -> Isa {
         match (level, self) {
-            (Isa::Amx, Self::Q4_0 | Self::Q4_1 | Self::Q8_0) => Isa::Amx,
+            (Isa::Amx, Self::Q4_0 | Self::Q4_1 | Self::Q8_0 | Self::Q4K | Self::Q6K) => Isa::Amx,
             (Isa::Amx, _) => self.kernel_level(Isa::Avx512),
             (Isa::Avx512, Self::BF16 | Self::F32) => Isa::Avx2,
             _ => level,
@@ -130,9 +130,10 @@ pub struct BlockMatrix {
     cols: usize,
     row_bytes: usize,
     data: WeightBytes,
-    /// The AMX level's copy of a 32-wide block type's weights, made at its first use there.
+    /// The AMX level's copy of the weights (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K), made at its first
+    /// use there.
     #[cfg(target_arch = "x86_64")]
-    panels: std::sync::OnceLock<Arc<amx::Panels>>,
+    panels: std::sync::OnceLock<Option<Arc<amx::Repacked>>>,
 }
 
 impl BlockMatrix {
@@ -221,12 +222,22 @@ impl BlockMatrix {
         let split = LineSplit::new(out.as_ptr(), self.rows, pool.n_threads() * 4, 16);
         let out = SyncOut::new(out);
         #[cfg(target_arch = "x86_64")]
-        if let (Isa::Amx, Some(kind)) = (isa, self.q32()) {
-            let panels = self.panels.get_or_init(|| Arc::new(amx::Panels::new(kind, self.data.bytes(), self.rows, self.row_bytes)));
-            let offs = amx::offset_sums(kind, &acts.quant);
-            // SAFETY: `isa` is at most the detected level (asserted above), and the AMX level
-            // implies AVX-512 VNNI and a process granted AMX-INT8.
-            pool.for_each(split.count(), &|p| unsafe { amx::rows(panels, split.range(p), &acts.quant, &offs, out, self.rows) });
+        if isa == Isa::Amx
+            && let Some(panels) = self.panels.get_or_init(|| amx::Repacked::new(self.kind, self.data.bytes(), self.rows, self.row_bytes).map(Arc::new))
+        {
+            // Tasks take whole 16-row groups (as if the output started on a cache line): a
+            // group split between two tasks would be computed by both.
+            let split = LineSplit::new(std::ptr::null(), self.rows, pool.n_threads() * 4, amx::GROUP);
+            match &**panels {
+                amx::Repacked::Q32(panels) => {
+                    let offs = amx::offset_sums(panels.kind(), &acts.quant);
+                    // SAFETY: `isa` is at most the detected level (asserted above), and the AMX
+                    // level implies AVX-512 VNNI and a process granted AMX-INT8.
+                    pool.for_each(split.count(), &|p| unsafe { amx::rows(panels, split.range(p), &acts.quant, &offs, out, self.rows) });
+                }
+                // SAFETY: as above.
+                amx::Repacked::K(panels) => pool.for_each(split.count(), &|p| unsafe { amx::k_rows(panels, split.range(p), &acts.quant, out, self.rows) }),
+            }
             return;
         }
         pool.for_each(split.count(), &|p| {
@@ -247,8 +258,8 @@ impl BlockMatrix {
     }
 
     /// The scalar twin of `level`'s kernels: the products in exactly the order `level`
-    /// computes them (ggml's vec-dot order, except the AMX level's 32-wide block types: see
-    /// `amx`). Tests and the self-check compare each level with its twin.
+    /// computes them (ggml's vec-dot order, except the AMX level's Q4_0/Q4_1/Q8_0/Q4_K/Q6_K:
+    /// see `amx`). Tests and the self-check compare each level with its twin.
     pub fn gemm_twin(&self, level: Isa, pool: &ThreadPool, acts: &PreparedActs, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if let (Isa::Amx, Some(kind)) = (level, self.q32()) {
@@ -256,6 +267,16 @@ impl BlockMatrix {
             for r in 0..self.rows {
                 for t in 0..acts.quant.n {
                     out[t * self.rows + r] = amx::dot_tile_order(kind, self.row_data(r), &acts.quant, t);
+                }
+            }
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let (Isa::Amx, Some(kind)) = (level, amx::KQuant::of(self.kind)) {
+            assert_eq!(out.len(), acts.quant.n * self.rows);
+            for r in 0..self.rows {
+                for t in 0..acts.quant.n {
+                    out[t * self.rows + r] = amx::dot_k_order(kind, self.row_data(r), &acts.quant, t);
                 }
             }
             return;
@@ -660,6 +681,29 @@ mod tests {
                     let mut one = vec![0f32; rows];
                     m.gemm_at(level, &pool, &acts, &mut one);
                     prop_assert_eq!(bits(&one), bits(&batch[t * rows..(t + 1) * rows]), "{}: token {} of {} differs alone for {:?}", level.name(), t, k, kind);
+                }
+            }
+        }
+    }
+
+    /// The K-quants at every level against their twins on shapes that reach the AMX level's
+    /// edges: ragged row groups, token tiles (16) and tile pairs (32), several 256-blocks,
+    /// and every decode width below the tile threshold.
+    #[test]
+    fn k_quants_agree_with_their_twins_at_tile_edges() {
+        let pool = ThreadPool::new(2);
+        for (i, kind) in [BlockKind::Q4K, BlockKind::Q6K].into_iter().enumerate() {
+            for (rows, blocks, n) in [(17, 3, 1), (33, 2, 2), (31, 1, 3), (16, 2, 4), (47, 3, 5), (16, 2, 16), (49, 2, 17), (35, 3, 33), (18, 4, 48), (64, 2, 72)] {
+                let seed = (i * 1000 + rows * 31 + n) as u64;
+                let m = random_matrix(kind, rows, blocks, seed);
+                let mut acts = PreparedActs::default();
+                m.prepare(&random_acts(n, m.cols(), seed), &mut acts);
+                for level in Isa::available() {
+                    let mut reference = vec![0f32; n * rows];
+                    m.gemm_twin(level, &pool, &acts, &mut reference);
+                    let mut out = vec![0f32; n * rows];
+                    m.gemm_at(level, &pool, &acts, &mut out);
+                    assert_eq!(bits(&out), bits(&reference), "{} differs from its twin for {kind:?} {rows}x{blocks} n={n}", level.name());
                 }
             }
         }

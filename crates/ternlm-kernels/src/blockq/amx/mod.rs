@@ -1,6 +1,6 @@
-//! The AMX level for the 32-wide block types (Q4_0, Q4_1, Q8_0): weights repacked once into
-//! panels of 16 rows by one block, multiplied on AMX-INT8 tiles for batches and with AVX-512
-//! VNNI on whole 512-bit vectors for a few tokens.
+//! The AMX level for Q4_0, Q4_1, Q8_0 and (in [`kquant`]) Q4_K and Q6_K: weights repacked once
+//! into panels of 16 rows by one block, multiplied on AMX-INT8 tiles for batches and with
+//! AVX-512 VNNI on whole 512-bit vectors for a few tokens.
 //!
 //! **Numerics (llama.cpp's AMX backend order).** Each output sums its blocks in order as
 //! `acc = fma(isum_b, dw_b · dx_b, acc)` (Q4_1 then adds `fma(m_b, s_b, acc)`), with `isum_b`
@@ -23,18 +23,28 @@
 //! into 16 vector accumulators per block. Inline assembly (`ldtilecfg`, `tileloadd`,
 //! `tdpbsud`, `tilestored`), written against Intel's instruction reference; run only at the
 //! AMX level, whose self-check compares it with [`dot_tile_order`] first.
+//!
+//!
+//! The K-quants (Q4_K, Q6_K) are in [`kquant`].
 
 use std::arch::x86_64::*;
 
+use super::BlockKind;
 use super::avx2::Q32;
 use crate::act_quant::QuantActs;
 use crate::sync_out::SyncOut;
+
+mod kquant;
+
+pub(crate) use kquant::{KPanels, KQuant, dot_k_order, k_rows};
 
 /// Rows per panel (the lanes of a 512-bit int32 vector, the columns of a C tile).
 pub(crate) const GROUP: usize = 16;
 /// Tokens per A tile.
 const TOKENS: usize = 16;
 const LAG: usize = 2;
+/// How far ahead of the panel being multiplied decode prefetches, in bytes.
+const PREFETCH: usize = 4096;
 /// Batches of at least this many tokens run on tiles; fewer run on vectors.
 pub(crate) const MIN_TILE_TOKENS: usize = 5;
 
@@ -141,6 +151,10 @@ impl Panels {
         Self { kind, nb, bytes }
     }
 
+    pub(crate) fn kind(&self) -> Q32 {
+        self.kind
+    }
+
     fn panel(&self, g: usize, b: usize) -> *const u8 {
         let pb = self.kind.panel_bytes();
         self.bytes.as_slice()[(g * self.nb + b) * pb..][..pb].as_ptr()
@@ -233,11 +247,20 @@ unsafe fn vectors<const T: usize>(p: &Panels, g: usize, t0: usize, rows: &std::o
     let nb = p.nb;
     let lo4 = _mm512_set1_epi8(0xF);
     let mut acc = [_mm512_setzero_ps(); T];
+    let pb = kind.panel_bytes();
     for b in 0..nb {
         let panel = p.panel(g, b);
         // SAFETY: `panel` is one whole panel (see `Panels::panel`); each token's 32
-        // activations of block `b` lie inside `a.q` (k = 32 nb, asserted by `rows`).
+        // activations of block `b` lie inside `a.q` (k = 32 nb, asserted by `rows`). A
+        // prefetch never faults, wherever it points.
         unsafe {
+            // Panels stream in order; with both cores reading, the hardware prefetcher alone
+            // leaves decode short of the bandwidth, so the stream PREFETCH bytes on is
+            // fetched a panel's worth of lines per panel.
+            let ahead = panel.wrapping_add(PREFETCH);
+            for line in (0..pb).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
+            }
             let mut w = [_mm512_setzero_si512(); 8];
             if kind == Q32::Q8_0 {
                 for (q, wq) in w.iter_mut().enumerate() {
@@ -424,5 +447,26 @@ unsafe fn tiles<const K: u8>(p: &Panels, groups: std::ops::Range<usize>, rows: &
             }
         }
         std::arch::asm!("tilerelease", options(nostack, nomem));
+    }
+}
+
+/// The AMX level's copy of a block matrix's weights.
+#[derive(Debug)]
+pub(crate) enum Repacked {
+    Q32(Panels),
+    K(KPanels),
+}
+
+impl Repacked {
+    /// The repacked copy of a Q4_0/Q4_1/Q8_0/Q4_K/Q6_K matrix (`None` for the other types,
+    /// which this level runs as the AVX-512 level does).
+    pub(crate) fn new(kind: BlockKind, w: &[u8], rows: usize, row_bytes: usize) -> Option<Self> {
+        let q32 = match kind {
+            BlockKind::Q4_0 => Q32::Q4_0,
+            BlockKind::Q4_1 => Q32::Q4_1,
+            BlockKind::Q8_0 => Q32::Q8_0,
+            _ => return KQuant::of(kind).map(|k| Self::K(KPanels::new(k, w, rows, row_bytes))),
+        };
+        Some(Self::Q32(Panels::new(q32, w, rows, row_bytes)))
     }
 }
