@@ -19,7 +19,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{GROUP, TOKENS, TileConfig, store};
+use super::{GROUP, TOKENS, TileConfig, prefetch_ahead, store};
 use crate::act_quant::QuantActs;
 use crate::blockq::BlockKind;
 use crate::sync_out::SyncOut;
@@ -321,8 +321,10 @@ unsafe fn q4k_vectors<const T: usize>(p: &KPanels, g: usize, t0: usize, rows: &s
     let (nb, k) = (p.nb, a.k);
     let lo4 = _mm512_set1_epi8(0xF);
     let mut acc = [_mm512_setzero_ps(); T];
+    let pb = p.kind.panel_bytes();
     for b in 0..nb {
         let panel = p.panel(g, b);
+        prefetch_ahead(panel, pb, 2 * pb);
         // SAFETY: `panel` is one whole panel; each token's 256 activations of block `b` lie
         // inside `a.q`, its pairs inside `bps` (both asserted by `k_rows`).
         unsafe {
@@ -373,8 +375,10 @@ unsafe fn q4k_vectors<const T: usize>(p: &KPanels, g: usize, t0: usize, rows: &s
 unsafe fn q6k_vectors<const T: usize>(p: &KPanels, g: usize, t0: usize, rows: &std::ops::Range<usize>, a: &QuantActs, out: SyncOut, out_rows: usize) {
     let (nb, k) = (p.nb, a.k);
     let mut acc = [_mm512_setzero_ps(); T];
+    let pb = p.kind.panel_bytes();
     for b in 0..nb {
         let panel = p.panel(g, b);
+        prefetch_ahead(panel, pb, 2 * pb);
         // SAFETY: `panel` is one whole panel; each token's 256 activations and 16 sums of
         // block `b` lie inside `a.q` and `a.bsums` (asserted by `k_rows`).
         unsafe {

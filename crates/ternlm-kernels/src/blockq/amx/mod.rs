@@ -227,6 +227,18 @@ pub(crate) unsafe fn rows(p: &Panels, rows: std::ops::Range<usize>, a: &QuantAct
     }
 }
 
+/// Decode streams panels in order; the hardware prefetcher alone leaves it well short of
+/// the bandwidth (at 1 thread and at 2), so the stream `distance` bytes on is fetched a
+/// panel's worth of lines (`pb` bytes) per panel.
+#[inline(always)]
+pub(crate) fn prefetch_ahead(panel: *const u8, pb: usize, distance: usize) {
+    let ahead = panel.wrapping_add(distance);
+    for line in (0..pb).step_by(64) {
+        // SAFETY: a prefetch never faults and has no architectural effect, wherever it points.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8) };
+    }
+}
+
 /// Writes lanes of `acc` (rows `16g..`) that fall in `rows` for token `t`.
 #[inline(always)]
 fn store(acc: __m512, g: usize, t: usize, rows: &std::ops::Range<usize>, out: SyncOut, out_rows: usize) {
@@ -254,13 +266,7 @@ unsafe fn vectors<const T: usize>(p: &Panels, g: usize, t0: usize, rows: &std::o
         // activations of block `b` lie inside `a.q` (k = 32 nb, asserted by `rows`). A
         // prefetch never faults, wherever it points.
         unsafe {
-            // Panels stream in order; with both cores reading, the hardware prefetcher alone
-            // leaves decode short of the bandwidth, so the stream PREFETCH bytes on is
-            // fetched a panel's worth of lines per panel.
-            let ahead = panel.wrapping_add(PREFETCH);
-            for line in (0..pb).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
-            }
+            prefetch_ahead(panel, pb, PREFETCH);
             let mut w = [_mm512_setzero_si512(); 8];
             if kind == Q32::Q8_0 {
                 for (q, wq) in w.iter_mut().enumerate() {
