@@ -133,11 +133,12 @@ fn fit_this_predicts_measured_decode_within_25_percent() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let mut report = Vec::new();
     for model in [smollm2.as_path(), dummy.0.as_path()] {
-        // Probed before and after the measurement, averaged: on a shared machine the
-        // bandwidth a probe sees moves with the neighbours' load.
+        // Probed before and after the measurement, the better of the two: on a shared
+        // machine the bandwidth a probe sees moves with the neighbours' load (the first
+        // probe also overlaps this file's other tests), and the measurement is a best-of too.
         let before = predicted_decode(model);
         let measured = measured_decode(model);
-        let predicted = (before + predicted_decode(model)) / 2.0;
+        let predicted = before.max(predicted_decode(model));
         report.push(format!("{}: predicted {predicted:.2} tokens/s, measured {measured:.2}", model.display()));
         assert!((predicted / measured - 1.0).abs() <= 0.25, "{report:?}");
     }

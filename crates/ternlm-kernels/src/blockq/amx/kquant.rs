@@ -93,12 +93,14 @@ fn kblock_values(kind: KQuant, blk: &[u8]) -> [u8; 256] {
 pub(crate) struct KPanels {
     kind: KQuant,
     nb: usize,
-    bytes: crate::aligned::AlignedBytes,
+    /// In huge pages where the OS gives them: decode streams these bytes every token, and a
+    /// TLB miss per 4 KiB page left its speed at the mercy of where the pages fell.
+    bytes: crate::huge_buf::HugeBuf,
 }
 
 impl std::fmt::Debug for KPanels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KPanels({:?}, {} bytes)", self.kind, self.bytes.as_slice().len())
+        write!(f, "KPanels({:?}, {} bytes)", self.kind, self.bytes.len())
     }
 }
 
@@ -108,9 +110,8 @@ impl KPanels {
         let bb = kind.block_bytes();
         let nb = row_bytes / bb;
         let pb = kind.panel_bytes();
-        let mut bytes = crate::aligned::AlignedBytes::new();
-        bytes.resize(rows.div_ceil(GROUP) * nb * pb);
-        for (i, panel) in bytes.as_mut_slice().chunks_exact_mut(pb).enumerate() {
+        let mut bytes = crate::huge_buf::HugeBuf::zeroed(rows.div_ceil(GROUP) * nb * pb);
+        for (i, panel) in bytes.chunks_exact_mut(pb).enumerate() {
             let (g, b) = (i / nb, i % nb);
             for m in 0..GROUP.min(rows.saturating_sub(g * GROUP)) {
                 let blk = &w[(g * GROUP + m) * row_bytes + b * bb..][..bb];
@@ -152,7 +153,7 @@ impl KPanels {
 
     fn panel(&self, g: usize, b: usize) -> *const u8 {
         let pb = self.kind.panel_bytes();
-        self.bytes.as_slice()[(g * self.nb + b) * pb..][..pb].as_ptr()
+        self.bytes[(g * self.nb + b) * pb..][..pb].as_ptr()
     }
 }
 
@@ -205,7 +206,7 @@ const K_MIN_TILE_TOKENS: usize = 5;
 pub(crate) unsafe fn k_rows(p: &KPanels, rows: std::ops::Range<usize>, a: &QuantActs, out: SyncOut, out_rows: usize) {
     let nb = p.nb;
     assert!(a.k == nb * 256 && a.block_len == 256 && a.q.len() >= a.n * a.k && a.d.len() >= a.n * nb && a.bsums.len() >= a.n * nb * 16);
-    assert!(rows.end <= out_rows && out_rows.div_ceil(GROUP) * nb * p.kind.panel_bytes() <= p.bytes.as_slice().len());
+    assert!(rows.end <= out_rows && out_rows.div_ceil(GROUP) * nb * p.kind.panel_bytes() <= p.bytes.len());
     if rows.is_empty() || a.n == 0 {
         return;
     }

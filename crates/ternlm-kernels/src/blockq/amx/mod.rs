@@ -108,12 +108,14 @@ fn block_values(kind: Q32, blk: &[u8]) -> ([u8; 32], [u8; 2], [u8; 2]) {
 pub(crate) struct Panels {
     kind: Q32,
     nb: usize,
-    bytes: crate::aligned::AlignedBytes,
+    /// In huge pages where the OS gives them: decode streams these bytes every token, and a
+    /// TLB miss per 4 KiB page left its speed at the mercy of where the pages fell.
+    bytes: crate::huge_buf::HugeBuf,
 }
 
 impl std::fmt::Debug for Panels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Panels({:?}, {} bytes)", self.kind, self.bytes.as_slice().len())
+        write!(f, "Panels({:?}, {} bytes)", self.kind, self.bytes.len())
     }
 }
 
@@ -122,9 +124,8 @@ impl Panels {
     pub(crate) fn new(kind: Q32, w: &[u8], rows: usize, row_bytes: usize) -> Self {
         let nb = row_bytes / kind.block_bytes();
         let pb = kind.panel_bytes();
-        let mut bytes = crate::aligned::AlignedBytes::new();
-        bytes.resize(rows.div_ceil(GROUP) * nb * pb);
-        for (i, panel) in bytes.as_mut_slice().chunks_exact_mut(pb).enumerate() {
+        let mut bytes = crate::huge_buf::HugeBuf::zeroed(rows.div_ceil(GROUP) * nb * pb);
+        for (i, panel) in bytes.chunks_exact_mut(pb).enumerate() {
             let (g, b) = (i / nb, i % nb);
             for m in 0..GROUP.min(rows.saturating_sub(g * GROUP)) {
                 let r = g * GROUP + m;
@@ -157,7 +158,7 @@ impl Panels {
 
     fn panel(&self, g: usize, b: usize) -> *const u8 {
         let pb = self.kind.panel_bytes();
-        self.bytes.as_slice()[(g * self.nb + b) * pb..][..pb].as_ptr()
+        self.bytes[(g * self.nb + b) * pb..][..pb].as_ptr()
     }
 }
 
@@ -196,7 +197,7 @@ pub(crate) fn offset_sums(kind: Q32, a: &QuantActs) -> Vec<i32> {
 pub(crate) unsafe fn rows(p: &Panels, rows: std::ops::Range<usize>, a: &QuantActs, offs: &[i32], out: SyncOut, out_rows: usize) {
     assert!(a.k == p.nb * 32 && a.block_len == 32 && a.q.len() >= a.n * a.k && a.d.len() >= a.n * p.nb);
     assert!((p.kind != Q32::Q4_1 || a.s.len() >= a.n * p.nb) && (offs.is_empty() || offs.len() == a.n * p.nb));
-    assert!(rows.end <= out_rows && out_rows.div_ceil(GROUP) * p.nb * p.kind.panel_bytes() <= p.bytes.as_slice().len());
+    assert!(rows.end <= out_rows && out_rows.div_ceil(GROUP) * p.nb * p.kind.panel_bytes() <= p.bytes.len());
     if rows.is_empty() {
         return;
     }
