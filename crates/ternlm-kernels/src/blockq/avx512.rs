@@ -615,31 +615,11 @@ unsafe fn q6k_decode(w: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, a
 
 #[cfg(test)]
 mod tests {
-    use super::super::{BlockKind, BlockMatrix, PreparedActs, WeightBytes};
+    use super::super::{BlockKind, PreparedActs};
     use super::*;
     use crate::isa::Isa;
     use crate::pool::ThreadPool;
-    use half::f16;
     use proptest::prelude::*;
-
-    /// A `rows x 256·blocks` K-quant matrix of random bytes with small finite f16 scales.
-    fn matrix(kind: BlockKind, rows: usize, blocks: usize, seed: u64) -> BlockMatrix {
-        let mut state = seed | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let mut data: Vec<u8> = (0..rows * blocks * kind.block_bytes()).map(|_| next() as u8).collect();
-        let scales: &[usize] = if kind == BlockKind::Q4K { &[0, 2] } else { &[208] };
-        for blk in data.chunks_exact_mut(kind.block_bytes()) {
-            for &at in scales {
-                blk[at..at + 2].copy_from_slice(&f16::from_f32((next() % 200) as f32 / 1000.0 - 0.1).to_le_bytes());
-            }
-        }
-        BlockMatrix::new(kind, rows, blocks * 256, WeightBytes::from_vec(data)).unwrap()
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
@@ -659,7 +639,7 @@ mod tests {
                 return Ok(());
             }
             let kind = if q4k { BlockKind::Q4K } else { BlockKind::Q6K };
-            let m = matrix(kind, rows, blocks, seed);
+            let m = crate::blockq::tests::random_matrix(kind, rows, blocks, seed);
             let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             let x: Vec<f32> = (0..n * m.cols())
                 .map(|_| {

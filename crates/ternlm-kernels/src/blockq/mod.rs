@@ -575,9 +575,9 @@ mod tests {
     const KINDS: [BlockKind; 8] = [BlockKind::F32, BlockKind::F16, BlockKind::BF16, BlockKind::Q4_0, BlockKind::Q4_1, BlockKind::Q8_0, BlockKind::Q4K, BlockKind::Q6K];
 
     /// A `rows x blocks` matrix of `kind` (16 columns per block for the float kinds) filled
-    /// from `seed`: random bytes with every f16 scale slot made finite and small, or floats
-    /// in -1..1.
-    fn random_matrix(kind: BlockKind, rows: usize, blocks: usize, seed: u64) -> BlockMatrix {
+    /// from `seed`: random bytes with every f16 scale slot made finite and small (of either
+    /// sign), or floats in -1..1.
+    pub(super) fn random_matrix(kind: BlockKind, rows: usize, blocks: usize, seed: u64) -> BlockMatrix {
         let mut state = seed | 1;
         let mut next = move || {
             state ^= state << 13;
@@ -596,7 +596,7 @@ mod tests {
             };
             for blk in data.chunks_exact_mut(kind.block_bytes()) {
                 for &at in scale_at {
-                    blk[at..at + 2].copy_from_slice(&f16::from_f32((next() % 100) as f32 / 1000.0).to_le_bytes());
+                    blk[at..at + 2].copy_from_slice(&f16::from_f32((next() % 200) as f32 / 1000.0 - 0.1).to_le_bytes());
                 }
             }
         } else {
