@@ -33,5 +33,7 @@ pub mod pool;
 mod self_check;
 mod sync_out;
 pub mod ternary;
+#[cfg(target_arch = "x86_64")]
+mod tile_config;
 
 pub use pool::ThreadPool;

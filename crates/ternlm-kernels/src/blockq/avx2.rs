@@ -70,6 +70,18 @@ pub(crate) enum Q32 {
     Q8_0,
 }
 
+impl Q32 {
+    /// The 32-wide type `kind` is, if it is one.
+    pub(crate) fn of(kind: super::BlockKind) -> Option<Self> {
+        match kind {
+            super::BlockKind::Q4_0 => Some(Self::Q4_0),
+            super::BlockKind::Q4_1 => Some(Self::Q4_1),
+            super::BlockKind::Q8_0 => Some(Self::Q8_0),
+            _ => None,
+        }
+    }
+}
+
 /// A block's bytes. Kernels take the type as a number `K` (0 = Q4_0, 1 = Q4_1, 2 = Q8_0) so
 /// that each type's copy folds its branches away.
 const fn q32_bytes(k: u8) -> usize {

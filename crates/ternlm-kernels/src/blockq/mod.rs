@@ -262,24 +262,21 @@ impl BlockMatrix {
     /// see `amx`). Tests and the self-check compare each level with its twin.
     pub fn gemm_twin(&self, level: Isa, pool: &ThreadPool, acts: &PreparedActs, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if let (Isa::Amx, Some(kind)) = (level, self.q32()) {
-            assert_eq!(out.len(), acts.quant.n * self.rows);
-            for r in 0..self.rows {
-                for t in 0..acts.quant.n {
-                    out[t * self.rows + r] = amx::dot_tile_order(kind, self.row_data(r), &acts.quant, t);
+        if level == Isa::Amx {
+            let mut fill = |dot: &dyn Fn(&[u8], usize) -> f32| {
+                assert_eq!(out.len(), acts.quant.n * self.rows);
+                for r in 0..self.rows {
+                    for t in 0..acts.quant.n {
+                        out[t * self.rows + r] = dot(self.row_data(r), t);
+                    }
                 }
+            };
+            if let Some(kind) = self.q32() {
+                return fill(&|w, t| amx::dot_tile_order(kind, w, &acts.quant, t));
             }
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let (Isa::Amx, Some(kind)) = (level, amx::KQuant::of(self.kind)) {
-            assert_eq!(out.len(), acts.quant.n * self.rows);
-            for r in 0..self.rows {
-                for t in 0..acts.quant.n {
-                    out[t * self.rows + r] = amx::dot_k_order(kind, self.row_data(r), &acts.quant, t);
-                }
+            if let Some(kind) = amx::KQuant::of(self.kind) {
+                return fill(&|w, t| amx::dot_k_order(kind, w, &acts.quant, t));
             }
-            return;
         }
         let _ = level;
         self.gemm_at(Isa::Scalar, pool, acts, out);
@@ -362,13 +359,7 @@ impl BlockMatrix {
     /// The hand-written kernels' name for this matrix's type, if it is a 32-wide block type.
     #[cfg(target_arch = "x86_64")]
     fn q32(&self) -> Option<avx2::Q32> {
-        use avx2::Q32;
-        match self.kind {
-            BlockKind::Q4_0 => Some(Q32::Q4_0),
-            BlockKind::Q4_1 => Some(Q32::Q4_1),
-            BlockKind::Q8_0 => Some(Q32::Q8_0),
-            _ => None,
-        }
+        avx2::Q32::of(self.kind)
     }
 
     #[inline(always)]

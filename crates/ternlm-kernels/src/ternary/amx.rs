@@ -15,6 +15,8 @@
 //! quads) of 64 bytes, byte `4n + i` of row `q` being token `n`'s value at column
 //! `64c + 4q + i`.
 
+use crate::tile_config::TileConfig;
+
 /// Tokens per B tile (and columns of C), rows per A tile (and rows of C).
 pub(crate) const TILE: usize = 16;
 /// Rows one call multiplies at most: two A tiles share every B tile loaded.
@@ -22,23 +24,9 @@ pub(crate) const ROWS: usize = 2 * TILE;
 /// Columns (bytes) one `TDPBUSD` consumes.
 pub(crate) const CHUNK: usize = 64;
 
-/// `ldtilecfg`'s 64-byte operand: palette 1; tmm0-3 accumulators (16 rows of 16 int32: two
-/// row tiles by two token tiles), tmm4-5 code tiles, tmm6-7 activation tiles, all 16 rows
-/// of 64 bytes.
-#[repr(C, align(64))]
-struct TileConfig([u8; 64]);
-
-const CONFIG: TileConfig = {
-    let mut c = [0u8; 64];
-    c[0] = 1;
-    let mut t = 0;
-    while t < 8 {
-        c[16 + 2 * t] = 64;
-        c[48 + t] = 16;
-        t += 1;
-    }
-    TileConfig(c)
-};
+/// Tiles: tmm0-3 accumulators (16 rows of 16 int32: two row tiles by two token tiles),
+/// tmm4-5 code tiles, tmm6-7 activation tiles, all 16 rows of 64 bytes.
+const CONFIG: TileConfig = TileConfig::FULL;
 
 /// Packs `n_tok` tokens (`ldx` apart, `kc` values each) into B tiles (see the module doc),
 /// zero for the tokens past `n_tok` (up to an even number of tiles, since tiles are taken
@@ -90,7 +78,7 @@ pub(crate) unsafe fn gemm_raw(codes: &[u8], ld: usize, n_rows: usize, packed: &[
     // inside `packed` (padded to whole pairs), and each store writes 16 rows of 64 bytes
     // inside `c`, as the asserts above and `c`'s size bound.
     unsafe {
-        std::arch::asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+        CONFIG.load();
         for tt in (0..tiles).step_by(2) {
             for b in 0..nb {
                 std::arch::asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));

@@ -19,10 +19,11 @@
 
 use std::arch::x86_64::*;
 
-use super::{GROUP, TOKENS, TileConfig, prefetch_ahead, store};
+use super::{GROUP, PanelBytes, TOKENS, prefetch_ahead, store};
 use crate::act_quant::QuantActs;
 use crate::blockq::BlockKind;
 use crate::sync_out::SyncOut;
+use crate::tile_config::TileConfig;
 
 /// The K-quant types this level repacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,72 +89,54 @@ fn kblock_values(kind: KQuant, blk: &[u8]) -> [u8; 256] {
     v
 }
 
-/// A K-quant matrix repacked into panels of 16 rows by one 256-block (see the module doc),
-/// group-major.
+/// A K-quant matrix repacked into panels of 16 rows by one 256-block (see the module doc).
+#[derive(Debug)]
 pub(crate) struct KPanels {
     kind: KQuant,
-    nb: usize,
-    /// In huge pages where the OS gives them: decode streams these bytes every token, and a
-    /// TLB miss per 4 KiB page left its speed at the mercy of where the pages fell.
-    bytes: crate::huge_buf::HugeBuf,
-}
-
-impl std::fmt::Debug for KPanels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KPanels({:?}, {} bytes)", self.kind, self.bytes.len())
-    }
+    bytes: PanelBytes,
 }
 
 impl KPanels {
-    /// Repacks `rows` rows of `row_bytes` (`nb` blocks each) from `w`.
+    /// Repacks `rows` rows of `row_bytes` from `w`.
     pub(crate) fn new(kind: KQuant, w: &[u8], rows: usize, row_bytes: usize) -> Self {
-        let bb = kind.block_bytes();
-        let nb = row_bytes / bb;
-        let pb = kind.panel_bytes();
-        let mut bytes = crate::huge_buf::HugeBuf::zeroed(rows.div_ceil(GROUP) * nb * pb);
-        for (i, panel) in bytes.chunks_exact_mut(pb).enumerate() {
-            let (g, b) = (i / nb, i % nb);
-            for m in 0..GROUP.min(rows.saturating_sub(g * GROUP)) {
-                let blk = &w[(g * GROUP + m) * row_bytes + b * bb..][..bb];
-                let v = kblock_values(kind, blk);
-                // Nibble line l: columns 8l..8l + 4 low, the next four high.
-                for l in 0..32 {
-                    for e in 0..4 {
-                        panel[64 * l + 4 * m + e] = (v[8 * l + e] & 0xF) | ((v[8 * l + 4 + e] & 0xF) << 4);
-                    }
-                }
-                match kind {
-                    KQuant::Q4K => {
-                        for i in 0..3 {
-                            panel[Q4K_SC + 64 * i + 4 * m..][..4].copy_from_slice(&blk[4 + 4 * i..8 + 4 * i]);
-                        }
-                        panel[Q4K_D + 2 * m..][..2].copy_from_slice(&blk[0..2]);
-                        panel[Q4K_DMIN + 2 * m..][..2].copy_from_slice(&blk[2..4]);
-                    }
-                    KQuant::Q6K => {
-                        for h in 0..16 {
-                            for e in 0..4 {
-                                let mut byte = 0u8;
-                                for s in 0..4 {
-                                    byte |= ((v[16 * h + 4 * s + e] >> 4) & 3) << (2 * s);
-                                }
-                                panel[Q6K_HI + 64 * h + 4 * m + e] = byte;
-                            }
-                        }
-                        for i in 0..4 {
-                            panel[Q6K_SC + 64 * i + 4 * m..][..4].copy_from_slice(&blk[192 + 4 * i..196 + 4 * i]);
-                        }
-                        panel[Q6K_D + 2 * m..][..2].copy_from_slice(&blk[208..210]);
-                    }
+        let bytes = PanelBytes::new(w, rows, row_bytes, kind.block_bytes(), kind.panel_bytes(), |panel, m, blk| {
+            let v = kblock_values(kind, blk);
+            // Nibble line l: columns 8l..8l + 4 low, the next four high.
+            for l in 0..32 {
+                for e in 0..4 {
+                    panel[64 * l + 4 * m + e] = (v[8 * l + e] & 0xF) | ((v[8 * l + 4 + e] & 0xF) << 4);
                 }
             }
-        }
-        Self { kind, nb, bytes }
+            match kind {
+                KQuant::Q4K => {
+                    for i in 0..3 {
+                        panel[Q4K_SC + 64 * i + 4 * m..][..4].copy_from_slice(&blk[4 + 4 * i..8 + 4 * i]);
+                    }
+                    panel[Q4K_D + 2 * m..][..2].copy_from_slice(&blk[0..2]);
+                    panel[Q4K_DMIN + 2 * m..][..2].copy_from_slice(&blk[2..4]);
+                }
+                KQuant::Q6K => {
+                    for h in 0..16 {
+                        for e in 0..4 {
+                            let mut byte = 0u8;
+                            for s in 0..4 {
+                                byte |= ((v[16 * h + 4 * s + e] >> 4) & 3) << (2 * s);
+                            }
+                            panel[Q6K_HI + 64 * h + 4 * m + e] = byte;
+                        }
+                    }
+                    for i in 0..4 {
+                        panel[Q6K_SC + 64 * i + 4 * m..][..4].copy_from_slice(&blk[192 + 4 * i..196 + 4 * i]);
+                    }
+                    panel[Q6K_D + 2 * m..][..2].copy_from_slice(&blk[208..210]);
+                }
+            }
+        });
+        Self { kind, bytes }
     }
 
     fn panel(&self, g: usize, b: usize) -> *const u8 {
-        let pb = self.kind.panel_bytes();
-        self.bytes[(g * self.nb + b) * pb..][..pb].as_ptr()
+        self.bytes.panel(g, b)
     }
 }
 
@@ -204,7 +187,7 @@ const K_MIN_TILE_TOKENS: usize = 5;
 /// [`K_MIN_TILE_TOKENS`], the AMX level (AMX-INT8 granted to this process).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn k_rows(p: &KPanels, rows: std::ops::Range<usize>, a: &QuantActs, out: SyncOut, out_rows: usize) {
-    let nb = p.nb;
+    let nb = p.bytes.nb;
     assert!(a.k == nb * 256 && a.block_len == 256 && a.q.len() >= a.n * a.k && a.d.len() >= a.n * nb && a.bsums.len() >= a.n * nb * 16);
     assert!(rows.end <= out_rows && out_rows.div_ceil(GROUP) * nb * p.kind.panel_bytes() <= p.bytes.len());
     if rows.is_empty() || a.n == 0 {
@@ -319,7 +302,7 @@ unsafe fn q6k_groups(panel: *const u8, k: usize) -> [__m512i; 4] {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn q4k_vectors<const T: usize>(p: &KPanels, g: usize, t0: usize, rows: &std::ops::Range<usize>, a: &QuantActs, bps: &[i32], out: SyncOut, out_rows: usize) {
-    let (nb, k) = (p.nb, a.k);
+    let (nb, k) = (p.bytes.nb, a.k);
     let lo4 = _mm512_set1_epi8(0xF);
     let mut acc = [_mm512_setzero_ps(); T];
     let pb = p.kind.panel_bytes();
@@ -374,7 +357,7 @@ unsafe fn q4k_vectors<const T: usize>(p: &KPanels, g: usize, t0: usize, rows: &s
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn q6k_vectors<const T: usize>(p: &KPanels, g: usize, t0: usize, rows: &std::ops::Range<usize>, a: &QuantActs, out: SyncOut, out_rows: usize) {
-    let (nb, k) = (p.nb, a.k);
+    let (nb, k) = (p.bytes.nb, a.k);
     let mut acc = [_mm512_setzero_ps(); T];
     let pb = p.kind.panel_bytes();
     for b in 0..nb {
@@ -413,21 +396,6 @@ unsafe fn q6k_vectors<const T: usize>(p: &KPanels, g: usize, t0: usize, rows: &s
         store(acc, g, t0 + i, rows, out, out_rows);
     }
 }
-
-/// `ldtilecfg`'s operand for the K-quants: palette 1, tmm0-7 all 16 rows of 64 bytes (C:
-/// 16 tokens by 16 rows of int32; A: 16 tokens by 64 activations; B: 16 lines of 4
-/// columns by 16 rows).
-const K_CONFIG: TileConfig = {
-    let mut c = [0u8; 64];
-    c[0] = 1;
-    let mut i = 0;
-    while i < 8 {
-        c[16 + 2 * i] = 64;
-        c[48 + i] = 16;
-        i += 1;
-    }
-    TileConfig(c)
-};
 
 /// One column group (16 rows by 4 columns, unsigned values `q` in `0..64`) scaled by its
 /// sub-block's scale into `w = sc·(q - off)` (int16, |w| <= 4096) and split exactly as
@@ -507,7 +475,7 @@ unsafe fn k_unpack<const Q6: bool>(panel: *const u8, dst: *mut u8) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn k_tiles<const Q6: bool>(p: &KPanels, groups: std::ops::Range<usize>, rows: &std::ops::Range<usize>, a: &QuantActs, bps: &[i32], out: SyncOut, out_rows: usize) {
-    let (nb, k, n) = (p.nb, a.k, a.n);
+    let (nb, k, n) = (p.bytes.nb, a.k, a.n);
     let full_tiles = n / TOKENS;
     let n_tiles = n.div_ceil(TOKENS);
     // The last token tile, zero-padded to 16 tokens, when the batch does not fill it.
@@ -532,7 +500,9 @@ unsafe fn k_tiles<const Q6: bool>(p: &KPanels, groups: std::ops::Range<usize>, r
     // every B load 16 lines of 64 bytes inside one unpacked block of `ub`, every C store
     // 1 KiB inside `cbuf`.
     unsafe {
-        std::arch::asm!("ldtilecfg [{}]", in(reg) K_CONFIG.0.as_ptr(), options(nostack, readonly));
+        // Every tile 16 rows of 64 bytes (C: 16 tokens by 16 rows of int32; A: 16 tokens by
+        // 64 activations; B: 16 lines of 4 columns by 16 rows).
+        TileConfig::FULL.load();
         for g in groups {
             for f in facc.iter_mut() {
                 *f = [0f32; GROUP];

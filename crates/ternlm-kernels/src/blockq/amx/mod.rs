@@ -33,6 +33,7 @@ use super::BlockKind;
 use super::avx2::Q32;
 use crate::act_quant::QuantActs;
 use crate::sync_out::SyncOut;
+use crate::tile_config::TileConfig;
 
 mod kquant;
 
@@ -104,52 +105,77 @@ fn block_values(kind: Q32, blk: &[u8]) -> ([u8; 32], [u8; 2], [u8; 2]) {
     }
 }
 
-/// A block matrix repacked into panels (see the module doc), group-major.
-pub(crate) struct Panels {
-    kind: Q32,
-    nb: usize,
+/// Repacked weights, group-major: for each 16-row group, `nb` panels of `pb` bytes.
+pub(crate) struct PanelBytes {
+    pub(crate) nb: usize,
+    pb: usize,
     /// In huge pages where the OS gives them: decode streams these bytes every token, and a
     /// TLB miss per 4 KiB page left its speed at the mercy of where the pages fell.
     bytes: crate::huge_buf::HugeBuf,
 }
 
-impl std::fmt::Debug for Panels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Panels({:?}, {} bytes)", self.kind, self.bytes.len())
-    }
-}
-
-impl Panels {
-    /// Repacks `rows` rows of `row_bytes` (`nb` blocks each) from `w`.
-    pub(crate) fn new(kind: Q32, w: &[u8], rows: usize, row_bytes: usize) -> Self {
-        let nb = row_bytes / kind.block_bytes();
-        let pb = kind.panel_bytes();
+impl PanelBytes {
+    /// Repacks `rows` rows of `row_bytes` (blocks of `bb` bytes) from `w`: `fill(panel, m,
+    /// block)` writes row `m` of a group's block into the block's panel (rows past the end
+    /// stay zero).
+    pub(crate) fn new(w: &[u8], rows: usize, row_bytes: usize, bb: usize, pb: usize, fill: impl Fn(&mut [u8], usize, &[u8])) -> Self {
+        let nb = row_bytes / bb;
         let mut bytes = crate::huge_buf::HugeBuf::zeroed(rows.div_ceil(GROUP) * nb * pb);
         for (i, panel) in bytes.chunks_exact_mut(pb).enumerate() {
             let (g, b) = (i / nb, i % nb);
             for m in 0..GROUP.min(rows.saturating_sub(g * GROUP)) {
-                let r = g * GROUP + m;
-                let blk = &w[r * row_bytes + b * kind.block_bytes()..][..kind.block_bytes()];
-                let (v, d, mn) = block_values(kind, blk);
-                if kind == Q32::Q8_0 {
-                    for q in 0..8 {
-                        panel[q * 64 + 4 * m..][..4].copy_from_slice(&v[4 * q..4 * q + 4]);
-                    }
-                } else {
-                    for i in 0..4 {
-                        for e in 0..4 {
-                            panel[i * 64 + 4 * m + e] = v[8 * i + e] | (v[8 * i + 4 + e] << 4);
-                        }
-                    }
-                }
-                let s = kind.scales_at();
-                panel[s + 2 * m..][..2].copy_from_slice(&d);
-                if kind == Q32::Q4_1 {
-                    panel[s + 32 + 2 * m..][..2].copy_from_slice(&mn);
-                }
+                fill(panel, m, &w[(g * GROUP + m) * row_bytes + b * bb..][..bb]);
             }
         }
-        Self { kind, nb, bytes }
+        Self { nb, pb, bytes }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Panel `b` of group `g`.
+    pub(crate) fn panel(&self, g: usize, b: usize) -> *const u8 {
+        self.bytes[(g * self.nb + b) * self.pb..][..self.pb].as_ptr()
+    }
+}
+
+impl std::fmt::Debug for PanelBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PanelBytes({} bytes)", self.bytes.len())
+    }
+}
+
+/// A Q4_0/Q4_1/Q8_0 matrix repacked into panels (see the module doc).
+#[derive(Debug)]
+pub(crate) struct Panels {
+    kind: Q32,
+    bytes: PanelBytes,
+}
+
+impl Panels {
+    /// Repacks `rows` rows of `row_bytes` from `w`.
+    pub(crate) fn new(kind: Q32, w: &[u8], rows: usize, row_bytes: usize) -> Self {
+        let bytes = PanelBytes::new(w, rows, row_bytes, kind.block_bytes(), kind.panel_bytes(), |panel, m, blk| {
+            let (v, d, mn) = block_values(kind, blk);
+            if kind == Q32::Q8_0 {
+                for q in 0..8 {
+                    panel[q * 64 + 4 * m..][..4].copy_from_slice(&v[4 * q..4 * q + 4]);
+                }
+            } else {
+                for i in 0..4 {
+                    for e in 0..4 {
+                        panel[i * 64 + 4 * m + e] = v[8 * i + e] | (v[8 * i + 4 + e] << 4);
+                    }
+                }
+            }
+            let s = kind.scales_at();
+            panel[s + 2 * m..][..2].copy_from_slice(&d);
+            if kind == Q32::Q4_1 {
+                panel[s + 32 + 2 * m..][..2].copy_from_slice(&mn);
+            }
+        });
+        Self { kind, bytes }
     }
 
     pub(crate) fn kind(&self) -> Q32 {
@@ -157,8 +183,7 @@ impl Panels {
     }
 
     fn panel(&self, g: usize, b: usize) -> *const u8 {
-        let pb = self.kind.panel_bytes();
-        self.bytes[(g * self.nb + b) * pb..][..pb].as_ptr()
+        self.bytes.panel(g, b)
     }
 }
 
@@ -195,9 +220,9 @@ pub(crate) fn offset_sums(kind: Q32, a: &QuantActs) -> Vec<i32> {
 /// [`MIN_TILE_TOKENS`], the AMX level (AMX-INT8 granted to this process).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn rows(p: &Panels, rows: std::ops::Range<usize>, a: &QuantActs, offs: &[i32], out: SyncOut, out_rows: usize) {
-    assert!(a.k == p.nb * 32 && a.block_len == 32 && a.q.len() >= a.n * a.k && a.d.len() >= a.n * p.nb);
-    assert!((p.kind != Q32::Q4_1 || a.s.len() >= a.n * p.nb) && (offs.is_empty() || offs.len() == a.n * p.nb));
-    assert!(rows.end <= out_rows && out_rows.div_ceil(GROUP) * p.nb * p.kind.panel_bytes() <= p.bytes.len());
+    assert!(a.k == p.bytes.nb * 32 && a.block_len == 32 && a.q.len() >= a.n * a.k && a.d.len() >= a.n * p.bytes.nb);
+    assert!((p.kind != Q32::Q4_1 || a.s.len() >= a.n * p.bytes.nb) && (offs.is_empty() || offs.len() == a.n * p.bytes.nb));
+    assert!(rows.end <= out_rows && out_rows.div_ceil(GROUP) * p.bytes.nb * p.kind.panel_bytes() <= p.bytes.len());
     if rows.is_empty() {
         return;
     }
@@ -257,7 +282,7 @@ fn store(acc: __m512, g: usize, t: usize, rows: &std::ops::Range<usize>, out: Sy
 #[allow(clippy::too_many_arguments)]
 unsafe fn vectors<const T: usize>(p: &Panels, g: usize, t0: usize, rows: &std::ops::Range<usize>, a: &QuantActs, offs: &[i32], out: SyncOut, out_rows: usize) {
     let kind = p.kind;
-    let nb = p.nb;
+    let nb = p.bytes.nb;
     let lo4 = _mm512_set1_epi8(0xF);
     let mut acc = [_mm512_setzero_ps(); T];
     let pb = kind.panel_bytes();
@@ -304,29 +329,9 @@ unsafe fn vectors<const T: usize>(p: &Panels, g: usize, t0: usize, rows: &std::o
     }
 }
 
-/// `ldtilecfg`'s operand: palette 1; tmm0 C (16 rows of 64 bytes), tmm1 A (16 rows of 32
-/// bytes), tmm2 B (8 rows of 64 bytes), and tmm3-5 likewise.
-#[repr(C, align(64))]
-struct TileConfig([u8; 64]);
-
-const CONFIG: TileConfig = {
-    let mut c = [0u8; 64];
-    c[0] = 1;
-    c[16] = 64;
-    c[48] = 16;
-    c[18] = 32;
-    c[49] = 16;
-    c[20] = 64;
-    c[50] = 8;
-    // tmm3-5: the same shapes, for odd blocks.
-    c[22] = 64;
-    c[51] = 16;
-    c[24] = 32;
-    c[52] = 16;
-    c[26] = 64;
-    c[53] = 8;
-    TileConfig(c)
-};
+/// Tiles: tmm0 C (16 rows of 64 bytes), tmm1 A (16 rows of 32 bytes), tmm2 B (8 rows of 64
+/// bytes), and tmm3-5 the same shapes for odd blocks.
+const CONFIG: TileConfig = TileConfig::new([(16, 64), (16, 32), (8, 64), (16, 64), (16, 32), (8, 64), (0, 0), (0, 0)]);
 
 #[repr(C, align(64))]
 struct CTile([i32; TOKENS * GROUP]);
@@ -337,7 +342,7 @@ struct CTile([i32; TOKENS * GROUP]);
 #[allow(clippy::too_many_arguments)]
 unsafe fn tiles<const K: u8>(p: &Panels, groups: std::ops::Range<usize>, rows: &std::ops::Range<usize>, a: &QuantActs, offs: &[i32], out: SyncOut, out_rows: usize) {
     let kind = p.kind;
-    let (nb, k) = (p.nb, a.k);
+    let (nb, k) = (p.bytes.nb, a.k);
     let lo4 = _mm512_set1_epi8(0xF);
     // B operands of one row group (every block), unpacked once for all token tiles.
     let mut unpacked = crate::aligned::AlignedBytes::new();
@@ -380,7 +385,7 @@ unsafe fn tiles<const K: u8>(p: &Panels, groups: std::ops::Range<usize>, rows: &
     // part of `c`. The scale reads take 16 values inside `dts`, `sts` or `ots` at a tile's
     // block.
     unsafe {
-        std::arch::asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+        CONFIG.load();
         for g in groups {
             if kind != Q32::Q8_0 {
                 let dst = unpacked.as_mut_slice().as_mut_ptr();
@@ -468,12 +473,9 @@ impl Repacked {
     /// The repacked copy of a Q4_0/Q4_1/Q8_0/Q4_K/Q6_K matrix (`None` for the other types,
     /// which this level runs as the AVX-512 level does).
     pub(crate) fn new(kind: BlockKind, w: &[u8], rows: usize, row_bytes: usize) -> Option<Self> {
-        let q32 = match kind {
-            BlockKind::Q4_0 => Q32::Q4_0,
-            BlockKind::Q4_1 => Q32::Q4_1,
-            BlockKind::Q8_0 => Q32::Q8_0,
-            _ => return KQuant::of(kind).map(|k| Self::K(KPanels::new(k, w, rows, row_bytes))),
-        };
-        Some(Self::Q32(Panels::new(q32, w, rows, row_bytes)))
+        match Q32::of(kind) {
+            Some(q32) => Some(Self::Q32(Panels::new(q32, w, rows, row_bytes))),
+            None => KQuant::of(kind).map(|k| Self::K(KPanels::new(k, w, rows, row_bytes))),
+        }
     }
 }
