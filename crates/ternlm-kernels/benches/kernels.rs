@@ -42,22 +42,39 @@ fn noise(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn ternary(rows: usize, cols: usize) -> TernaryMatrix {
+    ternary_blocks(rows, cols, cols)
+}
+
+/// As [`ternary`], with a scale per `block` columns of each row (TQ2_0 has one per 256).
+fn ternary_blocks(rows: usize, cols: usize, block: usize) -> TernaryMatrix {
     let rb = TernaryMatrix::packed_row_bytes(cols);
     let trits: Vec<i8> = noise(rows * cols, 7).iter().map(|v| (v * 1.5).round() as i8).collect();
     let mut packed = vec![0u8; rows * rb];
     for r in 0..rows {
         TernaryMatrix::pack_row(&trits[r * cols..(r + 1) * cols], &mut packed[r * rb..(r + 1) * rb]);
     }
-    TernaryMatrix::from_parts(rows, cols, packed, cols, vec![0.5]).expect("valid matrix")
+    let scales = if block == cols { vec![0.5] } else { noise(rows * cols / block, 5).iter().map(|v| 0.25 + v.abs()).collect() };
+    TernaryMatrix::from_parts(rows, cols, packed, block, scales).expect("valid matrix")
 }
 
 /// Ternary x int8: (rows, cols, tokens) = FFN up and down at decode, at a batch of 8 decoding
 /// sequences (or a speculative step of 8 positions), FFN up at 16 and 64 (the short-batch
 /// kernel's range) and at pp128 (the prefill tiles).
-#[divan::bench(args = [(FF, D, 1), (D, FF, 1), (FF, D, 8), (D, FF, 8), (FF, D, 16), (FF, D, 64), (FF, D, 128)], consts = [0, 1, 2])]
+#[divan::bench(args = [(FF, D, 1), (D, FF, 1), (FF, D, 8), (D, FF, 8), (FF, D, 16), (FF, D, 64), (FF, D, 128)], consts = [0, 1, 2, 3])]
 fn ternary_gemm<const LEVEL: usize>(b: Bencher, (rows, cols, n): (usize, usize, usize)) {
+    ternary_bench::<LEVEL>(b, ternary(rows, cols), n);
+}
+
+/// TQ2_0's layout (a scale per 256 columns) at pp128: FFN up and down, prefill tiles (AVX-512
+/// VNNI and AMX levels).
+#[divan::bench(args = [(FF, D), (D, FF)], consts = [2, 3])]
+fn ternary_blocks_pp128<const LEVEL: usize>(b: Bencher, (rows, cols): (usize, usize)) {
+    ternary_bench::<LEVEL>(b, ternary_blocks(rows, cols, 256), 128);
+}
+
+fn ternary_bench<const LEVEL: usize>(b: Bencher, m: TernaryMatrix, n: usize) {
     let Some(&level) = Isa::available().get(LEVEL) else { return };
-    let m = ternary(rows, cols);
+    let (rows, cols) = (m.rows(), m.cols());
     let mut acts = QuantActs::default();
     acts.quantize(ActFormat::PerToken, &noise(n * cols, 3), cols);
     let mut out = vec![0f32; n * rows];

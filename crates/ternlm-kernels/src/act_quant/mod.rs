@@ -9,6 +9,7 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
+use crate::aligned::AlignedI8;
 use half::f16;
 
 /// Values per partial sum kept for per-token activations (see [`QuantActs::bsums`]).
@@ -40,7 +41,7 @@ pub struct QuantActs {
     pub n: usize,
     pub block_len: usize,
     /// `n * k` values, row-major.
-    pub q: Vec<i8>,
+    pub q: AlignedI8,
     /// One scale per block: `x ≈ q * d`.
     pub d: Vec<f32>,
     /// Q8_1 only: per block, `d * Σq` rounded through f16.
@@ -121,7 +122,7 @@ impl QuantActs {
         self.k = k;
         self.n = x.len() / k;
         self.block_len = bl;
-        self.q.resize(x.len(), 0);
+        self.q.resize(x.len());
         self.d.resize(x.len() / bl, 0.0);
         self.s.clear();
         self.bsums.clear();

@@ -179,7 +179,7 @@ thread_local! {
     /// The caller's cache-line-aligned copy of a prefill batch's activations.
     static ACTS: RefCell<AlignedBytes> = const { RefCell::new(AlignedBytes::new()) };
     /// The caller's copy of a prefill batch's activations in AMX tile order.
-    static AMX_ACTS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static AMX_ACTS: std::cell::Cell<AlignedBytes> = const { std::cell::Cell::new(AlignedBytes::new()) };
 }
 
 impl TernaryMatrix {
@@ -447,6 +447,47 @@ impl TernaryMatrix {
         }
     }
 
+    /// The AMX epilogue's per-token constants for a product: each token's activation sum
+    /// over each scale block (`[token tile][block][token]`, as [`Self::finish`] takes them)
+    /// and its multiplier, padded to whole pairs of token tiles (zero sums, unit multipliers).
+    #[cfg(target_arch = "x86_64")]
+    fn amx_token_sums(&self, acts: &QuantActs, kc: usize, block: usize) -> (Vec<i32>, Vec<f32>) {
+        let (n, nb) = (acts.n, kc / block);
+        let tiles = n.div_ceil(amx::TILE).next_multiple_of(2);
+        let groups = self.cols.div_ceil(PER_TOKEN_GROUP);
+        let gpb = block / GROUP;
+        let mut xsum = vec![0i32; tiles * nb * amx::TILE];
+        for t in 0..n {
+            let gsum = &acts.bsums[t * groups..(t + 1) * groups];
+            for b in 0..nb {
+                let s = if nb == 1 && kc == self.cols { acts.tsum[t] } else { gsum[b * gpb..(b + 1) * gpb].iter().sum::<i32>() };
+                xsum[((t / amx::TILE) * nb + b) * amx::TILE + t % amx::TILE] = s;
+            }
+        }
+        let mut inv = vec![1f32; tiles * amx::TILE];
+        inv[..n].copy_from_slice(&acts.inv[..n]);
+        (xsum, inv)
+    }
+
+    /// The AMX epilogue's ragged-tail terms for a task's `n_rows` rows (`[token tile][row]
+    /// [token]`), as [`Self::finish`] adds them to the last block; empty without a tail.
+    #[cfg(target_arch = "x86_64")]
+    fn amx_tail_sums(&self, acts: &QuantActs, n_rows: usize, kc: usize, tail: &impl Fn(usize, usize) -> i32) -> Vec<i32> {
+        if kc == self.cols {
+            return Vec::new();
+        }
+        let groups = self.cols.div_ceil(PER_TOKEN_GROUP);
+        let tiles = acts.n.div_ceil(amx::TILE).next_multiple_of(2);
+        let mut extra = vec![0i32; tiles * amx::ROWS * amx::TILE];
+        for t in 0..acts.n {
+            let tail_xsum = acts.bsums[t * groups + kc / GROUP];
+            for i in 0..n_rows {
+                extra[((t / amx::TILE) * amx::ROWS + i) * amx::TILE + t % amx::TILE] = tail(i, t) - tail_xsum;
+            }
+        }
+        extra
+    }
+
     /// The kernels of `K`; with `amx`, prefill's tiles of unpacked codes are multiplied on
     /// AMX tiles instead of `K::gemm_raw` (the same exact sums).
     fn run<K: Kernels>(&self, pool: &ThreadPool, acts: &QuantActs, out: &mut [f32], (kc, block): (usize, usize), amx: bool) {
@@ -517,11 +558,14 @@ impl TernaryMatrix {
             // AMX takes the activations in its tile order, packed once for every row tile
             // (into a buffer kept between calls: a fresh one costs page faults every time).
             let mut amx_buf = AMX_ACTS.take();
+            // The AMX epilogue's per-token constants, padded to whole pairs of token tiles.
+            let (mut amx_xsum, mut amx_inv) = (Vec::new(), Vec::new());
             #[cfg(target_arch = "x86_64")]
             if amx {
                 amx::pack_acts(xs, ld, n, kc, &mut amx_buf);
+                (amx_xsum, amx_inv) = self.amx_token_sums(acts, kc, block);
             }
-            let amx_acts = &amx_buf;
+            let amx_acts = amx_buf.as_slice();
             pool.for_each(tiles.count(), &|tile| {
                 let rows = tiles.range(tile);
                 let (r0, n_rows) = (rows.start, rows.len());
@@ -545,17 +589,22 @@ impl TernaryMatrix {
                                 TernaryLayout::Bits1_6 => self.row_codes(r0 + i, dst),
                             }
                         }
-                        match amx {
-                            // SAFETY: `amx` is only set at the AMX level, which `Isa::detect`
-                            // grants only where the CPU and the OS let this process use AMX.
-                            #[cfg(target_arch = "x86_64")]
-                            true => unsafe { amx::gemm_raw(codes, ld, n_rows, amx_acts, n, kc, block, raw) },
-                            _ => K::gemm_raw(codes, ld, n_rows, xs, ld, n, kc, block, raw),
-                        }
                         let codes_tail = |i: usize, t: usize| {
                             let c = &codes[i * ld + kc..i * ld + self.cols];
                             c.iter().zip(&acts.row(t)[kc..]).map(|(&c, &q)| i32::from(c) * i32::from(q)).sum()
                         };
+                        #[cfg(target_arch = "x86_64")]
+                        if amx {
+                            let extra = self.amx_tail_sums(acts, n_rows, kc, &codes_tail);
+                            let shared = self.scales.len() == 1;
+                            let scales = if shared { &self.scales[..] } else { &self.scales[r0 * nb..(r0 + n_rows) * nb] };
+                            let ep = amx::Epilogue { nb, xsum: &amx_xsum, inv: &amx_inv, scales, shared, extra: &extra };
+                            // SAFETY: `amx` is only set at the AMX level, which `Isa::detect`
+                            // grants only where the CPU and the OS let this process use AMX.
+                            unsafe { amx::gemm_scaled(codes, ld, n_rows, amx_acts, n, kc, block, &ep, out, self.rows, r0) };
+                            return;
+                        }
+                        K::gemm_raw(codes, ld, n_rows, xs, ld, n, kc, block, raw);
                         self.store(out, acts, r0, n_rows, raw, nb, kc, block, codes_tail);
                     }
                 });

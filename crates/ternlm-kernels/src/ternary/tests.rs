@@ -360,39 +360,43 @@ proptest! {
 
 #[cfg(target_arch = "x86_64")]
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-    /// The AMX prefill kernel's sums are the scalar reference's, bit for bit: 1 to 32 rows
-    /// (one or two code tiles), 1 to 50 tokens (ragged and odd token tiles), 2 to 8 or 16 to 40
-    /// 64-column chunks in
-    /// one or several scale blocks, codes and activations over their whole ranges. Runs only
-    /// where the AMX level is available (elsewhere nothing calls the kernel).
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// The AMX prefill path (tiles and their fused epilogue) gives the scalar level's outputs
+    /// bit for bit: 1 to 70 rows (whole and partial 32-row tasks), prefill token counts with
+    /// ragged and odd token tiles, one shared scale (with and without a ragged column tail),
+    /// per-block scales over 128 or 256 columns, and rows of 1 to 4 or 16 to 40 chunks.
+    /// Runs only where the AMX level is available (elsewhere nothing calls the kernel).
     #[test]
-    fn amx_sums_equal_the_scalar_ones(
-        n_rows in 1usize..=32,
-        n_tok in 1usize..51,
-        groups in prop_oneof![1usize..5, 8usize..21],
-        per_block in any::<bool>(),
-        pad in prop::sample::select(vec![0usize, 64]),
+    fn amx_prefill_equals_the_scalar_level(
+        rows in 1usize..71,
+        n_tok in BATCH_MAX_TOKENS + 1..BATCH_MAX_TOKENS + 40,
+        chunks in prop_oneof![1usize..5, 16usize..41],
+        tail in prop_oneof![Just(0usize), 1usize..16],
+        per_block in prop::sample::select(vec![0usize, 128, 256]),
         seed in any::<u64>(),
     ) {
         if Isa::detect() < Isa::Amx {
             return Ok(());
         }
         let mut next = xorshift(seed);
-        let kc = groups * GROUP;
-        let block = if per_block { GROUP } else { kc };
-        let (ld, ldx) = (kc + pad, kc + 2 * pad);
-        let codes: Vec<u8> = (0..amx::ROWS * ld).map(|_| (next() % 3) as u8).collect();
-        let xs: Vec<i8> = (0..n_tok * ldx).map(|_| next() as i8).collect();
-        let nb = kc / block;
-        let mut want = vec![0i32; n_rows * n_tok * nb];
-        scalar::Scalar::gemm_raw(&codes, ld, n_rows, &xs, ldx, n_tok, kc, block, &mut want);
-        let mut packed = Vec::new();
-        amx::pack_acts(&xs, ldx, n_tok, kc, &mut packed);
-        let mut got = vec![0i32; n_rows * n_tok * nb];
-        // SAFETY: the AMX level is available (checked above).
-        unsafe { amx::gemm_raw(&codes, ld, n_rows, &packed, n_tok, kc, block, &mut got) };
-        prop_assert_eq!(got, want);
+        let (cols, block_len) = match per_block {
+            0 => (chunks * 64 + tail * 4, 0),
+            b => ((chunks * 64).next_multiple_of(b), b),
+        };
+        let block_len = if block_len == 0 { cols } else { block_len };
+        let trits: Vec<i8> = (0..rows * cols).map(|_| (next() % 3) as i8 - 1).collect();
+        let scales: Vec<f32> = if per_block == 0 { vec![-0.37] } else { (0..rows * cols / block_len).map(|_| (next() % 1000) as f32 / 497.0 - 1.0).collect() };
+        let m = TernaryMatrix::from_parts(rows, cols, pack(&trits, rows, cols), block_len, scales).unwrap();
+        let x: Vec<f32> = (0..n_tok * cols).map(|i| if i % 89 == 0 { 0.0 } else { (next() % 2001) as f32 / 100.0 - 10.0 }).collect();
+        let mut acts = QuantActs::default();
+        acts.quantize(ActFormat::PerToken, &x, cols);
+        let pool = ThreadPool::new(2);
+        let mut want = vec![0f32; n_tok * rows];
+        m.gemm_at(Isa::Scalar, &pool, &acts, &mut want);
+        let mut got = vec![0f32; n_tok * rows];
+        m.gemm_at(Isa::Amx, &pool, &acts, &mut got);
+        let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+        prop_assert!(same, "amx {:?} against scalar {:?}", got, want);
     }
 }
 
