@@ -136,12 +136,45 @@ impl Metrics {
             ("ternlm_queue_depth", "Requests waiting for a slot.", sched.queued.load(Ordering::Relaxed)),
             ("ternlm_active_sequences", "Sequences being generated.", sched.active.load(Ordering::Relaxed)),
             ("ternlm_open_connections", "HTTP connections open.", self.connections.load(Ordering::Relaxed) as usize),
+            ("ternlm_kv_cache_positions", "KV positions held by running sequences.", sched.kv_used.load(Ordering::Relaxed)),
+            ("ternlm_kv_cache_capacity", "KV positions all slots can hold (parallel x context).", sched.kv_capacity.load(Ordering::Relaxed)),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        let kv = sched.kv_utilization();
+        let _ = writeln!(
+            out,
+            "# HELP ternlm_kv_cache_utilization Running sequences' share of the KV positions the slots can hold (0 to 1).\n# TYPE ternlm_kv_cache_utilization gauge\nternlm_kv_cache_utilization {kv}"
+        );
+        render_vllm_aliases(sched, &mut out);
         self.ttft.render("ternlm_time_to_first_token_seconds", "From request to first generated token.", &mut out);
         self.per_token.render("ternlm_time_per_output_token_seconds", "Between consecutive generated tokens of a request.", &mut out);
         out
+    }
+}
+
+/// The same numbers under vLLM's names, which inference gateways (the Gateway API Inference
+/// Extension's endpoint picker, llm-d) and autoscaling rules written for vLLM read. Mapping
+/// (README, "Metrics"): waiting = `ternlm_queue_depth`, running = `ternlm_active_sequences`,
+/// KV usage = `ternlm_kv_cache_utilization` (under both the current and the older name),
+/// prefix-cache queries and hits = prompt tokens admitted and prompt tokens taken from a
+/// cache (tokens, as vLLM counts them).
+fn render_vllm_aliases(sched: &Stats, out: &mut String) {
+    let load = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed);
+    let kv = sched.kv_utilization();
+    for (name, help, v) in [
+        ("vllm:num_requests_waiting", "Requests waiting for a slot (ternlm_queue_depth).", load(&sched.queued) as f64),
+        ("vllm:num_requests_running", "Requests being generated (ternlm_active_sequences).", load(&sched.active) as f64),
+        ("vllm:kv_cache_usage_perc", "KV cache usage, 0 to 1 (ternlm_kv_cache_utilization).", kv),
+        ("vllm:gpu_cache_usage_perc", "KV cache usage, 0 to 1, under vLLM's older name (ternlm_kv_cache_utilization).", kv),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+    for (name, help, v) in [
+        ("vllm:prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache (prompt tokens admitted).", load(&sched.prompt_tokens)),
+        ("vllm:prefix_cache_hits_total", "Prompt tokens found in the prefix cache (ternlm_prompt_tokens_cached_total).", load(&sched.cached_prompt_tokens)),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     }
 }
 

@@ -23,7 +23,7 @@ use crate::request_log::{Line, RequestRecord};
 use crate::server::AppState;
 
 /// The router's routes, the only values the `endpoint` label takes besides `other`.
-pub const ROUTES: &[&str] = &["/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{id}", "/health", "/metrics"];
+pub const ROUTES: &[&str] = &["/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{id}", "/health", "/health/live", "/health/ready", "/metrics"];
 
 /// The status a request is counted and logged with when its client left before an answer.
 pub const CLIENT_CLOSED: u16 = 499;
@@ -87,6 +87,11 @@ impl Drop for Finished {
         {
             self.st.metrics.prompt_tokens.fetch_add(p as u64, Ordering::Relaxed);
         }
+        // Orchestrators probe every few seconds per replica: a passing probe is counted but
+        // not logged, or probes would bury the requests; a failing one is logged.
+        if matches!(self.route, "/health/live" | "/health/ready") && self.status < 400 {
+            return;
+        }
         let line = Line { client: self.client, method: &self.method, route: self.route, status: self.status, total: self.started.elapsed(), details };
         if let Some(text) = line.render(self.st.cfg.log_format) {
             self.st.log.write(text);
@@ -106,7 +111,7 @@ pub async fn observe(State(st): State<Arc<AppState>>, mut req: Request, next: Ne
     // Counted and logged even when the client leaves before any answer (this future is then
     // dropped): as nginx's 499, "client closed request".
     let mut finished = Finished { st, record, client, method, route, status: CLIENT_CLOSED, started };
-    let resp = if draining && route != "/health" && route != "/metrics" { ApiError::unavailable("the server is shutting down").into_response() } else { next.run(req).await };
+    let resp = if draining && !route.starts_with("/health") && route != "/metrics" { ApiError::unavailable("the server is shutting down").into_response() } else { next.run(req).await };
     let mut resp = json_errors(resp, &finished.method, &path);
     if draining {
         // Let the client's next request find another server.

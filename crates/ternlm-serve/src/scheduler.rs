@@ -184,6 +184,18 @@ pub struct Stats {
     pub draft_accepted: AtomicUsize,
     /// Requests cancelled before their first token because nobody waited for them any more.
     pub abandoned: AtomicUsize,
+    /// KV positions held by running sequences, and what all slots could hold
+    /// (`parallel × n_ctx`): the cache's utilization, as an inference gateway weighs it.
+    pub kv_used: AtomicUsize,
+    pub kv_capacity: AtomicUsize,
+}
+
+impl Stats {
+    /// Running sequences' share of the KV positions the slots can hold, 0 to 1.
+    pub fn kv_utilization(&self) -> f64 {
+        let cap = self.kv_capacity.load(Ordering::Relaxed);
+        if cap == 0 { 0.0 } else { (self.kv_used.load(Ordering::Relaxed) as f64 / cap as f64).min(1.0) }
+    }
 }
 
 pub struct Scheduler {
@@ -221,6 +233,11 @@ impl Scheduler {
         let depth = self.queue.push(job)?;
         self.stats.queued.store(depth, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether the scheduler thread still takes requests (not shut down).
+    pub fn running(&self) -> bool {
+        matches!(self.thread.lock().as_deref(), Ok(Some(h)) if !h.is_finished())
     }
 
     /// Requests that may wait at most.
@@ -286,7 +303,9 @@ fn run(model: &Model, cfg: &SchedulerConfig, queue: &Queue, stats: &Stats) {
     let parallel = cfg.parallel.max(1);
     let mut slots: Vec<Slot> = Vec::new();
     let mut spare = PromptCache::new(cfg.cache_prompt);
+    stats.kv_capacity.store(parallel * n_ctx, Ordering::Relaxed);
     loop {
+        stats.kv_used.store(slots.iter().map(|s| s.seq.len()).sum(), Ordering::Relaxed);
         // Block only when there is nothing to do.
         if slots.is_empty() && !queue.wait() {
             return;

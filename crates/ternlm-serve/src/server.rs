@@ -210,7 +210,7 @@ pub fn router(state: Shared) -> Router {
     let keyed = Router::new().route("/v1/chat/completions", post(chat)).route("/v1/completions", post(completions)).route("/v1/models", get(models)).route("/v1/models/{id}", get(model_by_id));
     let keyed = if state.cfg.metrics_public { keyed } else { keyed.route("/metrics", get(metrics)) };
     let keyed = keyed.route_layer(middleware::from_fn_with_state(state.clone(), auth));
-    let open = Router::new().route("/health", get(health));
+    let open = Router::new().route("/health", get(health)).route("/health/live", get(health_live)).route("/health/ready", get(health_ready));
     let open = if state.cfg.metrics_public { open.route("/metrics", get(metrics)) } else { open };
     Router::new().merge(keyed).merge(open).fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) }).layer(middleware::from_fn_with_state(state.clone(), observe)).with_state(state)
 }
@@ -230,6 +230,34 @@ async fn health(State(st): State<Shared>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting down"}))).into_response();
     }
     Json(json!({"status": "ok"})).into_response()
+}
+
+/// Liveness for orchestrators: the process is up and answering, draining or not (a restart
+/// would not help a server that is finishing its requests).
+async fn health_live() -> Response {
+    Json(json!({"status": "alive"})).into_response()
+}
+
+/// Readiness for orchestrators and load balancers: the model is loaded (the server answers
+/// only once it is), it is not draining, its scheduler runs and its queue has room; else 503
+/// with the reason, so new work goes to another replica.
+async fn health_ready(State(st): State<Shared>) -> Response {
+    let queued = st.scheduler.stats().queued.load(Ordering::Relaxed);
+    let max_queue = st.scheduler.max_queue();
+    let not_ready = if st.draining.load(Ordering::Relaxed) {
+        Some("shutting down")
+    } else if !st.scheduler.running() {
+        Some("the scheduler has stopped")
+    } else if queued >= max_queue {
+        Some("the queue is full")
+    } else {
+        None
+    };
+    let body = json!({"status": not_ready.unwrap_or("ready"), "queued": queued, "max_queue": max_queue, "running": st.scheduler.stats().active.load(Ordering::Relaxed)});
+    match not_ready {
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response(),
+        None => Json(body).into_response(),
+    }
 }
 
 async fn metrics(State(st): State<Shared>) -> Response {

@@ -352,6 +352,63 @@ fn max_queue_bounds_waiting_requests_under_staggered_arrivals() {
     assert_eq!(codes.iter().filter(|&&c| c == 429).count(), 6, "{codes:?}");
 }
 
+/// Orchestrators' probes: live and ready need no key; ready turns 503 while the queue is
+/// full and back once it has room; the vLLM-named gauges an inference gateway reads agree
+/// with ternlm's own.
+#[test]
+fn readiness_follows_the_queue_and_gateway_metrics_agree() {
+    let keys = ApiKeys::new(["k".to_string()]);
+    let (addr, _) =
+        start(ServeConfig { api_keys: keys, metrics_public: true, scheduler: SchedulerConfig { parallel: 1, n_ctx: 4096, max_queue: 1, prefill_chunk: 32, ..Default::default() }, ..cfg() });
+    let auth = [("Authorization", "Bearer k"), ("Content-Type", "application/json")];
+    assert_eq!(http(&addr, "GET", "/health/live", &[], b"").0, 200);
+    let (st, _, b) = http(&addr, "GET", "/health/ready", &[], b"");
+    assert_eq!(st, 200, "{b}");
+    let idle = metrics_text(&addr);
+    assert_parses(&idle);
+    for (name, want) in [("vllm:num_requests_waiting", 0.0), ("vllm:num_requests_running", 0.0), ("vllm:kv_cache_usage_perc", 0.0), ("vllm:gpu_cache_usage_perc", 0.0)] {
+        assert_eq!(metric(&idle, name), want, "{name}");
+    }
+    // One long stream holds the only slot, a second request waits: the queue is full.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let body = r#"{"prompt": "Hello", "max_tokens": 4000, "temperature": 0, "stream": true}"#;
+    write!(s, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    while r.read_line(&mut line).unwrap() > 0 && !line.starts_with("data: ") {
+        line.clear();
+    }
+    let a = addr.clone();
+    let waiting = std::thread::spawn(move || http(&a, "POST", "/v1/completions", &auth, br#"{"prompt": "Hi", "max_tokens": 1}"#).0);
+    let t = Instant::now();
+    let busy = loop {
+        let m = metrics_text(&addr);
+        if metric(&m, "vllm:num_requests_waiting") == 1.0 || t.elapsed() > Duration::from_secs(10) {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(metric(&busy, "vllm:num_requests_waiting"), metric(&busy, "ternlm_queue_depth"));
+    assert_eq!((metric(&busy, "vllm:num_requests_waiting"), metric(&busy, "vllm:num_requests_running")), (1.0, 1.0), "{busy}");
+    let kv = metric(&busy, "vllm:kv_cache_usage_perc");
+    assert!(kv > 0.0 && kv <= 1.0 && kv == metric(&busy, "ternlm_kv_cache_utilization"), "{kv}");
+    let (st, _, b) = http(&addr, "GET", "/health/ready", &[], b"");
+    assert_eq!(st, 503, "{b}");
+    assert!(b.contains("queue is full"), "{b}");
+    assert_eq!(http(&addr, "GET", "/health/live", &[], b"").0, 200);
+    drop(r);
+    drop(s);
+    assert_eq!(waiting.join().unwrap(), 200);
+    let t = Instant::now();
+    while http(&addr, "GET", "/health/ready", &[], b"").0 != 200 {
+        assert!(t.elapsed() < Duration::from_secs(10), "ready again once the queue has room");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = metrics_text(&addr);
+    assert!(metric(&after, "vllm:prefix_cache_queries_total") >= metric(&after, "vllm:prefix_cache_hits_total"));
+    assert_eq!(metric(&after, "vllm:prefix_cache_hits_total"), metric(&after, "ternlm_prompt_tokens_cached_total"));
+}
+
 #[test]
 fn huge_prompts_are_refused_before_tokenizing_and_health_stays_fast() {
     let (addr, _) = start(ServeConfig { max_body: 8 << 20, ..cfg() });
@@ -475,6 +532,9 @@ fn shutdown_is_bounded_whatever_clients_do() {
     // Draining: health says so and new work is refused, while the stream still runs.
     let (st, _, b) = http(&addr, "GET", "/health", &[], b"");
     assert_eq!(st, 503, "{b}");
+    let (st, _, b) = http(&addr, "GET", "/health/ready", &[], b"");
+    assert_eq!(st, 503, "not ready while draining: {b}");
+    assert_eq!(http(&addr, "GET", "/health/live", &[], b"").0, 200, "alive while draining");
     let (st, _, b) = post(&addr, "/v1/completions", r#"{"prompt": "Hi", "max_tokens": 1}"#);
     assert_eq!(st, 503, "{b}");
     assert_eq!(error_of(&b)["type"], "server_error");
