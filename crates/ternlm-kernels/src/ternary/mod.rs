@@ -396,36 +396,52 @@ impl TernaryMatrix {
         }
     }
 
-    /// Combines raw sums into outputs: subtract the activation sums (codes are `t + 1`), add
-    /// the ragged tail, scale per block, divide by the token's multiplier.
+    /// Token `t`'s activation sum over scale block `b` (of `nb`): what the raw sums over codes
+    /// `t + 1` hold beyond `Σ t·q`.
     #[inline]
-    #[allow(clippy::too_many_arguments)]
-    fn finish(&self, r: usize, t: usize, raw: &[i32], tail: i32, acts: &QuantActs, kc: usize, block: usize) -> f32 {
+    fn block_xsum(&self, acts: &QuantActs, t: usize, b: usize, nb: usize, kc: usize, block: usize) -> i32 {
+        if nb == 1 && kc == self.cols {
+            return acts.tsum[t];
+        }
         let groups = self.cols.div_ceil(PER_TOKEN_GROUP);
-        let gsum = &acts.bsums[t * groups..(t + 1) * groups];
         let gpb = block / GROUP;
+        acts.bsums[t * groups + b * gpb..t * groups + (b + 1) * gpb].iter().sum()
+    }
+
+    /// Token `t`'s activation sum over the ragged column tail (from column `kc < cols`).
+    #[inline]
+    fn tail_xsum(&self, acts: &QuantActs, t: usize, kc: usize) -> i32 {
+        acts.bsums[t * self.cols.div_ceil(PER_TOKEN_GROUP) + kc / GROUP]
+    }
+
+    /// Combines a row's raw sums into its output: subtract the token's activation sums per
+    /// block (`xs`, codes are `t + 1`), add the ragged tail's (`tail`: its dot product less its
+    /// activations' sum, 0 without one) to the last block, scale per block, divide by the
+    /// token's multiplier.
+    #[inline]
+    fn finish(&self, r: usize, raw: &[i32], xs: &[i32], tail: i32, inv: f32) -> f32 {
         let mut y = 0f32;
         let nb = raw.len();
-        for (b, &rs) in raw.iter().enumerate() {
-            let xsum = if nb == 1 && kc == self.cols { acts.tsum[t] } else { gsum[b * gpb..(b + 1) * gpb].iter().sum::<i32>() };
-            let mut isum = rs - xsum;
-            if b + 1 == nb && kc < self.cols {
-                isum += tail - gsum[kc / GROUP];
+        for (b, (&rs, &x)) in raw.iter().zip(xs).enumerate() {
+            let mut isum = rs - x;
+            if b + 1 == nb {
+                isum += tail;
             }
             let scale = if self.scales.len() == 1 { self.scales[0] } else { self.scales[r * nb + b] };
             y += isum as f32 * scale;
         }
         if nb == 0 {
             // Narrower than one group: the whole row is tail.
-            y = (tail - gsum[0]) as f32 * self.scales[0];
+            y = tail as f32 * self.scales[0];
         }
-        y / acts.inv[t]
+        y / inv
     }
 
     /// Writes the outputs of rows `r0..r0 + n_rows` for every token from their raw sums
     /// (`raw[(t * n_rows + i) * nb + b]`) and ragged-tail sums (`tail(i, t)`). Every path
-    /// ends here, so a token's outputs come from the same float operations whatever path and
-    /// batch computed its (exact) integer sums.
+    /// ends here (the AMX tiles' epilogue repeats its float steps), so a token's outputs come
+    /// from the same float operations whatever path and batch computed its (exact) integer
+    /// sums.
     #[allow(clippy::too_many_arguments)]
     fn store(&self, out: SyncOut, acts: &QuantActs, r0: usize, n_rows: usize, raw: &[i32], nb: usize, kc: usize, block: usize, tail: impl Fn(usize, usize) -> i32) {
         if nb == 1 && kc == self.cols && self.scales.len() == 1 {
@@ -439,10 +455,17 @@ impl TernaryMatrix {
             }
             return;
         }
+        let mut xs = Vec::with_capacity(nb);
         for t in 0..acts.n {
+            // A token's block sums once for all rows (they were summed per output before: a
+            // third of the avx512 level's TQ2_0 prefill).
+            xs.clear();
+            xs.extend((0..nb).map(|b| self.block_xsum(acts, t, b, nb, kc, block)));
+            let tail_x = if kc < self.cols { Some(self.tail_xsum(acts, t, kc)) } else { None };
             for i in 0..n_rows {
                 let at = (t * n_rows + i) * nb;
-                out.set(t * self.rows + r0 + i, self.finish(r0 + i, t, &raw[at..at + nb], tail(i, t), acts, kc, block));
+                let tail = tail_x.map_or(0, |x| tail(i, t) - x);
+                out.set(t * self.rows + r0 + i, self.finish(r0 + i, &raw[at..at + nb], &xs, tail, acts.inv[t]));
             }
         }
     }
@@ -454,14 +477,10 @@ impl TernaryMatrix {
     fn amx_token_sums(&self, acts: &QuantActs, kc: usize, block: usize) -> (Vec<i32>, Vec<f32>) {
         let (n, nb) = (acts.n, kc / block);
         let tiles = n.div_ceil(amx::TILE).next_multiple_of(2);
-        let groups = self.cols.div_ceil(PER_TOKEN_GROUP);
-        let gpb = block / GROUP;
         let mut xsum = vec![0i32; tiles * nb * amx::TILE];
         for t in 0..n {
-            let gsum = &acts.bsums[t * groups..(t + 1) * groups];
             for b in 0..nb {
-                let s = if nb == 1 && kc == self.cols { acts.tsum[t] } else { gsum[b * gpb..(b + 1) * gpb].iter().sum::<i32>() };
-                xsum[((t / amx::TILE) * nb + b) * amx::TILE + t % amx::TILE] = s;
+                xsum[((t / amx::TILE) * nb + b) * amx::TILE + t % amx::TILE] = self.block_xsum(acts, t, b, nb, kc, block);
             }
         }
         let mut inv = vec![1f32; tiles * amx::TILE];
@@ -476,13 +495,12 @@ impl TernaryMatrix {
         if kc == self.cols {
             return Vec::new();
         }
-        let groups = self.cols.div_ceil(PER_TOKEN_GROUP);
         let tiles = acts.n.div_ceil(amx::TILE).next_multiple_of(2);
         let mut extra = vec![0i32; tiles * amx::ROWS * amx::TILE];
         for t in 0..acts.n {
-            let tail_xsum = acts.bsums[t * groups + kc / GROUP];
+            let tail_x = self.tail_xsum(acts, t, kc);
             for i in 0..n_rows {
-                extra[((t / amx::TILE) * amx::ROWS + i) * amx::TILE + t % amx::TILE] = tail(i, t) - tail_xsum;
+                extra[((t / amx::TILE) * amx::ROWS + i) * amx::TILE + t % amx::TILE] = tail(i, t) - tail_x;
             }
         }
         extra
