@@ -41,7 +41,8 @@ impl<C: Positions> PromptCache<C> {
 
     /// A free cache for `prompt` of `group` and how many of its leading tokens it already
     /// holds: the one of that group sharing the longest prefix, else the least recently freed
-    /// one, emptied. At most `prompt.len() - 1` tokens are kept, since the last prompt token
+    /// one, emptied (while `may_grow`, only a cache whose whole content leads the prompt or
+    /// that holds the whole prompt). At most `prompt.len() - 1` tokens are kept, since the last prompt token
     /// must be fed to get the logits of the first generated one. `reuse: false` asks for an
     /// empty cache. `None` when no cache is free, or when none matches and `may_grow` says
     /// the caller may allocate another rather than empty one that others may still reuse.
@@ -52,7 +53,13 @@ impl<C: Positions> PromptCache<C> {
         let shared = |held: &[u32]| common_prefix(held, prompt);
         // (tokens shared, index); later entries win ties: they were freed more recently.
         let best = self.free.iter().enumerate().filter(|(_, (_, g, _))| *g == group).map(|(i, (_, _, held))| (shared(held), i)).max().filter(|&(n, _)| self.reuse && reuse && n > 0);
-        if best.is_none() && may_grow {
+        // While the pool may grow, a cache is taken only when all it holds leads the prompt
+        // (a conversation's next turn) or it holds the whole prompt (the same request
+        // again): one that merely shares a prefix (every chat prompt shares its template's
+        // opening) stays for its own conversation's next turn, and the caller allocates
+        // another.
+        let whole = |(n, i): (usize, usize)| n >= self.free[i].2.len() || n + 1 >= prompt.len();
+        if may_grow && !best.is_some_and(whole) {
             return None;
         }
         let (n, i) = best.unwrap_or((0, 0));
@@ -133,6 +140,20 @@ mod tests {
         pc.put(Held(4), 1, [1, 2, 3, 4].into_iter());
         let (c, keep) = pc.take(&[1, 2, 3, 4, 5], 1, false, false).unwrap();
         assert_eq!((keep, c.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_partial_match_is_left_for_its_own_conversation_while_the_pool_may_grow() {
+        let mut pc = PromptCache::<Held>::new(true);
+        // Two conversations share a system prompt [1, 2].
+        pc.put(Held(4), 0, [1, 2, 3, 4].into_iter());
+        assert!(pc.take(&[1, 2, 7, 8], 0, true, true).is_none(), "conversation B must not truncate A's cache");
+        let (c, keep) = pc.take(&[1, 2, 3, 4, 5, 6], 0, true, true).unwrap();
+        assert_eq!((keep, c.len()), (4, 4), "A's next turn reuses all of it");
+        // A full pool: the best partial match is taken.
+        pc.put(Held(4), 0, [1, 2, 3, 4].into_iter());
+        let (_, keep) = pc.take(&[1, 2, 7, 8], 0, true, false).unwrap();
+        assert_eq!(keep, 2);
     }
 
     #[test]
