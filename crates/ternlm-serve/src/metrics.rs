@@ -146,7 +146,7 @@ impl Metrics {
             out,
             "# HELP ternlm_kv_cache_utilization Running sequences' share of the KV positions the slots can hold (0 to 1).\n# TYPE ternlm_kv_cache_utilization gauge\nternlm_kv_cache_utilization {kv}"
         );
-        render_vllm_aliases(sched, &mut out);
+        render_vllm_aliases(sched, kv, &mut out);
         self.ttft.render("ternlm_time_to_first_token_seconds", "From request to first generated token.", &mut out);
         self.per_token.render("ternlm_time_per_output_token_seconds", "Between consecutive generated tokens of a request.", &mut out);
         out
@@ -159,9 +159,8 @@ impl Metrics {
 /// KV usage = `ternlm_kv_cache_utilization` (under both the current and the older name),
 /// prefix-cache queries and hits = prompt tokens admitted and prompt tokens taken from a
 /// cache (tokens, as vLLM counts them).
-fn render_vllm_aliases(sched: &Stats, out: &mut String) {
+fn render_vllm_aliases(sched: &Stats, kv: f64, out: &mut String) {
     let load = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed);
-    let kv = sched.kv_utilization();
     for (name, help, v) in [
         ("vllm:num_requests_waiting", "Requests waiting for a slot (ternlm_queue_depth).", load(&sched.queued) as f64),
         ("vllm:num_requests_running", "Requests being generated (ternlm_active_sequences).", load(&sched.active) as f64),

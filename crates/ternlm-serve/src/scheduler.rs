@@ -227,7 +227,7 @@ impl Scheduler {
 
     /// Queues a request, or says why not (a full queue is the caller's cue for HTTP 429).
     pub fn submit(&self, job: Job) -> Result<(), Rejected> {
-        if !matches!(self.thread.lock().as_deref(), Ok(Some(_))) {
+        if !self.running() {
             return Err(Rejected::ShuttingDown);
         }
         let depth = self.queue.push(job)?;

@@ -457,8 +457,8 @@ impl TernaryMatrix {
         }
         let mut xs = Vec::with_capacity(nb);
         for t in 0..acts.n {
-            // A token's block sums once for all rows (they were summed per output before: a
-            // third of the avx512 level's TQ2_0 prefill).
+            // A token's block sums once for all its rows, not per output (summing them per
+            // output took a third of per-block-scaled prefill at the avx512 level).
             xs.clear();
             xs.extend((0..nb).map(|b| self.block_xsum(acts, t, b, nb, kc, block)));
             let tail_x = if kc < self.cols { Some(self.tail_xsum(acts, t, kc)) } else { None };
